@@ -1,0 +1,53 @@
+"""oscillink-core: a sparse coherence reranker for retrieval-augmented generation.
+
+Quickstart
+----------
+>>> import numpy as np
+>>> from oscillink_core import Oscillink
+>>> Y = np.random.default_rng(0).normal(size=(40, 16))
+>>> lat = Oscillink(Y, kneighbors=6)
+>>> lat.set_query(Y[:5].mean(axis=0))
+>>> _ = lat.settle()
+>>> len(lat.bundle(k=5))
+5
+"""
+
+__version__ = "0.1.0"
+
+from .api import RankedItem, RerankResult, rerank  # noqa: E402
+from .gates import compute_diffusion_gates  # noqa: E402
+from .lattice import Oscillink, OscillinkLattice  # noqa: E402
+from .params import LatticeParams, load_profile, resolve_params, save_profile  # noqa: E402
+from .persistence import load, save  # noqa: E402
+from .receipts import (  # noqa: E402
+    canonical_json,
+    receipt_schema,
+    sign_receipt,
+    strip_timings,
+    validate_receipt,
+    verify_receipt,
+)
+from .solver import ConvergenceWarning  # noqa: E402
+
+__all__ = [
+    "Oscillink",
+    "OscillinkLattice",
+    "rerank",
+    "RerankResult",
+    "RankedItem",
+    "LatticeParams",
+    "resolve_params",
+    "load_profile",
+    "save_profile",
+    "compute_diffusion_gates",
+    "sign_receipt",
+    "verify_receipt",
+    "validate_receipt",
+    "receipt_schema",
+    "canonical_json",
+    "strip_timings",
+    "save",
+    "load",
+    "ConvergenceWarning",
+    "__version__",
+]

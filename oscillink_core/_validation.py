@@ -1,0 +1,125 @@
+"""Input validation, done once and up front (the scipy ``make_system`` pattern).
+
+Every public entry point funnels its arrays through these helpers, so the
+messages are uniform and name what was expected and what was received.
+The helpers never modify the caller's arrays: they return fresh, C-contiguous
+float32 copies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["check_embeddings", "check_query", "check_gates", "check_ids", "check_k"]
+
+
+def _as_float_array(x: Any, name: str) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        arr = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except Exception as exc:  # ragged lists and the like
+            raise ValueError(f"{name} must be a numeric array; got {type(x).__name__} ({exc})") from None
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool
+    ):
+        raise ValueError(f"{name} must hold real numbers; got dtype {arr.dtype}")
+    return arr
+
+
+def check_embeddings(Y: Any, *, name: str = "Y") -> np.ndarray:
+    """Validate candidate embeddings and return a float32 C-contiguous copy.
+
+    Raises ``ValueError`` when ``Y`` is not 2-D, has no rows or no columns,
+    holds NaN/inf, or has an all-zero row (its direction is undefined).
+    """
+    arr = _as_float_array(Y, name)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array of shape (N, D); got {arr.ndim}-D array of shape {arr.shape}")
+    n, d = arr.shape
+    if n == 0:
+        raise ValueError(f"{name} has no rows (N = 0): there is nothing to rank")
+    if d == 0:
+        raise ValueError(f"{name} has no columns (D = 0)")
+    out = np.array(arr, dtype=np.float32, order="C", copy=True)
+    finite = np.isfinite(out)
+    if not finite.all():
+        bad = np.flatnonzero(~finite.all(axis=1))
+        raise ValueError(f"{name} contains NaN or inf in {bad.size} row(s), first at row {int(bad[0])}")
+    norms = np.linalg.norm(out, axis=1)
+    zero = np.flatnonzero(norms == 0.0)
+    if zero.size:
+        raise ValueError(f"{name} has {zero.size} all-zero row(s), first at row {int(zero[0])}; "
+                         "a zero vector has no direction")
+    return out
+
+
+def check_query(psi: Any, d: int, *, name: str = "psi") -> np.ndarray:
+    """Validate a query vector of length ``d``; return a float32 copy."""
+    arr = _as_float_array(psi, name)
+    if arr.ndim == 2 and 1 in arr.shape:
+        arr = arr.reshape(-1)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D vector of length D = {d}; got shape {arr.shape}")
+    if arr.shape[0] != d:
+        raise ValueError(f"dimension mismatch: {name} has length {arr.shape[0]} but the candidates have D = {d}")
+    out = np.array(arr, dtype=np.float32, copy=True)
+    if not np.isfinite(out).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    if not np.any(out):
+        raise ValueError(f"{name} is all zeros; a zero query has no direction")
+    return out
+
+
+def check_gates(gates: Any, n: int, *, name: str = "gates") -> np.ndarray:
+    """Validate per-candidate query gates: length ``n``, finite, in [0, 1]."""
+    arr = _as_float_array(gates, name)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D vector of length N = {n}; got shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise ValueError(f"{name} has length {arr.shape[0]} but there are N = {n} candidates")
+    out = np.array(arr, dtype=np.float32, copy=True)
+    if not np.isfinite(out).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    if (out < 0).any() or (out > 1).any():
+        raise ValueError(f"{name} must lie in [0, 1]; got min {float(out.min()):.4g}, max {float(out.max()):.4g}")
+    return out
+
+
+def check_ids(ids: Sequence[Any] | None, n: int) -> list:
+    """Validate candidate ids: ``n`` unique str or int values (default ``0..n-1``)."""
+    if ids is None:
+        return list(range(n))
+    if isinstance(ids, (str, bytes)):
+        raise ValueError("ids must be a sequence of ids, not a single string")
+    out = list(ids)
+    if len(out) != n:
+        raise ValueError(f"ids has {len(out)} entries but there are N = {n} candidates")
+    norm = []
+    for i, v in enumerate(out):
+        if isinstance(v, (bool, np.bool_)):
+            raise ValueError(f"ids[{i}] is a bool; ids must be str or int")
+        if isinstance(v, (int, np.integer)):
+            norm.append(int(v))
+        elif isinstance(v, str):
+            norm.append(v)
+        else:
+            raise ValueError(f"ids[{i}] has type {type(v).__name__}; ids must be str or int")
+    if len(set(norm)) != n:
+        seen: set = set()
+        dup = next(v for v in norm if v in seen or seen.add(v))  # type: ignore[func-returns-value]
+        raise ValueError(f"ids must be unique; {dup!r} occurs more than once")
+    return norm
+
+
+def check_k(k: Any, n: int, *, name: str = "k") -> int:
+    """Validate a bundle size: an int >= 1 (values above ``n`` are clipped to ``n``)."""
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"{name} must be an int >= 1; got {k!r}")
+    if k < 1:
+        raise ValueError(f"{name} must be >= 1; got {k}")
+    return int(min(k, n))

@@ -1,0 +1,101 @@
+"""`rerank`: the one call adapters use, and its result objects."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .lattice import Oscillink
+from .params import resolve_params
+
+__all__ = ["rerank", "RerankResult", "RankedItem"]
+
+
+@dataclass(frozen=True)
+class RankedItem:
+    """One ranked candidate. ``index`` is its position in the input; scores are plain floats."""
+
+    id: Any
+    index: int
+    rank: int
+    score: float
+    align: float
+    cosine: float
+    gate: float
+    degree: int
+    tension: float
+    near_duplicate_of: Any = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    """Ranked items (best first), the receipt and timings. Iterable, indexable, sized."""
+
+    items: tuple[RankedItem, ...]
+    receipt: dict
+    timings: dict = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[RankedItem]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+    def top_k(self, k: int) -> list[RankedItem]:
+        return list(self.items[:k])
+
+    @property
+    def ids(self) -> list:
+        return [it.id for it in self.items]
+
+    @property
+    def indices(self) -> list[int]:
+        return [it.index for it in self.items]
+
+    @property
+    def scores(self) -> list[float]:
+        return [it.score for it in self.items]
+
+    def to_dict(self) -> dict:
+        return {"items": [it.to_dict() for it in self.items], "receipt": self.receipt, "timings": self.timings}
+
+
+def rerank(query: Any, candidates: Any, *, k: int, ids: Sequence[Any] | None = None, params: Any = None,
+           gates: Any = None, sign_key: bytes | str | None = None, light_receipt: bool = False) -> RerankResult:
+    """Rerank ``candidates`` (N, D) against ``query`` (D,) and return the top ``k``.
+
+    ``params`` takes anything `resolve_params` does (None, dict, `LatticeParams`, profile dict or
+    path). ``kneighbors`` is clipped to N - 1 here, so any N >= 1 works. ``k`` > N returns N
+    items. The function keeps no shared state: concurrent calls from many threads are safe.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from oscillink_core import rerank
+    >>> rng = np.random.default_rng(0)
+    >>> Y = rng.normal(size=(30, 8)); q = Y[3] + 0.1 * rng.normal(size=8)
+    >>> res = rerank(q, Y, k=3)
+    >>> res[0].index
+    3
+    >>> sorted(res.receipt)[:3]
+    ['bundle', 'energy', 'format']
+    """
+    t0 = time.perf_counter()
+    p = resolve_params(params)
+    lat = Oscillink(candidates, ids=ids, params=p)
+    lat.set_query(query, gates=gates)
+    info = lat.settle()
+    bundle = lat.bundle(k)
+    receipt = lat.receipt(light=light_receipt, sign_key=sign_key)
+    total = 1e3 * (time.perf_counter() - t0)
+    items = tuple(RankedItem(**{key: b[key] for key in RankedItem.__dataclass_fields__}) for b in bundle)
+    timings = {**receipt["timings_ms"], "total_ms": total, "cg_iterations": info["iterations"]}
+    return RerankResult(items=items, receipt=receipt, timings=timings)

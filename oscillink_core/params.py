@@ -1,0 +1,206 @@
+"""Lattice parameters and tuning profiles.
+
+`LatticeParams` is a frozen dataclass holding every knob that changes a result.
+A *profile* is the JSON form written by :func:`oscillink_core.tune` and
+accepted everywhere ``params=`` is: a `LatticeParams`, a plain dict of
+parameter overrides, a profile dict (``{"format": "oscillink-core/profile", "params": {...}}``)
+or the path of a profile JSON file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["LatticeParams", "resolve_params", "PROFILE_FORMAT", "load_profile", "save_profile"]
+
+PROFILE_FORMAT = "oscillink-core/profile"
+
+_GATINGS = ("uniform", "diffusion")
+_KNN = ("auto", "exact", "faiss")
+
+
+@dataclass(frozen=True)
+class LatticeParams:
+    """Every parameter that determines a lattice result.
+
+    Energy
+    ------
+    kneighbors : neighbours per node before the mutual filter (graph degree <= kneighbors).
+    lamG : anchor weight, pulls U toward the embeddings Y (must be > 0: keeps M SPD).
+    lamC : coherence weight on tr(U^T L U), L the (degree-regularised) normalised Laplacian.
+    lamQ : query weight on tr((U - 1 psi^T)^T B (U - 1 psi^T)).
+    lamP : chain-prior weight (used only when a chain is added).
+    edge_floor : edge weight is max(0, (cos - edge_floor) / (1 - edge_floor)); 0 keeps raw cosine.
+    degree_reg : tau in L = (D + tau)^-1/2 (D - W) (D + tau)^-1/2; 0 gives L_sym exactly.
+        tau > 0 weakens the coupling of nodes whose edges are all weak.
+
+    Gates
+    -----
+    gating : "uniform" (B = I) or "diffusion" (B from compute_diffusion_gates).
+    gate_gamma, gate_beta : screening and sharpness of the diffusion gates.
+
+    Ranking
+    -------
+    coh_weight : score = align + coh_weight * (align - cosine), where align is the cosine of
+        the settled U*_i with psi and cosine that of Y_i; 0 ranks by settled alignment alone.
+    mmr_lambda : MMR trade-off in (0, 1]; 1 disables diversification.
+    dedup_threshold : cosine at or above which two candidates count as near-duplicates;
+        None disables the near-duplicate rule.
+    dup_keep : which member of a near-duplicate group keeps its place: "best" (highest
+        score) or "consensus" (the member the settled state moved least toward the query).
+
+    Solver and graph construction
+    -----------------------------
+    rtol : relative residual tolerance ||M U - F||_F <= rtol ||F||_F.
+    maxiter : conjugate-gradient iteration cap.
+    knn : "exact" (blocked products), "faiss" (IVF approximate) or "auto" (exact up to
+        exact_max_n nodes).
+    exact_max_n : node count above which "auto" switches to FAISS.
+    seed : seed for the FAISS quantiser training (no other randomness exists).
+    """
+
+    kneighbors: int = 6
+    lamG: float = 1.0
+    lamC: float = 0.5
+    lamQ: float = 4.0
+    lamP: float = 0.0
+    edge_floor: float = 0.0
+    degree_reg: float = 0.0
+    gating: str = "uniform"
+    gate_gamma: float = 0.15
+    gate_beta: float = 1.0
+    coh_weight: float = 0.0
+    mmr_lambda: float = 1.0
+    dedup_threshold: float | None = None
+    dup_keep: str = "best"
+    rtol: float = 1e-5
+    maxiter: int = 500
+    knn: str = "auto"
+    exact_max_n: int = 8192
+    seed: int = 0
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        def num(name: str) -> float:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number; got {v!r}")
+            return float(v)
+
+        if isinstance(self.kneighbors, bool) or not isinstance(self.kneighbors, int) or self.kneighbors < 0:
+            raise ValueError(f"kneighbors must be an int >= 0; got {self.kneighbors!r}")
+        if num("lamG") <= 0:
+            raise ValueError(f"lamG must be > 0 (it keeps the system positive definite); got {self.lamG}")
+        for name in ("lamC", "lamQ", "lamP", "degree_reg", "gate_beta"):
+            if num(name) < 0:
+                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
+        if not 0 <= num("edge_floor") < 1:
+            raise ValueError(f"edge_floor must lie in [0, 1); got {self.edge_floor}")
+        if num("gate_gamma") <= 0:
+            raise ValueError(f"gate_gamma must be > 0; got {self.gate_gamma}")
+        num("coh_weight")
+        if not 0 < num("mmr_lambda") <= 1:
+            raise ValueError(f"mmr_lambda must lie in (0, 1]; got {self.mmr_lambda}")
+        if self.dedup_threshold is not None and not -1 <= num("dedup_threshold") <= 1:
+            raise ValueError(f"dedup_threshold must lie in [-1, 1] or be None; got {self.dedup_threshold}")
+        if self.dup_keep not in ("best", "consensus"):
+            raise ValueError(f"dup_keep must be 'best' or 'consensus'; got {self.dup_keep!r}")
+        if self.gating not in _GATINGS:
+            raise ValueError(f"gating must be one of {_GATINGS}; got {self.gating!r}")
+        if self.knn not in _KNN:
+            raise ValueError(f"knn must be one of {_KNN}; got {self.knn!r}")
+        if not 0 < num("rtol") < 1:
+            raise ValueError(f"rtol must lie in (0, 1); got {self.rtol}")
+        for name in ("maxiter", "exact_max_n", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name != "seed" else 0):
+                raise ValueError(f"{name} must be a positive int; got {v!r}")
+        # normalise numeric types so that equal params encode identically
+        for name in ("lamG", "lamC", "lamQ", "lamP", "edge_floor", "degree_reg", "gate_gamma",
+                     "gate_beta", "coh_weight", "mmr_lambda", "rtol"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        if self.dedup_threshold is not None:
+            object.__setattr__(self, "dedup_threshold", float(self.dedup_threshold))
+
+    # -- conversions -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict of every parameter (the canonical form)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+
+    def replace(self, **changes: Any) -> LatticeParams:
+        """Return a copy with ``changes`` applied (validated)."""
+        return from_mapping({**self.to_dict(), **changes})
+
+    def to_profile(self, **meta: Any) -> dict[str, Any]:
+        """Profile dict (see :func:`save_profile`)."""
+        return {"format": PROFILE_FORMAT, "version": 1, "params": self.to_dict(), "meta": dict(meta)}
+
+
+_FIELDS = {f.name for f in dataclasses.fields(LatticeParams)} - {"extra"}
+
+
+def from_mapping(m: Mapping[str, Any], base: LatticeParams | None = None) -> LatticeParams:
+    unknown = sorted(set(m) - _FIELDS)
+    if unknown:
+        raise ValueError(f"unknown lattice parameter(s) {unknown}; known: {sorted(_FIELDS)}")
+    start = base.to_dict() if base is not None else {}
+    return LatticeParams(**{**start, **dict(m)})
+
+
+def load_profile(path: str | os.PathLike) -> LatticeParams:
+    """Read a profile JSON file written by :func:`save_profile` or ``tune``."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"profile file not found: {p}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"profile file {p} is not valid JSON: {exc}") from None
+    return resolve_params(data)
+
+
+def save_profile(params: LatticeParams, path: str | os.PathLike, **meta: Any) -> Path:
+    """Write ``params`` as a profile JSON (atomically: temp file then rename)."""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps(params.to_profile(**meta), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, p)
+    return p
+
+
+def resolve_params(params: Any = None, **overrides: Any) -> LatticeParams:
+    """Turn any accepted ``params=`` value into a `LatticeParams`.
+
+    Accepts None (defaults), a `LatticeParams`, a dict of parameters, a profile dict, or a
+    path (str / PathLike) of a profile JSON file. ``overrides`` are applied last.
+    """
+    if params is None:
+        base = LatticeParams()
+    elif isinstance(params, LatticeParams):
+        base = params
+    elif isinstance(params, (str, os.PathLike)):
+        base = load_profile(params)
+    elif isinstance(params, Mapping):
+        if "format" in params or "params" in params:
+            if params.get("format") != PROFILE_FORMAT:
+                raise ValueError(f"not an oscillink-core profile: format is {params.get('format')!r}, "
+                                 f"expected {PROFILE_FORMAT!r}")
+            inner = params.get("params")
+            if not isinstance(inner, Mapping):
+                raise ValueError("profile has no 'params' object")
+            base = from_mapping(inner)
+        else:
+            base = from_mapping(params)
+    else:
+        raise ValueError(f"params must be None, LatticeParams, a dict, a profile dict or a path; "
+                         f"got {type(params).__name__}")
+    if overrides:
+        base = from_mapping(overrides, base)
+    return base
