@@ -304,14 +304,15 @@ class Oscillink:
                   "tension": round_float(t[e]), "z": round_float(z[e])} for e in hit[:_NULL_MAX_LISTED]]
         return {"z_threshold": z_threshold, "count": int(hit.size), "edges": edges}
 
-    def state_sig(self, k: int | None = None) -> str:
-        """SHA-256 over every input that determines the result (see `receipts.state_signature`)."""
+    def state_sig(self, k: int | None = None, bundle: list | None = None) -> str:
+        """SHA-256 over every input that determines the result, and the bundle (see
+        `receipts.state_signature`)."""
         if self._psi is None:
             raise ValueError("call set_query(psi) first")
         return state_signature(Y=self._Y, ids=self._ids, psi=self._psi, gates=self._gates,
                                params=self._params.to_dict(), k=k if k is not None else 0,
                                indptr=self._W.indptr, indices=self._W.indices, data=self._W.data,
-                               chain=self._chain_block())
+                               chain=self._chain_block(), bundle=bundle)
 
     def _chain_block(self) -> dict | None:
         if self._chain is None:
@@ -335,12 +336,13 @@ class Oscillink:
         at_y = self.energy(self._Y)
         stats = graph_stats(self._W)
         g = self._gates
+        bundle_block = [{"id": b["id"], "score": round_float(b["score"])} for b in bundle]
         rec: dict = {
             "format": RECEIPT_FORMAT,
             "receipt_version": RECEIPT_VERSION,
             "package_version": __version__,
             "state": "stationary U* (solution of M U* = F); all energies, scores and the bundle are at U*",
-            "state_sig": self.state_sig(k_used),
+            "state_sig": self.state_sig(k_used, bundle_block),
             "params": p.to_dict(),
             "inputs": {"n": self.N, "d": self.D, "k": k_used, "candidate_set_hash": hash_ids(self._ids),
                        "gates": {"mode": self._gate_mode, "min": round_float(g.min()),
@@ -353,7 +355,7 @@ class Oscillink:
                        "converged": self._cg.converged},
             "graph": {"method": self._knn_method, "kneighbors": self._k_eff, "mutual": True,
                       **stats.to_dict(), "mean_degree": round_float(stats.mean_degree)},
-            "bundle": [{"id": b["id"], "score": round_float(b["score"])} for b in bundle],
+            "bundle": bundle_block,
         }
         if self._chain is not None:
             rec["chain"] = {**self._chain_block(), "verdict": self.chain_receipt()["verdict"]}

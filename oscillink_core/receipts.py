@@ -2,8 +2,8 @@
 
 * ``state_sig`` = SHA-256 over a framed, canonical encoding of everything that determines
   a result: Y (float32, little-endian, C order), candidate ids, psi, gates, params, bundle
-  size k, the adjacency (CSR arrays) and the chain. Two runs agree on it exactly when
-  they agree on those inputs.
+  size k, the adjacency (CSR arrays) and the chain, followed by the bundle those inputs
+  produced (ids and scores). Two runs agree on it exactly when they agree on all of it.
 * The receipt itself is JSON; :func:`canonical_json` is the byte form used for HMACs and
   for comparing receipts (sorted keys, no spaces, floats as rounded by the receipt builder).
 * :func:`sign_receipt` adds ``signature = {"algorithm": "HMAC-SHA256", "value": hex}``
@@ -72,8 +72,9 @@ def hash_ids(ids: Iterable[Any]) -> str:
 
 def state_signature(*, Y: np.ndarray, ids: list, psi: np.ndarray, gates: np.ndarray,
                     params: Mapping[str, Any], k: int, indptr: np.ndarray, indices: np.ndarray,
-                    data: np.ndarray, chain: Mapping[str, Any] | None) -> str:
-    """SHA-256 over the framed canonical encoding of every input that determines a result."""
+                    data: np.ndarray, chain: Mapping[str, Any] | None, bundle: list | None = None) -> str:
+    """SHA-256 over the framed canonical encoding of every input that determines a result,
+    and of the bundle it produced (ids and rounded scores), so the signature binds both."""
     h = hashlib.sha256()
     _frame(h, "format", f"{RECEIPT_FORMAT}/{RECEIPT_VERSION}".encode())
     _frame(h, "Y", _array_bytes(Y, "f4"))
@@ -86,6 +87,7 @@ def state_signature(*, Y: np.ndarray, ids: list, psi: np.ndarray, gates: np.ndar
     _frame(h, "adj.indices", _array_bytes(indices, "i8"))
     _frame(h, "adj.data", _array_bytes(data, "f4"))
     _frame(h, "chain", canonical_json(chain if chain is not None else None))
+    _frame(h, "bundle", canonical_json(bundle if bundle is not None else None))
     return h.hexdigest()
 
 
