@@ -1,0 +1,200 @@
+"""`OscillinkCompressor`: coherence reranking of the documents a retriever returned."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.callbacks import Callbacks
+from langchain_core.documents import BaseDocumentCompressor, Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, RunnableParallel, RunnablePassthrough
+from pydantic import ConfigDict, Field, field_validator
+
+from oscillink_core import LatticeParams
+
+from ._core import DEFAULT_RECEIPT_KEY, atrace, check_params, rerank_documents, trace
+from ._vectors import as_matrix, store_vectors
+
+__all__ = ["OscillinkCompressor"]
+
+
+class OscillinkCompressor(BaseDocumentCompressor):
+    """Rerank retrieved documents by coherence with the query and with each other.
+
+    The documents and the query are embedded (or, with ``vectorstore``, the documents' vectors
+    are taken from the store by ``Document.id``), a sparse mutual-kNN lattice is settled over
+    them and the ``top_n`` best are returned as new `Document` objects. The caller's documents
+    are never modified. Each returned document carries, in its metadata: ``oscillink_score``
+    (float), ``oscillink_rank`` (int, 1 = best), ``retrieval_score`` (the cosine of query and
+    passage vectors: LangChain retrievers do not hand their own scores to compressors),
+    ``retrieval_rank`` (1-based input position) and the receipt under ``receipt_key``; the
+    receipt's ``state_sig`` binds the candidate ids and the bundle, and ``provenance`` says
+    where the vectors came from.
+
+    Setup:
+        .. code-block:: bash
+
+            pip install 'oscillink-core[langchain]'       # plus langchain-classic for ContextualCompressionRetriever
+
+    Instantiate:
+        .. code-block:: python
+
+            from langchain_oscillink import OscillinkCompressor, PackagedMiniLMEmbeddings
+
+            compressor = OscillinkCompressor(embeddings=PackagedMiniLMEmbeddings(), top_n=4)
+
+    Use with langchain-classic:
+        .. code-block:: python
+
+            from langchain_classic.retrievers import ContextualCompressionRetriever
+
+            retriever = ContextualCompressionRetriever(
+                base_compressor=compressor, base_retriever=store.as_retriever(search_kwargs={"k": 50}))
+            docs = retriever.invoke("how do vaccines work?")
+
+    Use in LCEL with langchain-core only:
+        .. code-block:: python
+
+            chain = compressor.as_runnable(store.as_retriever(search_kwargs={"k": 50}))
+            docs = chain.invoke("how do vaccines work?")
+            # or, spelled out:
+            chain = {"documents": base_retriever, "query": RunnablePassthrough()} | compressor.as_runnable()
+
+    Reuse the store's vectors instead of re-embedding the passages:
+        .. code-block:: python
+
+            compressor = OscillinkCompressor(embeddings=emb, vectorstore=store, top_n=4)
+    """
+
+    embeddings: Embeddings
+    """Embeddings for the query and, unless ``vectorstore`` supplies them, for the passages.
+    Must be the model the passages were indexed with when ``vectorstore`` is set."""
+
+    top_n: int = Field(default=3, ge=1)
+    """How many documents to return (all of them when fewer come in)."""
+
+    params: Any = None
+    """Lattice parameters: None (defaults), an ``oscillink_core.LatticeParams``, a dict of fields, a
+    tuning profile dict or the path of a profile JSON file. Resolved once, at construction."""
+
+    vectorstore: Any = None
+    """Optional store the documents came from (`InMemoryVectorStore`, langchain-community `FAISS` or
+    `FaissCandidateSource`). When set, each document's vector is taken from it by ``Document.id``; if
+    that fails the passages are re-embedded and ``receipt["provenance"]["reason"]`` says why."""
+
+    receipt_key: str = DEFAULT_RECEIPT_KEY
+    """Metadata key under which each returned document carries the receipt."""
+
+    signing_key: str | bytes | None = Field(default=None, repr=False, exclude=True)
+    """Optional HMAC key: the receipt is then signed (``oscillink_core.verify_receipt(receipt, key)``)."""
+
+    light_receipt: bool = False
+    """Omit the null-point list from the receipt (slightly cheaper)."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _resolve(cls, value: Any) -> LatticeParams:
+        return check_params(value)
+
+    # ---------------------------------------------------------------- helpers
+    def _provenance(self, extra: dict, reembedded: bool) -> dict:
+        prov = {"integration": "langchain_oscillink", "component": type(self).__name__,
+                "embeddings": type(self.embeddings).__name__, "score_source": "cosine(query, passage) computed here"}
+        prov.update(extra)
+        prov["vectors"] = "reembedded" if reembedded else "store"
+        if not reembedded:
+            prov.pop("reason", None)
+        elif "reason" not in prov:
+            prov["reason"] = "no vectorstore given"
+        return prov
+
+    def _rerank(self, qvec: Any, vectors: Any, docs: list[Document], prov: dict) -> tuple[list[Document], dict]:
+        return rerank_documents(query_vector=qvec, vectors=vectors, docs=docs, retrieval_scores=None,
+                                top_n=self.top_n, params=self.params, receipt_key=self.receipt_key,
+                                signing_key=self.signing_key, light_receipt=self.light_receipt,
+                                provenance=prov)[:2]
+
+    @staticmethod
+    def _fill(info: dict, out: list[Document], receipt: dict, prov: dict, t_rerank: float) -> None:
+        info.update(n_returned=len(out), vectors=prov["vectors"], state_sig=receipt["state_sig"],
+                    rerank_ms=1e3 * (time.perf_counter() - t_rerank))
+
+    # ---------------------------------------------------------------- BaseDocumentCompressor
+    def compress_documents(self, documents: Sequence[Document], query: str,
+                           callbacks: Callbacks | None = None) -> Sequence[Document]:
+        """Rerank ``documents`` against ``query`` and return the best ``top_n`` as new documents."""
+        docs = list(documents)
+        if not docs:
+            return []
+        with trace(callbacks, query=query, n=len(docs), top_n=self.top_n, component=type(self).__name__) as info:
+            t0 = time.perf_counter()
+            qvec = self.embeddings.embed_query(query)
+            vecs, extra = store_vectors(self.vectorstore, docs) if self.vectorstore is not None else (None, {})
+            reused = vecs is not None
+            if vecs is None:
+                vecs = as_matrix(self.embeddings.embed_documents([d.page_content for d in docs]), "passage embeddings")
+            prov = self._provenance(extra, reembedded=not reused)
+            info["embed_ms"] = 1e3 * (time.perf_counter() - t0)
+            t1 = time.perf_counter()
+            out, receipt = self._rerank(qvec, vecs, docs, prov)
+            self._fill(info, out, receipt, prov, t1)
+        return out
+
+    async def acompress_documents(self, documents: Sequence[Document], query: str,
+                                  callbacks: Callbacks | None = None) -> Sequence[Document]:
+        """Async `compress_documents`: embeddings through the async API, the solve in a worker thread."""
+        docs = list(documents)
+        if not docs:
+            return []
+        async with atrace(callbacks, query=query, n=len(docs), top_n=self.top_n,
+                          component=type(self).__name__) as info:
+            t0 = time.perf_counter()
+            qvec = await self.embeddings.aembed_query(query)
+            vecs, extra = (None, {})
+            if self.vectorstore is not None:
+                vecs, extra = await asyncio.to_thread(store_vectors, self.vectorstore, docs)
+            reused = vecs is not None
+            if vecs is None:
+                rows = await self.embeddings.aembed_documents([d.page_content for d in docs])
+                vecs = as_matrix(rows, "passage embeddings")
+            prov = self._provenance(extra, reembedded=not reused)
+            info["embed_ms"] = 1e3 * (time.perf_counter() - t0)
+            t1 = time.perf_counter()
+            out, receipt = await asyncio.to_thread(self._rerank, qvec, vecs, docs, prov)
+            self._fill(info, out, receipt, prov, t1)
+        return out
+
+    # ---------------------------------------------------------------- LCEL
+    def as_runnable(self, retriever: Runnable | None = None) -> Runnable:
+        """The compressor as an LCEL runnable (langchain-core only).
+
+        Without ``retriever``: a runnable taking ``{"query": str, "documents": list[Document]}``.
+        With ``retriever``: a runnable taking the query string, equivalent to
+        ``{"documents": retriever, "query": RunnablePassthrough()} | compressor.as_runnable()``.
+        Both run sync and async; the rerank shows in tracing as a child run.
+        """
+
+        def _args(inp: dict) -> tuple[list[Document], str]:
+            if not isinstance(inp, dict) or "query" not in inp or "documents" not in inp:
+                raise ValueError("OscillinkCompressor.as_runnable() expects {'query': str, 'documents': [...]}; "
+                                 f"got {type(inp).__name__}")
+            return list(inp["documents"]), inp["query"]
+
+        def _run(inp: dict, config: RunnableConfig) -> list[Document]:
+            docs, query = _args(inp)
+            return list(self.compress_documents(docs, query, callbacks=config.get("callbacks")))
+
+        async def _arun(inp: dict, config: RunnableConfig) -> list[Document]:
+            docs, query = _args(inp)
+            return list(await self.acompress_documents(docs, query, callbacks=config.get("callbacks")))
+
+        rerank_step = RunnableLambda(_run, afunc=_arun, name=type(self).__name__)
+        if retriever is None:
+            return rerank_step
+        return (RunnableParallel(documents=retriever, query=RunnablePassthrough()) | rerank_step).with_config(
+            run_name=f"{type(self).__name__}Chain")
