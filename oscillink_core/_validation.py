@@ -50,7 +50,7 @@ def check_embeddings(Y: Any, *, name: str = "Y") -> np.ndarray:
     if not finite.all():
         bad = np.flatnonzero(~finite.all(axis=1))
         raise ValueError(f"{name} contains NaN or inf in {bad.size} row(s), first at row {int(bad[0])}")
-    norms = np.linalg.norm(out, axis=1)
+    norms = np.linalg.norm(out.astype(np.float64), axis=1)
     zero = np.flatnonzero(norms == 0.0)
     if zero.size:
         raise ValueError(f"{name} has {zero.size} all-zero row(s), first at row {int(zero[0])}; "

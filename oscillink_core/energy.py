@@ -89,10 +89,10 @@ def energy_terms(U: np.ndarray, Y: np.ndarray, psi: np.ndarray, gates: np.ndarra
     anchor = lamG * float(np.sum((U64 - Y) ** 2))
     coherence = lamC * float(edge_tension(U, *edges, scale).sum())
     dq = U64 - psi.astype(np.float64)[None, :]
-    query = lamQ * float(np.dot(gates.astype(np.float64), np.einsum("ij,ij->i", dq, dq)))
+    query = lamQ * float(np.einsum("i,i->", gates.astype(np.float64), np.einsum("ij,ij->i", dq, dq)))
     path = 0.0
     if lamP > 0 and chain is not None and len(chain) > 1:
         d = U64[chain[:-1]] - U64[chain[1:]]
-        path = lamP * float(np.dot(chain_weights, np.einsum("ij,ij->i", d, d)))
+        path = lamP * float(np.einsum("i,i->", chain_weights, np.einsum("ij,ij->i", d, d)))
     return {"anchor": anchor, "coherence": coherence, "query": query, "path": path,
             "total": anchor + coherence + query + path}

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 
 from ._validation import check_embeddings, check_query
 from .graph import knn, mutual_knn_graph, normalized_laplacian
+from .ranking import row_cosine
 from .solver import block_cg
 
 __all__ = ["compute_diffusion_gates", "diffusion_gates_from_laplacian"]
@@ -55,13 +56,13 @@ def compute_diffusion_gates(Y, psi, *, kneighbors: int = 6, gamma: float = 0.15,
     Yc = check_embeddings(Y)
     p = check_query(psi, Yc.shape[1])
     n = Yc.shape[0]
-    Yn = Yc / np.linalg.norm(Yc, axis=1, keepdims=True)
+    Yn = (Yc / np.linalg.norm(Yc.astype(np.float64), axis=1, keepdims=True)).astype(np.float32)
     k = min(kneighbors, n - 1)
     if k >= 1:
         idx, sim, _ = knn(Yn, k)
-        W = mutual_knn_graph(idx, sim, n, edge_floor=edge_floor)
+        W = mutual_knn_graph(idx, sim, n, edge_floor=edge_floor, Yn=Yn)
     else:
         W = sp.csr_array((n, n), dtype=np.float32)
     L, _ = normalized_laplacian(W, degree_reg=degree_reg)
-    cos = (Yn @ (p / np.linalg.norm(p))).astype(np.float64)
+    cos = row_cosine(Yn, p)
     return diffusion_gates_from_laplacian(L, cos, gamma=gamma, beta=beta)

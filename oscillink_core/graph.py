@@ -124,10 +124,13 @@ def knn(Yn: np.ndarray, k: int, *, method: str = "auto", exact_max_n: int = 8192
     return (*faiss_knn(Yn, k, seed=seed), "faiss-ivf")
 
 
-def mutual_knn_graph(idx: np.ndarray, sim: np.ndarray, n: int, *, edge_floor: float = 0.0) -> sp.csr_array:
+def mutual_knn_graph(idx: np.ndarray, sim: np.ndarray, n: int, *, edge_floor: float = 0.0,
+                     Yn: np.ndarray | None = None) -> sp.csr_array:
     """Symmetric weighted adjacency keeping edge i-j only when each is in the other's kNN list.
 
-    The weight is the symmetrised similarity (mean of both directions), passed through
+    The weight is the similarity of the pair (recomputed exactly from ``Yn`` with a fixed
+    summation order when given, so it does not depend on the BLAS thread count; else the
+    mean of both directions' kNN similarities), passed through
     ``w = max(0, (s - edge_floor) / (1 - edge_floor))``; non-positive weights are dropped.
     Rows with fewer than k valid neighbours may carry -1 indices (FAISS padding): ignored.
     """
@@ -146,8 +149,11 @@ def mutual_knn_graph(idx: np.ndarray, sim: np.ndarray, n: int, *, edge_floor: fl
     pos = np.searchsorted(key, rkey)
     pos_c = np.minimum(pos, key.size - 1)
     mutual = key[pos_c] == rkey
-    w = 0.5 * (vals[mutual] + vals[pos_c[mutual]])
     rows, cols = rows[mutual], cols[mutual]
+    if Yn is not None:
+        w = np.einsum("ij,ij->i", Yn[rows].astype(np.float64), Yn[cols].astype(np.float64))
+    else:
+        w = 0.5 * (vals[mutual] + vals[pos_c[mutual]])
     if edge_floor > 0:
         w = (w - edge_floor) / (1.0 - edge_floor)
     pos_w = w > 0

@@ -81,8 +81,10 @@ class Oscillink:
             raise ValueError(f"kneighbors={kneighbors} must be < N={n} (a node cannot have N neighbours); "
                              f"pass a smaller value or leave it unset to clip to N-1")
         self._k_eff = int(min(k, n - 1))
-        norms = np.linalg.norm(self._Y, axis=1, keepdims=True)
-        self._Yn = self._Y / norms
+        norms = np.linalg.norm(self._Y.astype(np.float64), axis=1, keepdims=True)
+        self._Yn = (self._Y / norms).astype(np.float32)
+        # the state the energy acts on: unit rows (default) or Y as given
+        self._X = self._Yn if self._params.normalize else self._Y
         t1 = time.perf_counter()
         if _adjacency is not None:
             self._W = _adjacency
@@ -93,7 +95,7 @@ class Oscillink:
                                    exact_max_n=self._params.exact_max_n, seed=self._params.seed)
             self._knn = (idx, sim)
             self._knn_method = method
-            self._W = mutual_knn_graph(idx, sim, n, edge_floor=self._params.edge_floor)
+            self._W = mutual_knn_graph(idx, sim, n, edge_floor=self._params.edge_floor, Yn=self._Yn)
         else:
             self._knn = (np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32))
             self._knn_method = "none"
@@ -104,6 +106,7 @@ class Oscillink:
         self._edges = upper_edges(self._W)
         t2 = time.perf_counter()
         self._psi: np.ndarray | None = None
+        self._psi_raw: np.ndarray | None = None
         self._gates = np.ones(n, dtype=np.float32)
         self._gate_mode = "uniform"
         self._chain: np.ndarray | None = None
@@ -155,7 +158,9 @@ class Oscillink:
         Without gates, B = I when ``params.gating == "uniform"`` and the diffusion gates of
         `compute_diffusion_gates` when it is ``"diffusion"``.
         """
-        self._psi = check_query(psi, self.D)
+        self._psi_raw = check_query(psi, self.D)
+        qn = np.linalg.norm(self._psi_raw.astype(np.float64))
+        self._psi = (self._psi_raw / qn).astype(np.float32) if self._params.normalize else self._psi_raw
         if gates is not None:
             self._gates = check_gates(gates, self.N)
             self._gate_mode = "user"
@@ -235,7 +240,7 @@ class Oscillink:
         """F = lamG Y + lamQ B 1 psi^T."""
         if self._psi is None:
             raise ValueError("call set_query(psi) first")
-        return rhs(self._Y, self._psi, self._gates, lamG=self._params.lamG, lamQ=self._params.lamQ)
+        return rhs(self._X, self._psi, self._gates, lamG=self._params.lamG, lamQ=self._params.lamQ)
 
     def energy(self, U: Any = None) -> dict:
         """Energy terms of H at ``U`` (default U*), each multiplied by its lambda."""
@@ -245,7 +250,7 @@ class Oscillink:
         if X.shape != self._Y.shape:
             raise ValueError(f"U must have shape {self._Y.shape}; got {X.shape}")
         p = self._params
-        return energy_terms(X, self._Y, self._psi, self._gates, self._edges, self._scale,
+        return energy_terms(X, self._X, self._psi, self._gates, self._edges, self._scale,
                             lamG=p.lamG, lamC=p.lamC, lamQ=p.lamQ, lamP=self._lamP,
                             chain=self._chain, chain_weights=self._chain_w)
 
@@ -309,7 +314,7 @@ class Oscillink:
         `receipts.state_signature`)."""
         if self._psi is None:
             raise ValueError("call set_query(psi) first")
-        return state_signature(Y=self._Y, ids=self._ids, psi=self._psi, gates=self._gates,
+        return state_signature(Y=self._Y, ids=self._ids, psi=self._psi_raw, gates=self._gates,
                                params=self._params.to_dict(), k=k if k is not None else 0,
                                indptr=self._W.indptr, indices=self._W.indices, data=self._W.data,
                                chain=self._chain_block(), bundle=bundle)
@@ -333,7 +338,7 @@ class Oscillink:
         t0 = time.perf_counter()
         p = self._params
         at_u = self.energy(U)
-        at_y = self.energy(self._Y)
+        at_y = self.energy(self._X)
         stats = graph_stats(self._W)
         g = self._gates
         bundle_block = [{"id": b["id"], "score": round_float(b["score"])} for b in bundle]
@@ -366,11 +371,14 @@ class Oscillink:
         return sign_receipt(rec, sign_key) if sign_key is not None else rec
 
     def chain_receipt(self, chain: Sequence[int] | None = None, z_th: float = 2.5) -> dict:
-        """Verdict on a chain of candidates: is every link as coherent as a typical graph edge?
+        """Verdict on a chain of candidates: is every link as coherent as the graph around it?
 
-        A link's strength is cos(U*_a, U*_b). Its z-score is (mean - strength) / std over the
-        strengths of all graph edges; the verdict passes when every link has z <= ``z_th``.
-        The weakest link is the one with the largest z.
+        Link strength is the cosine of the settled states U*_a, U*_b after projecting out the
+        query direction (the query pulls every node toward psi alike, which would hide a broken
+        link). A link's z-score is (ref - strength) / std, where ref is the mean strength of the
+        graph edges incident to either endpoint (all edges if there are none) and std the spread
+        of all edge strengths. The verdict passes when every link has z <= ``z_th``; the weakest
+        link is the one with the largest z.
         """
         U = self._require_settled()
         if chain is None:
@@ -382,20 +390,27 @@ class Oscillink:
             bad = c.ndim != 1 or c.size < 2 or not np.issubdtype(c.dtype, np.integer)
             if bad or (c < 0).any() or (c >= self.N).any():
                 raise ValueError(f"chain must hold at least two node indices in [0, {self.N - 1}]")
-        Un = U / np.maximum(np.linalg.norm(U, axis=1, keepdims=True), 1e-30)
+        q = self._psi.astype(np.float64) / np.linalg.norm(self._psi.astype(np.float64))
+        V = U.astype(np.float64)
+        V = V - np.einsum("ij,j->i", V, q)[:, None] * q[None, :]
+        V /= np.maximum(np.linalg.norm(V, axis=1, keepdims=True), 1e-30)
         i, j, _ = self._edges
-        ref = np.einsum("ij,ij->i", Un[i], Un[j]).astype(np.float64) if i.size else np.zeros(0)
+        ref = np.einsum("ij,ij->i", V[i], V[j]) if i.size else np.zeros(0)
         mu = float(ref.mean()) if ref.size else 1.0
-        sd = float(ref.std()) if ref.size > 1 else 0.0
-        sd = max(sd, 1e-3)
+        sd = max(float(ref.std()) if ref.size > 1 else 0.0, 1e-3)
+        # mean strength of the edges incident to each node (nan where a node has none)
+        inc_sum = np.bincount(i, ref, self.N) + np.bincount(j, ref, self.N)
+        inc_cnt = np.bincount(i, minlength=self.N) + np.bincount(j, minlength=self.N)
         a, b = c[:-1], c[1:]
-        strength = np.einsum("ij,ij->i", Un[a], Un[b]).astype(np.float64)
-        z = (mu - strength) / sd
-        links = []
-        for t in range(a.size):
-            links.append({"k": t, "source": self._ids[int(a[t])], "target": self._ids[int(b[t])],
-                          "strength": round_float(strength[t]), "z": round_float(z[t]),
-                          "graph_edge": bool(self._W[int(a[t]), int(b[t])] > 0)})
+        strength = np.einsum("ij,ij->i", V[a], V[b])
+        is_edge = np.array([bool(self._W[int(x), int(y)] > 0) for x, y in zip(a, b, strict=False)])
+        tot = inc_sum[a] + inc_sum[b] - np.where(is_edge, 2 * strength, 0.0)
+        cnt = inc_cnt[a] + inc_cnt[b] - np.where(is_edge, 2, 0)
+        local = np.divide(tot, cnt, out=np.full(a.size, mu), where=cnt > 0)
+        z = (local - strength) / sd
+        links = [{"k": t, "source": self._ids[int(a[t])], "target": self._ids[int(b[t])],
+                  "strength": round_float(strength[t]), "reference": round_float(local[t]),
+                  "z": round_float(z[t]), "graph_edge": bool(is_edge[t])} for t in range(a.size)]
         w = int(np.argmax(z))
         return {"verdict": bool((z <= z_th).all()), "z_threshold": z_th,
                 "reference": {"edges": int(ref.size), "mean": round_float(mu), "std": round_float(sd)},

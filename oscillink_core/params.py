@@ -32,6 +32,8 @@ class LatticeParams:
 
     Energy
     ------
+    normalize : scale the rows of Y and psi to unit norm before anything else (cosine
+        semantics; with it, lamC = 0 reproduces the cosine order exactly).
     kneighbors : neighbours per node before the mutual filter (graph degree <= kneighbors).
     lamG : anchor weight, pulls U toward the embeddings Y (must be > 0: keeps M SPD).
     lamC : coherence weight on tr(U^T L U), L the (degree-regularised) normalised Laplacian.
@@ -66,6 +68,7 @@ class LatticeParams:
     seed : seed for the FAISS quantiser training (no other randomness exists).
     """
 
+    normalize: bool = True
     kneighbors: int = 6
     lamG: float = 1.0
     lamC: float = 0.5
@@ -94,6 +97,8 @@ class LatticeParams:
                 raise ValueError(f"{name} must be a finite number; got {v!r}")
             return float(v)
 
+        if not isinstance(self.normalize, bool):
+            raise ValueError(f"normalize must be True or False; got {self.normalize!r}")
         if isinstance(self.kneighbors, bool) or not isinstance(self.kneighbors, int) or self.kneighbors < 0:
             raise ValueError(f"kneighbors must be an int >= 0; got {self.kneighbors!r}")
         if num("lamG") <= 0:

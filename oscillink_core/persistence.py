@@ -28,7 +28,7 @@ def save(lattice, path) -> Path:
               "W_indices": lattice._W.indices, "W_data": lattice._W.data,
               "meta": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)}
     if lattice._psi is not None:
-        arrays["psi"] = lattice._psi
+        arrays["psi"] = lattice._psi_raw
     if lattice._chain is not None:
         arrays["chain"] = lattice._chain
         arrays["chain_weights"] = lattice._chain_w
@@ -69,7 +69,9 @@ def load(path):
     if "chain" in data:
         lat.add_chain(data["chain"].tolist(), lamP=float(meta["lamP"]), weights=data["chain_weights"].tolist())
     if "psi" in data:
-        lat._psi = data["psi"].astype(np.float32)
+        lat._psi_raw = data["psi"].astype(np.float32)
+        lat._psi = (lat._psi_raw / np.linalg.norm(lat._psi_raw)).astype(np.float32) if lat._params.normalize \
+            else lat._psi_raw
         lat._gates = data["gates"].astype(np.float32)
         lat._gate_mode = meta["gate_mode"]
     return lat

@@ -27,8 +27,9 @@ __all__ = ["row_cosine", "scores", "select", "near_duplicate_keepers"]
 
 def row_cosine(U: np.ndarray, psi: np.ndarray) -> np.ndarray:
     """cos(U_i, psi) for every row (float64); zero rows give 0."""
-    norms = np.linalg.norm(U, axis=1).astype(np.float64) * float(np.linalg.norm(psi))
-    dots = (U @ psi).astype(np.float64)
+    norms = np.linalg.norm(U.astype(np.float64), axis=1) * float(np.linalg.norm(psi.astype(np.float64)))
+    # einsum, not BLAS gemv: the sum order then does not depend on the thread count
+    dots = np.einsum("ij,j->i", U.astype(np.float64), psi.astype(np.float64))
     return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
 
 
@@ -98,7 +99,7 @@ def select(score: np.ndarray, Yn: np.ndarray, k: int, *, mmr_lambda: float = 1.0
         if penal[i] and arg_sim[i] >= 0 and dedup_threshold is not None and max_sim[i] >= dedup_threshold:
             dup_of[t] = arg_sim[i]
         available[i] = False
-        s = (Yn @ Yn[i]).astype(np.float64)
+        s = np.einsum("ij,j->i", Yn, Yn[i]).astype(np.float64)
         better = s > max_sim
         max_sim = np.where(better, s, max_sim)
         arg_sim = np.where(better, i, arg_sim)
