@@ -1,0 +1,394 @@
+"""The ``oscillink`` command line: ingest, query and verify.
+
+``oscillink ingest PATH... --index DIR``
+    Read .txt/.md/.jsonl/.csv sources, chunk them, embed them with the packaged model and write
+    a FAISS index, the chunk store and a hashed (optionally HMAC-signed) ingest receipt.
+``oscillink query DIR "question" [-k 5] [--fetch-k 50] [--json] [--compare]``
+    Retrieve ``fetch_k`` candidates, rerank them with oscillink and print the bundle (with
+    ``--compare``, the plain cosine top-k beside it). The settle receipt carries a provenance
+    block (``parent_ingest_sig`` = the index's SHA-256, ``candidate_set_hash``, the question).
+``oscillink verify RECEIPT.json [--index DIR] [--key-env VAR]``
+    Check the receipt against the JSON Schema, its HMAC and, with ``--index``, that re-running
+    its query reproduces it. Exit 0: every check passed; 1: a check failed; 2: bad usage.
+
+Errors are one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "build_parser"]
+
+PROG = "oscillink"
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class CLIError(Exception):
+    def __init__(self, message: str, code: int = EXIT_FAIL):
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse's default prints usage too)
+        raise CLIError(f"{self.prog}: {message} (see {self.prog} --help)", EXIT_USAGE)
+
+
+def _key_from_env(var: str | None) -> str | None:
+    if var is None:
+        return None
+    value = os.environ.get(var)
+    if not value:
+        raise CLIError(f"--key-env {var}: environment variable {var} is not set or empty", EXIT_USAGE)
+    return value
+
+
+def _print(text: str = "") -> None:
+    print(text, file=sys.stdout)
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+def _write_json_file(path: str, obj: Any) -> None:
+    from .store import atomic_write_bytes
+
+    p = Path(path)
+    if not p.parent.exists():
+        raise CLIError(f"--receipt-out {path}: directory {p.parent} does not exist")
+    data = (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+    atomic_write_bytes(p, data)
+
+
+# ------------------------------------------------------------------------------ ingest
+def cmd_ingest(a: argparse.Namespace) -> int:
+    from .ingest import build_index
+
+    key = _key_from_env(a.key_env)
+    log = None if a.quiet else _err
+    rec = build_index(a.paths, a.index, chunk_size=a.chunk_size, chunk_overlap=a.chunk_overlap,
+                      text_field=a.text_field, id_field=a.id_field, encoding=a.encoding, overwrite=a.overwrite,
+                      sign_key=key, progress=False if a.quiet else None, log=log)
+    if a.json:
+        _print(json.dumps(rec, indent=2, sort_keys=True, ensure_ascii=False))
+    else:
+        signed = "HMAC-SHA256 signed" if "signature" in rec else "unsigned (hashed; pass --key-env to sign)"
+        _print(f"indexed {rec['chunks']} chunks from {len(rec['sources'])} file(s) into {a.index}")
+        _print(f"  model      {rec['model']['name']} (weights sha256 {rec['model']['fingerprint'][:16]}...)")
+        _print(f"  chunking   {a.chunk_size} characters, overlap {a.chunk_overlap}")
+        _print(f"  index      sha256 {rec['index']['sha256']}")
+        _print(f"  store      sha256 {rec['store']['sha256']}")
+        _print(f"  receipt    {Path(a.index) / 'ingest_receipt.json'} ({signed})")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------ query
+def _snippet(text: str, width: int) -> str:
+    text = _one_line(text)
+    return text if len(text) <= width else text[: width - 3].rstrip() + "..."
+
+
+def _mark(item: dict) -> str:
+    return "TRAP" if item.get("trap") else ""
+
+
+def _print_query(out, store, compare: bool) -> None:
+    traps = store.has_traps
+    _print(f"question: {out.question}")
+    fetched = out.receipt["provenance"]["retrieval"]["fetched"]
+    _print(f"index: {store.path} ({store.index.ntotal} chunks), fetched {fetched} candidates, k = {len(out.items)}")
+    _print()
+    if not compare:
+        for it in out.items:
+            _print(f"{it['rank']:>2}. {it['id']}  score {it['score']:.4f}  cosine {it['cosine']:.4f}"
+                   + (f"  [{_mark(it)}]" if _mark(it) else ""))
+            _print(textwrap.fill(_one_line(it["text"]), width=100, initial_indent="    ", subsequent_indent="    "))
+    else:
+        w = 54
+        _print(f"{'oscillink top-' + str(len(out.items)):<{w}} | cosine top-{len(out.cosine)}")
+        _print(f"{'-' * w}-+-{'-' * w}")
+        for i in range(max(len(out.items), len(out.cosine))):
+            left = right = ""
+            if i < len(out.items):
+                it = out.items[i]
+                left = f"{it['rank']:>2} {it['id']:<14} {it['score']:.3f} {_mark(it):<4}"
+            if i < len(out.cosine):
+                c = out.cosine[i]
+                right = f"{c['rank']:>2} {c['id']:<14} {c['cosine']:.3f} {_mark(c):<4}"
+            _print(f"{left:<{w}} | {right}")
+        if traps:
+            n_o = sum(1 for it in out.items if it.get("trap"))
+            n_c = sum(1 for c in out.cosine if c.get("trap"))
+            _print(f"{'traps in top-k: ' + str(n_o):<{w}} | traps in top-k: {n_c}")
+        _print()
+        seen = set()
+        for it in out.items + out.cosine:
+            if it["id"] in seen:
+                continue
+            seen.add(it["id"])
+            tag = f" [{_mark(it)}]" if _mark(it) else ""
+            _print(f"  {it['id']}{tag}: {_snippet(it['text'], 110)}")
+    _print()
+    p = out.receipt["provenance"]
+    signed = "signed HMAC-SHA256" if "signature" in out.receipt else "unsigned"
+    _print(f"receipt: state_sig {out.receipt['state_sig'][:16]}...  parent_ingest_sig {p['parent_ingest_sig'][:16]}..."
+           f"  candidate_set_hash {p['candidate_set_hash'][:16]}...  ({signed})")
+
+
+def cmd_query(a: argparse.Namespace) -> int:
+    from .store import IndexStore, run_query
+
+    key = _key_from_env(a.key_env)
+    store = IndexStore.open(a.index, key=key)
+    params = None
+    if a.params:
+        from .params import resolve_params
+
+        params = resolve_params(a.params)
+    out = run_query(store, a.question, k=a.k, fetch_k=a.fetch_k, params=params, sign_key=key)
+    if a.receipt_out:
+        _write_json_file(a.receipt_out, out.receipt)
+    if a.json:
+        doc: dict = {"question": out.question, "k": out.k, "fetch_k": out.fetch_k, "items": out.items,
+                     "receipt": out.receipt}
+        if a.compare:
+            doc["cosine"] = out.cosine
+            if store.has_traps:
+                doc["trap_counts"] = {"oscillink": sum(1 for i in out.items if i.get("trap")),
+                                      "cosine": sum(1 for c in out.cosine if c.get("trap"))}
+        _print(json.dumps(doc, indent=2, ensure_ascii=False))
+    else:
+        _print_query(out, store, a.compare)
+        if a.receipt_out:
+            _print(f"receipt written to {a.receipt_out}")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------ verify
+def cmd_verify(a: argparse.Namespace) -> int:
+    from .receipts import canonical_json, strip_timings, validate_receipt, verify_receipt
+
+    key = _key_from_env(a.key_env)
+    path = Path(a.receipt)
+    if not path.is_file():
+        raise CLIError(f"{path}: no such receipt file", EXIT_USAGE)
+    if a.index is not None and not Path(a.index).is_dir():
+        raise CLIError(f"--index {a.index}: no such index directory", EXIT_USAGE)
+    results: list[tuple[str, bool | None, str]] = []
+
+    def check(name: str, ok: bool | None, detail: str = "") -> None:
+        results.append((name, ok, detail))
+        status = {True: "ok  ", False: "FAIL", None: "skip"}[ok]
+        _print(f"{status}  {name}" + (f": {detail}" if detail else ""))
+
+    try:
+        receipt = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        check("json", False, f"{path} is not valid JSON ({_one_line(exc)})")
+        return _verdict(results)
+    try:
+        validate_receipt(receipt)
+        check("schema", True, "matches the receipt JSON Schema")
+    except ValueError as exc:
+        check("schema", False, _one_line(exc))
+        return _verdict(results)
+
+    if key is not None:
+        if "signature" not in receipt:
+            check("signature", False, "the receipt is not signed")
+        elif verify_receipt(receipt, key):
+            check("signature", True, f"HMAC-SHA256 verifies under ${a.key_env}")
+        else:
+            check("signature", False, f"HMAC-SHA256 does not verify under ${a.key_env} (wrong key or receipt modified)")
+    else:
+        check("signature", None, "no --key-env given" + ("; the receipt is signed" if "signature" in receipt else ""))
+
+    prov = receipt.get("provenance")
+    if isinstance(prov, dict):
+        from .store import sha256_bytes
+
+        problems = []
+        if prov.get("candidate_set_hash") != receipt["inputs"]["candidate_set_hash"]:
+            problems.append("provenance.candidate_set_hash differs from inputs.candidate_set_hash")
+        q = prov.get("question")
+        if isinstance(q, str) and prov.get("question_sha256") != sha256_bytes(q.encode("utf-8")):
+            problems.append("provenance.question_sha256 does not match the question")
+        check("provenance", not problems, "; ".join(problems) or "internally consistent")
+    else:
+        check("provenance", None, "the receipt has no provenance block")
+
+    if a.index is not None:
+        _verify_against_index(a, receipt, key, check, canonical_json, strip_timings)
+    return _verdict(results)
+
+
+def _verify_against_index(a, receipt, key, check, canonical_json, strip_timings) -> None:
+    from .store import IndexStore, reproduce
+
+    prov = receipt.get("provenance")
+    if not isinstance(prov, dict):
+        check("reproduce", False, "the receipt has no provenance, so its query cannot be re-run")
+        return
+    try:
+        store = IndexStore.open(a.index, key=key)
+    except ValueError as exc:
+        check("index", False, _one_line(exc))
+        return
+    if prov.get("parent_ingest_sig") != store.index_sha256:
+        check("index", False, f"parent_ingest_sig {str(prov.get('parent_ingest_sig'))[:16]}... is not this index "
+                              f"({store.index_sha256[:16]}...): the receipt came from another index")
+        return
+    check("index", True, f"parent_ingest_sig matches {a.index} (sha256 {store.index_sha256[:16]}...)")
+    try:
+        out, report = reproduce(receipt, store)
+    except ValueError as exc:
+        check("reproduce", False, _one_line(exc))
+        return
+    check("question-embedding", report["embedding_ok"], f"re-embedding the question: {report['question_embedding']}")
+    mine, theirs = strip_timings(out.receipt), strip_timings(receipt)
+    if canonical_json(mine) == canonical_json(theirs):
+        check("reproduce", True, "re-running the query gives the same receipt byte for byte "
+                                 "(timings and signature aside)")
+    else:
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        check("reproduce", False, f"re-running the query gives a different receipt (fields differ: {', '.join(diff)})")
+
+
+def _verdict(results) -> int:
+    failed = [name for name, ok, _ in results if ok is False]
+    if failed:
+        _print(f"verification FAILED: {', '.join(failed)}")
+        return EXIT_FAIL
+    _print("receipt verified")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------ parser
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .ingest import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
+
+    p = _Parser(prog=PROG, description="oscillink-core: coherence reranking for RAG with verifiable receipts.")
+    p.add_argument("--version", action="version", version=f"oscillink-core {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    i = sub.add_parser("ingest", help="chunk, embed and index documents",
+                       description="Read .txt/.md/.jsonl/.csv files (or directories of them), chunk, embed with the "
+                                   "packaged all-MiniLM-L6-v2 and write a FAISS index, chunk store and ingest receipt.")
+    i.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to ingest")
+    i.add_argument("--index", required=True, metavar="DIR", help="index directory to write")
+    i.add_argument("--chunk-size", type=_positive_int, default=DEFAULT_CHUNK_SIZE, metavar="N",
+                   help=f"maximum chunk length in characters, cut at whitespace (default {DEFAULT_CHUNK_SIZE})")
+    i.add_argument("--chunk-overlap", type=_nonneg_int, default=DEFAULT_CHUNK_OVERLAP, metavar="N",
+                   help=f"characters of whole words shared by consecutive chunks (default {DEFAULT_CHUNK_OVERLAP})")
+    i.add_argument("--text-field", default="text", metavar="NAME", help="text field / column of .jsonl/.csv")
+    i.add_argument("--id-field", default="id", metavar="NAME",
+                   help="id field / column of .jsonl/.csv (default id; missing ids become FILE:LINE)")
+    i.add_argument("--encoding", default="utf-8", help="text encoding of the sources (default utf-8, strict)")
+    i.add_argument("--overwrite", action="store_true", help="replace an existing index in DIR")
+    i.add_argument("--key-env", metavar="VAR", help="sign the ingest receipt with HMAC-SHA256 using the key in $VAR")
+    i.add_argument("--json", action="store_true", help="print the ingest receipt as JSON")
+    i.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log lines")
+    i.set_defaults(func=cmd_ingest)
+
+    q = sub.add_parser("query", help="retrieve, rerank and print the bundle with its receipt",
+                       description="Embed the question, fetch the FAISS top --fetch-k, rerank with oscillink and print "
+                                   "the top -k. The settle receipt carries provenance back to the index.")
+    q.add_argument("index", metavar="DIR", help="index directory written by oscillink ingest")
+    q.add_argument("question")
+    q.add_argument("-k", type=_positive_int, default=5, help="how many passages to return (default 5)")
+    q.add_argument("--fetch-k", type=_positive_int, default=50, metavar="N",
+                   help="candidates retrieved by cosine before reranking (default 50)")
+    q.add_argument("--compare", action="store_true", help="show the plain cosine top-k beside the oscillink bundle")
+    q.add_argument("--json", action="store_true", help="print JSON (items, receipt; cosine top-k with --compare)")
+    q.add_argument("--params", metavar="PROFILE", help="a tuning profile JSON (default: the built-in parameters)")
+    q.add_argument("--key-env", metavar="VAR", help="sign the receipt with HMAC-SHA256 using the key in $VAR "
+                                                    "(and check a signed ingest receipt with it)")
+    q.add_argument("--receipt-out", metavar="FILE", help="write the settle receipt to FILE")
+    q.set_defaults(func=cmd_query)
+
+    v = sub.add_parser("verify", help="check a receipt (schema, HMAC, reproduction)",
+                       description="Validate a settle receipt against the JSON Schema, check its HMAC (--key-env) and, "
+                                   "with --index, re-run its query and check the result is identical. "
+                                   "Exit 0 if every check passed, 1 if one failed, 2 on bad usage.")
+    v.add_argument("receipt", metavar="RECEIPT.json")
+    v.add_argument("--index", metavar="DIR", help="re-run the query against this index and compare")
+    v.add_argument("--key-env", metavar="VAR", help="check the HMAC with the key in $VAR")
+    v.set_defaults(func=cmd_verify)
+    return p
+
+
+def _quiet_model_loading() -> None:
+    """No hub progress bars ("Loading weights") on stderr; our own ingest bar stays."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    tf = sys.modules.get("transformers")
+    if tf is not None:  # already imported in this process (tests, notebooks)
+        try:
+            tf.utils.logging.disable_progress_bar()
+        except Exception:  # pragma: no cover
+            pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit code (the console script exits with it)."""
+    _quiet_model_loading()
+    parser = build_parser()
+    try:
+        a = parser.parse_args(list(argv) if argv is not None else None)
+        if a.command is None:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        return a.func(a)
+    except CLIError as exc:
+        _err(f"{PROG}: error: {_one_line(exc)}" if not str(exc).startswith(PROG) else _one_line(exc))
+        return exc.code
+    except SystemExit as exc:  # --help / --version
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    except KeyboardInterrupt:
+        _err(f"{PROG}: interrupted")
+        return 130
+    except (ValueError, OSError) as exc:
+        _err(f"{PROG}: error: {_one_line(exc)}")
+        return EXIT_FAIL
+    except Exception as exc:  # never a traceback
+        _err(f"{PROG}: error: unexpected {type(exc).__name__}: {_one_line(exc)}")
+        return EXIT_FAIL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
