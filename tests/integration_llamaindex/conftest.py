@@ -15,6 +15,8 @@ import pytest
 from llama_index.core import Settings
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.llms import MockLLM
 from llama_index.core.schema import TextNode
 
@@ -103,3 +105,25 @@ def minilm():
     model = PackagedMiniLMEmbedding()
     model.get_text_embedding("warm up")
     return model
+
+
+class Recorder(BaseEventHandler):
+    """Instrumentation handler that keeps every event it sees."""
+
+    events: list = []
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "Recorder"
+
+    def handle(self, event, **kwargs):
+        self.events.append(event)
+
+
+@pytest.fixture
+def recorder():
+    root = get_dispatcher()
+    rec = Recorder(events=[])
+    root.add_event_handler(rec)
+    yield rec
+    root.event_handlers.remove(rec)

@@ -13,8 +13,6 @@ import numpy as np
 import pytest
 from llama_index.core import StorageContext, VectorStoreIndex
 from llama_index.core.callbacks import CallbackManager, CBEventType, LlamaDebugHandler
-from llama_index.core.instrumentation import get_dispatcher
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 from llama_index.core.vector_stores import SimpleVectorStore
 from llama_index.postprocessor.oscillink import OscillinkPostprocessor
@@ -47,28 +45,6 @@ def with_scores(nodes, query, dim=DIM, embed=False):
 
 def bundle(query, dim=DIM):
     return QueryBundle(query, embedding=hash_vector(query, dim).tolist())
-
-
-class Recorder(BaseEventHandler):
-    """Instrumentation handler that keeps every event it sees."""
-
-    events: list = []
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "Recorder"
-
-    def handle(self, event, **kwargs):
-        self.events.append(event)
-
-
-@pytest.fixture
-def recorder():
-    root = get_dispatcher()
-    rec = Recorder(events=[])
-    root.add_event_handler(rec)
-    yield rec
-    root.event_handlers.remove(rec)
 
 
 # -- package surface
