@@ -88,7 +88,8 @@ def chunk_text(text: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
     """Split ``text`` into whitespace-aligned windows of at most ``chunk_size`` characters.
 
     Consecutive chunks share the longest run of trailing whole words of at most
-    ``chunk_overlap`` characters (never the whole previous chunk, so chunking always advances).
+    ``chunk_overlap`` characters that still leaves room for a new word (so every chunk adds
+    text and chunking always advances).
     """
     check_chunking(chunk_size, chunk_overlap)
     words: list[str] = []
@@ -104,9 +105,14 @@ def chunk_text(text: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
         chunks.append(" ".join(words[start:end]))
         if end == len(words):
             break
-        nxt, tail = end, 0
-        while nxt - 1 > start and tail + len(words[nxt - 1]) + (1 if tail else 0) <= chunk_overlap:
-            tail += len(words[nxt - 1]) + (1 if tail else 0)
+        # the next chunk starts with the longest run of trailing words of at most chunk_overlap
+        # characters that still leaves room for the next new word (every chunk adds content)
+        nxt, tail, room = end, 0, chunk_size - len(words[end]) - 1
+        while nxt - 1 > start:
+            add = len(words[nxt - 1]) + (1 if tail else 0)
+            if tail + add > min(chunk_overlap, room):
+                break
+            tail += add
             nxt -= 1
         start = nxt
     return chunks
