@@ -63,7 +63,6 @@ import numpy as np
 from . import __version__
 from ._validation import check_embeddings, check_ids, check_query
 from .evaluation import mrr_at_k, ndcg_at_k, precision_at_1, recall_at_k, trap_share_at_k
-from .graph import knn
 from .lattice import Oscillink
 from .params import _FIELDS, PROFILE_FORMAT, LatticeParams, resolve_params, save_profile
 from .ranking import near_duplicate_keepers, scores, select
@@ -99,11 +98,12 @@ DEFAULT_GRID: dict[str, tuple] = {
 _JOINT = (("gating", "gate_gamma", "gate_beta"), ("dedup_threshold", "dup_keep"))
 
 # which fields touch which stage of a rerank (used for caching and for spotting settings that
-# are equal in effect; lamP does nothing without a chain, and rerank never adds one)
+# are equal in effect). Fields not named here (e.g. ones added to LatticeParams later) are
+# treated as changing the settled state, which is always safe.
 _KNN_FIELDS = ("kneighbors", "knn", "exact_max_n", "seed")
 _GRAPH_FIELDS = _KNN_FIELDS + ("edge_floor", "degree_reg")
-_SOLVE_FIELDS = ("lamG", "lamC", "lamQ", "gating", "gate_gamma", "gate_beta", "rtol", "maxiter")
 _RANK_FIELDS = ("coh_weight", "mmr_lambda", "dedup_threshold", "dup_keep")
+_NO_EFFECT = ("lamP",)  # acts only through a chain, and rerank never adds one
 
 _METRICS = {"ndcg": ndcg_at_k, "mrr": mrr_at_k, "recall": recall_at_k}
 
@@ -386,84 +386,82 @@ def _parse_metric(metric: str) -> tuple[str, Callable[[list, Mapping], float], i
 
 
 def _effective_key(p: LatticeParams) -> tuple:
-    """A key equal for settings that give the same ranking (fields without effect dropped)."""
+    """(state key, ranking key): equal for settings that give the same ranking.
+
+    The state key holds every field except the ranking fields, with fields that have no
+    effect in this setting blanked; the ranking key holds the ranking fields likewise."""
     d = p.to_dict()
-    solve = {f: d[f] for f in _SOLVE_FIELDS}
-    graph = {f: d[f] for f in _GRAPH_FIELDS}
+    rank = {f: d.pop(f) for f in _RANK_FIELDS}
+    for f in _NO_EFFECT:
+        d[f] = None
     if d["gating"] == "uniform":
-        solve["gate_gamma"] = solve["gate_beta"] = None
-    if d["lamC"] == 0 and d["gating"] == "uniform":
-        graph = dict.fromkeys(graph)  # the graph does not enter the solve
-    rank = {f: d[f] for f in _RANK_FIELDS}
-    if d["dedup_threshold"] is None:
+        d["gate_gamma"] = d["gate_beta"] = None
+        if d["lamC"] == 0:  # the graph does not enter the solve
+            for f in _GRAPH_FIELDS:
+                d[f] = None
+    if rank["dedup_threshold"] is None:
         rank["dup_keep"] = None
-    if d["dedup_threshold"] is not None and d["dup_keep"] == "consensus":
-        rank["knn"] = tuple(d[f] for f in _KNN_FIELDS)
-    return (tuple(sorted(graph.items())), tuple(sorted(solve.items())), tuple(sorted(rank.items(), key=str)))
+    elif rank["dup_keep"] == "consensus":  # the near-duplicate groups come from the kNN lists
+        rank["knn"] = tuple(p.to_dict()[f] for f in _KNN_FIELDS)
+    return (tuple(sorted(d.items())), tuple(sorted(rank.items())))
 
 
 class _Engine:
     """Ranks labelled queries under many settings, reusing settled states across settings
     that differ only in ranking fields (``coh_weight``, ``mmr_lambda``, ``dedup_threshold``,
-    ``dup_keep``). The ranking equals `rerank(...)`'s (a test checks it)."""
+    ``dup_keep``).
+
+    The ranking step repeats `Oscillink.bundle` (components -> near-duplicate keepers ->
+    `ranking.select`) on the unit rows and kNN lists read from the lattice that settled, so it
+    equals `rerank(...)`'s ranking; a test checks this on every setting of a grid.
+    """
 
     def __init__(self, queries: Sequence[LabelledQuery], max_states: int = 24) -> None:
         self.queries = list(queries)
-        # unit rows exactly as the lattice computes them (float32 Y / float32 norms)
-        self._Yn = [q.candidates / np.linalg.norm(q.candidates, axis=1, keepdims=True) for q in self.queries]
-        self._states: OrderedDict[tuple, list[tuple[np.ndarray, np.ndarray]]] = OrderedDict()
-        self._knn: OrderedDict[tuple, list[tuple[np.ndarray, np.ndarray]]] = OrderedDict()
+        self._Yn: list[np.ndarray | None] = [None] * len(self.queries)
+        # per state key: per query (align, cosine, knn idx, knn sim)
+        self._states: OrderedDict[tuple, list[tuple]] = OrderedDict()
         self._max_states = max_states
         self.n_solves = 0
 
     def _state(self, p: LatticeParams) -> list:
-        key = _effective_key(p)[:2]
+        key = _effective_key(p)[0]
         if key in self._states:
             self._states.move_to_end(key)
             return self._states[key]
         out = []
-        for q in self.queries:
+        for i, q in enumerate(self.queries):
             lat = Oscillink(q.candidates, params=p)
             lat.set_query(q.query)
             lat.settle()
             c = lat.components()
-            out.append((c["align"], c["cosine"]))
+            if self._Yn[i] is None:
+                self._Yn[i] = lat._Yn  # the unit rows bundle() ranks with (independent of params)
+            idx, sim = lat._knn  # the kNN lists bundle() groups near-duplicates with
+            out.append((c["align"], c["cosine"], idx, sim))
             self.n_solves += 1
         self._states[key] = out
         if len(self._states) > self._max_states:
             self._states.popitem(last=False)
         return out
 
-    def _neighbours(self, p: LatticeParams) -> list:
-        key = tuple(getattr(p, f) for f in _KNN_FIELDS)
-        if key not in self._knn:
-            res = []
-            for Yn in self._Yn:
-                k_eff = int(min(p.kneighbors, Yn.shape[0] - 1))
-                if k_eff >= 1:
-                    idx, sim, _ = knn(Yn, k_eff, method=p.knn, exact_max_n=p.exact_max_n, seed=p.seed)
-                else:
-                    idx, sim = np.zeros((Yn.shape[0], 0), np.int64), np.zeros((Yn.shape[0], 0), np.float32)
-                res.append((idx, sim))
-            self._knn[key] = res
-            if len(self._knn) > self._max_states:
-                self._knn.popitem(last=False)
-        return self._knn[key]
-
     def rankings(self, p: LatticeParams, depth: int) -> list[list[int]]:
         """Top-``depth`` candidate indices of every query under ``p`` (``depth`` clipped to N)."""
-        states = self._state(p)
-        nbrs = self._neighbours(p) if p.dedup_threshold is not None and p.dup_keep == "consensus" else None
         out = []
-        for i, (align, cosine) in enumerate(states):
-            n = align.shape[0]
-            demoted = None
-            if nbrs is not None:
-                demoted, _ = near_duplicate_keepers(nbrs[i][0], nbrs[i][1], align - cosine, p.dedup_threshold)
-            order, _ = select(scores(align, cosine, p.coh_weight), self._Yn[i], min(depth, n),
-                              mmr_lambda=p.mmr_lambda, dedup_threshold=p.dedup_threshold, demoted=demoted)
-            out.append(order.tolist())
+        for i, (align, cosine, idx, sim) in enumerate(self._state(p)):
+            out.append(_rank(p, align, cosine, self._Yn[i], idx, sim, depth).tolist())
         return out
+
+
+def _rank(p: LatticeParams, align: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, idx: Any, sim: Any,
+          depth: int) -> np.ndarray:
+    """The selection step of `Oscillink.bundle` for settled components."""
+    demoted = None
+    if p.dedup_threshold is not None and p.dup_keep == "consensus" and idx is not None:
+        demoted, _ = near_duplicate_keepers(idx, sim, align - cosine, p.dedup_threshold)
+    order, _ = select(scores(align, cosine, p.coh_weight), Yn, min(depth, align.shape[0]),
+                      mmr_lambda=p.mmr_lambda, dedup_threshold=p.dedup_threshold, demoted=demoted)
+    return order
 
 
 class _Objective:
@@ -882,16 +880,8 @@ def _event_margin(event: FeedbackEvent, p: LatticeParams) -> float:
     lat = Oscillink(event.candidates, ids=list(event.ids), params=p)
     lat.set_query(event.query)
     lat.settle()
-    c = lat.components()
-    Yn = event.candidates / np.linalg.norm(event.candidates, axis=1, keepdims=True)
     n = event.candidates.shape[0]
-    demoted = None
-    if p.dedup_threshold is not None and p.dup_keep == "consensus":
-        k_eff = int(min(p.kneighbors, n - 1))
-        if k_eff >= 1:
-            idx, sim, _ = knn(Yn, k_eff, method=p.knn, exact_max_n=p.exact_max_n, seed=p.seed)
-            demoted, _ = near_duplicate_keepers(idx, sim, c["align"] - c["cosine"], p.dedup_threshold)
-    order, _ = select(c["score"], Yn, n, mmr_lambda=p.mmr_lambda, dedup_threshold=p.dedup_threshold, demoted=demoted)
+    order = np.array([b["index"] for b in lat.bundle(n)])
     rank = np.empty(n, dtype=np.float64)
     rank[order] = np.arange(n)
     pos = {d: i for i, d in enumerate(event.ids)}
@@ -1025,8 +1015,10 @@ class OnlineTuner:
 
     def _clip(self, name: str, v: float) -> float | int:
         lo, hi = self.bounds[name]
-        v = min(max(v, lo), hi)
-        return int(round(v)) if name == "kneighbors" else float(v)
+        if name == "kneighbors":
+            return int(min(max(round(v), lo), hi))
+        # rounded to 12 decimals so that 0.9 - 0.05 is stored as 0.85, then clipped
+        return float(min(max(round(v, 12), lo), hi))
 
     def _move(self, name: str) -> float | int:
         st = self.max_step[name]
