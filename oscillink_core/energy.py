@@ -73,26 +73,40 @@ def upper_edges(W: sp.csr_array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return rows[up], cols[up], W.data[up].astype(np.float64)
 
 
-def edge_tension(U: np.ndarray, i: np.ndarray, j: np.ndarray, w: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """w_ij ||s_i u_i - s_j u_j||^2 for the given edges (float64)."""
+def edge_tension(U: np.ndarray, i: np.ndarray, j: np.ndarray, w: np.ndarray, scale: np.ndarray,
+                 sqnorm: np.ndarray | None = None) -> np.ndarray:
+    """w_ij ||s_i u_i - s_j u_j||^2 for the given edges (float64).
+
+    Expanded as w (s_i^2 |u_i|^2 + s_j^2 |u_j|^2 - 2 s_i s_j u_i.u_j), so only the E edge
+    inner products need a gather; ``sqnorm`` (|u_i|^2) may be passed when already known.
+    """
     if i.size == 0:
         return np.zeros(0, dtype=np.float64)
-    diff = U[i].astype(np.float64) * scale[i, None] - U[j].astype(np.float64) * scale[j, None]
-    return w * np.einsum("ij,ij->i", diff, diff)
+    if sqnorm is None:
+        sqnorm = np.einsum("ij,ij->i", U, U).astype(np.float64)
+    g = np.einsum("ij,ij->i", U[i], U[j]).astype(np.float64)
+    t = w * (scale[i] ** 2 * sqnorm[i] + scale[j] ** 2 * sqnorm[j] - 2.0 * scale[i] * scale[j] * g)
+    return np.maximum(t, 0.0)  # round-off can leave tiny negatives on near-identical pairs
 
 
 def energy_terms(U: np.ndarray, Y: np.ndarray, psi: np.ndarray, gates: np.ndarray, edges: tuple,
                  scale: np.ndarray, *, lamG: float, lamC: float, lamQ: float, lamP: float = 0.0,
                  chain: np.ndarray | None = None, chain_weights: np.ndarray | None = None) -> dict:
-    """The four terms of H at U, each already multiplied by its lambda, and their total."""
-    U64 = U.astype(np.float64)
-    anchor = lamG * float(np.sum((U64 - Y) ** 2))
-    coherence = lamC * float(edge_tension(U, *edges, scale).sum())
-    dq = U64 - psi.astype(np.float64)[None, :]
-    query = lamQ * float(np.einsum("i,i->", gates.astype(np.float64), np.einsum("ij,ij->i", dq, dq)))
+    """The four terms of H at U, each already multiplied by its lambda, and their total.
+
+    Row reductions run in float32 with the per-row results summed in float64; no
+    float64 copy of an (N, D) array is made.
+    """
+    diff = U - Y
+    anchor = lamG * float(np.einsum("ij,ij->i", diff, diff).astype(np.float64).sum())
+    sqnorm = np.einsum("ij,ij->i", U, U).astype(np.float64)
+    coherence = lamC * float(edge_tension(U, *edges, scale, sqnorm=sqnorm).sum()) if lamC else 0.0
+    up = np.einsum("ij,j->i", U, psi).astype(np.float64)
+    pp = float(np.einsum("i,i->", psi.astype(np.float64), psi.astype(np.float64)))
+    query = lamQ * float(np.einsum("i,i->", gates.astype(np.float64), np.maximum(sqnorm - 2 * up + pp, 0.0)))
     path = 0.0
     if lamP > 0 and chain is not None and len(chain) > 1:
-        d = U64[chain[:-1]] - U64[chain[1:]]
-        path = lamP * float(np.einsum("i,i->", chain_weights, np.einsum("ij,ij->i", d, d)))
+        d = U[chain[:-1]] - U[chain[1:]]
+        path = lamP * float(np.einsum("i,i->", chain_weights, np.einsum("ij,ij->i", d, d).astype(np.float64)))
     return {"anchor": anchor, "coherence": coherence, "query": query, "path": path,
             "total": anchor + coherence + query + path}

@@ -150,8 +150,14 @@ def mutual_knn_graph(idx: np.ndarray, sim: np.ndarray, n: int, *, edge_floor: fl
     pos_c = np.minimum(pos, key.size - 1)
     mutual = key[pos_c] == rkey
     rows, cols = rows[mutual], cols[mutual]
-    if Yn is not None:
-        w = np.einsum("ij,ij->i", Yn[rows].astype(np.float64), Yn[cols].astype(np.float64))
+    if Yn is not None:  # each undirected pair once, then mirrored: exactly symmetric
+        up = rows < cols
+        w_up = np.einsum("ij,ij->i", Yn[rows[up]], Yn[cols[up]]).astype(np.float64)
+        w = np.empty(rows.size, dtype=np.float64)
+        w[up] = w_up
+        # the mirror of upper entry (r, c) is the lower entry (c, r): both lists are sorted by key
+        lo_key = cols[up] * n + rows[up]
+        w[np.flatnonzero(~up)[np.argsort(np.argsort(lo_key, kind="stable"), kind="stable")]] = w_up
     else:
         w = 0.5 * (vals[mutual] + vals[pos_c[mutual]])
     if edge_floor > 0:

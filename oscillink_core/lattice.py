@@ -13,6 +13,7 @@ by settling from the anchors Y to U*; it is the only deltaH this package reports
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -27,7 +28,15 @@ from .gates import diffusion_gates_from_laplacian
 from .graph import graph_stats, knn, mutual_knn_graph, normalized_laplacian
 from .params import LatticeParams, resolve_params
 from .ranking import near_duplicate_keepers, row_cosine, scores, select
-from .receipts import RECEIPT_FORMAT, RECEIPT_VERSION, hash_ids, round_float, sign_receipt, state_signature
+from .receipts import (
+    RECEIPT_FORMAT,
+    RECEIPT_VERSION,
+    array_digest,
+    hash_ids,
+    round_float,
+    sign_receipt,
+    state_signature,
+)
 from .solver import CGInfo, block_cg
 
 __all__ = ["Oscillink", "OscillinkLattice"]
@@ -76,6 +85,16 @@ class Oscillink:
         self._Y = check_embeddings(Y)
         n, d = self._Y.shape
         self._ids = check_ids(ids, n)
+        # SHA-256 of Y for the state signature; hashlib releases the GIL, so for large inputs
+        # it runs in a helper thread while the graph is built and the system solved
+        self._y_digest: list = []
+        if self._Y.nbytes >= 1 << 18:
+            self._y_thread: threading.Thread | None = threading.Thread(
+                target=lambda: self._y_digest.append(array_digest(self._Y)), daemon=True)
+            self._y_thread.start()
+        else:
+            self._y_thread = None
+            self._y_digest.append(array_digest(self._Y))
         k = self._params.kneighbors
         if kneighbors is not None and n > 1 and kneighbors >= n:
             raise ValueError(f"kneighbors={kneighbors} must be < N={n} (a node cannot have N neighbours); "
@@ -314,7 +333,10 @@ class Oscillink:
         `receipts.state_signature`)."""
         if self._psi is None:
             raise ValueError("call set_query(psi) first")
-        return state_signature(Y=self._Y, ids=self._ids, psi=self._psi_raw, gates=self._gates,
+        if self._y_thread is not None:
+            self._y_thread.join()
+            self._y_thread = None
+        return state_signature(Y_digest=self._y_digest[0], ids=self._ids, psi=self._psi_raw, gates=self._gates,
                                params=self._params.to_dict(), k=k if k is not None else 0,
                                indptr=self._W.indptr, indices=self._W.indices, data=self._W.data,
                                chain=self._chain_block(), bundle=bundle)

@@ -27,9 +27,9 @@ __all__ = ["row_cosine", "scores", "select", "near_duplicate_keepers"]
 
 def row_cosine(U: np.ndarray, psi: np.ndarray) -> np.ndarray:
     """cos(U_i, psi) for every row (float64); zero rows give 0."""
-    norms = np.linalg.norm(U.astype(np.float64), axis=1) * float(np.linalg.norm(psi.astype(np.float64)))
     # einsum, not BLAS gemv: the sum order then does not depend on the thread count
-    dots = np.einsum("ij,j->i", U.astype(np.float64), psi.astype(np.float64))
+    norms = np.sqrt(np.einsum("ij,ij->i", U, U).astype(np.float64)) * float(np.linalg.norm(psi.astype(np.float64)))
+    dots = np.einsum("ij,j->i", U, psi.astype(U.dtype)).astype(np.float64)
     return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
 
 

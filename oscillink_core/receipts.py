@@ -1,7 +1,7 @@
 """Receipts: canonical encoding, the state signature, HMAC signing and schema validation.
 
 * ``state_sig`` = SHA-256 over a framed, canonical encoding of everything that determines
-  a result: Y (float32, little-endian, C order), candidate ids, psi, gates, params, bundle
+  a result: the SHA-256 of Y (float32, little-endian, C order), candidate ids, psi, gates, params, bundle
   size k, the adjacency (CSR arrays) and the chain, followed by the bundle those inputs
   produced (ids and scores). Two runs agree on it exactly when they agree on all of it.
 * The receipt itself is JSON; :func:`canonical_json` is the byte form used for HMACs and
@@ -70,14 +70,20 @@ def hash_ids(ids: Iterable[Any]) -> str:
     return hashlib.sha256(canonical_json(list(ids))).hexdigest()
 
 
-def state_signature(*, Y: np.ndarray, ids: list, psi: np.ndarray, gates: np.ndarray,
+def array_digest(a: np.ndarray, dtype: str = "f4") -> bytes:
+    """SHA-256 digest of an array's canonical bytes (dtype, shape, little-endian C-order data)."""
+    return hashlib.sha256(_array_bytes(a, dtype)).digest()
+
+
+def state_signature(*, Y: np.ndarray | None = None, ids: list, Y_digest: bytes | None = None, psi: np.ndarray,
+                    gates: np.ndarray,
                     params: Mapping[str, Any], k: int, indptr: np.ndarray, indices: np.ndarray,
                     data: np.ndarray, chain: Mapping[str, Any] | None, bundle: list | None = None) -> str:
     """SHA-256 over the framed canonical encoding of every input that determines a result,
     and of the bundle it produced (ids and rounded scores), so the signature binds both."""
     h = hashlib.sha256()
     _frame(h, "format", f"{RECEIPT_FORMAT}/{RECEIPT_VERSION}".encode())
-    _frame(h, "Y", _array_bytes(Y, "f4"))
+    _frame(h, "Y.sha256", Y_digest if Y_digest is not None else array_digest(Y))
     _frame(h, "ids", canonical_json(list(ids)))
     _frame(h, "psi", _array_bytes(psi, "f4"))
     _frame(h, "gates", _array_bytes(gates, "f4"))

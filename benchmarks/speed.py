@@ -1,0 +1,107 @@
+"""Speed and memory of the core: graph + solve + bundle + light receipt, one query.
+
+Usage:  python benchmarks/speed.py [--sizes 100,1000,20000,200000] [--repeats N] [--out benchmarks/results/speed.json]
+
+Each size runs in a fresh subprocess so peak RSS (ru_maxrss) is that size's own. Inputs are
+unit-norm clustered embeddings, D = 384, k = 6. For each size we report the median of
+repeated runs of `rerank(..., light_receipt=True)`, the CG iteration count, and reference
+timings measured in the same process: the dense product Y @ Y.T (N <= 20,000) and, for
+context, plain cosine top-k (Y @ psi + argpartition).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+TARGETS_MS = {100: 1.0, 1000: 10.0, 20000: 2000.0, 200000: 60000.0}
+TARGETS_MB = {20000: 1024.0, 200000: 4096.0}
+
+
+def make_data(n: int, d: int = 384, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    n_centres = max(4, n // 50)
+    centres = rng.normal(size=(n_centres, d)).astype(np.float32)
+    Y = centres[rng.integers(0, n_centres, size=n)] + 0.8 * rng.normal(size=(n, d)).astype(np.float32)
+    Y /= np.linalg.norm(Y, axis=1, keepdims=True)
+    psi = Y[:5].mean(axis=0)
+    return np.ascontiguousarray(Y, dtype=np.float32), psi
+
+
+def median_ms(fn, repeats: int) -> tuple[float, list[float]]:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(1e3 * (time.perf_counter() - t0))
+    return float(np.median(times)), times
+
+
+def run_one(n: int, repeats: int) -> dict:
+    from oscillink_core import rerank
+
+    Y, psi = make_data(n)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res = rerank(psi, Y, k=10, light_receipt=True)  # warm-up (imports, caches)
+    med, times = median_ms(lambda: rerank(psi, Y, k=10, light_receipt=True), repeats)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = {"n": n, "d": Y.shape[1], "k": 6, "repeats": repeats, "median_ms": med,
+           "min_ms": float(min(times)), "cg_iterations": res.timings["cg_iterations"],
+           "knn": res.receipt["graph"]["method"], "edges": res.receipt["graph"]["edges"],
+           "stage_ms": {k: v for k, v in res.timings.items() if k.endswith("_ms") and k != "total_ms"},
+           "peak_rss_mb": peak_mb, "rss_before_mb": rss_before}
+    if n <= 20000:
+        dense_med, _ = median_ms(lambda: Y @ Y.T, max(3, min(repeats, 20)))
+        out["dense_YYt_ms"] = dense_med
+        out["ratio_to_dense"] = med / dense_med
+    cos_med, _ = median_ms(lambda: np.argpartition(-(Y @ psi), 10)[:10], max(3, repeats))
+    out["cosine_topk_ms"] = cos_med
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="100,1000,20000,200000")
+    ap.add_argument("--repeats", type=int, default=0, help="0: automatic per size")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "speed.json"))
+    ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.one:
+        reps = args.repeats or {100: 200, 1000: 50, 20000: 5}.get(args.one, 3)
+        print(json.dumps(run_one(args.one, reps)))
+        return 0
+    rows = []
+    for n in [int(x) for x in args.sizes.split(",")]:
+        cmd = [sys.executable, __file__, "--one", str(n)] + (["--repeats", str(args.repeats)] if args.repeats else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    hdr = f"{'N':>8} {'median ms':>10} {'target ms':>10} {'YY^T ms':>9} {'ratio':>6} {'CG it':>5} {'kNN':>9} {'peak MB':>8} {'target MB':>9}"
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        n = r["n"]
+        print(f"{n:>8} {r['median_ms']:>10.2f} {TARGETS_MS.get(n, float('nan')):>10.0f} "
+              f"{r.get('dense_YYt_ms', float('nan')):>9.2f} {r.get('ratio_to_dense', float('nan')):>6.2f} "
+              f"{r['cg_iterations']:>5} {r['knn']:>9} {r['peak_rss_mb']:>8.0f} {TARGETS_MB.get(n, float('nan')):>9.0f}")
+    report = {"benchmark": "oscillink-core speed", "command": "python benchmarks/speed.py " + " ".join(argv or sys.argv[1:]),
+              "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                          "cpus": os.cpu_count(), "processor": platform.processor()},
+              "numpy": np.__version__, "targets_ms": TARGETS_MS, "targets_mb": TARGETS_MB, "rows": rows}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
