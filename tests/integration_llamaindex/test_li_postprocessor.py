@@ -64,11 +64,12 @@ def test_module_doctests(module):
 # -- fields and serialisation
 def test_round_trip_keeps_settings_and_drops_handles(hash_embed):
     pp = OscillinkPostprocessor(top_n=7, params={"lamC": 0.9, "kneighbors": 4}, receipt_key="rc",
-                                sign_key="secret", embed_model=hash_embed, vector_store=SimpleVectorStore())
+                                scores_in_llm_metadata=True, sign_key="secret", embed_model=hash_embed,
+                                vector_store=SimpleVectorStore())
     d = pp.to_dict()
     assert d["class_name"] == "OscillinkPostprocessor"
-    assert {k: d[k] for k in ("top_n", "params", "receipt_key")} == {
-        "top_n": 7, "params": {"lamC": 0.9, "kneighbors": 4}, "receipt_key": "rc"}
+    assert {k: d[k] for k in ("top_n", "params", "receipt_key", "scores_in_llm_metadata")} == {
+        "top_n": 7, "params": {"lamC": 0.9, "kneighbors": 4}, "receipt_key": "rc", "scores_in_llm_metadata": True}
     assert not {"sign_key", "embed_model", "vector_store", "callback_manager"} & set(d)
     assert "secret" not in pp.to_json() and "secret" not in repr(pp)
     back = OscillinkPostprocessor.from_json(pp.to_json())
@@ -168,11 +169,13 @@ def test_callers_nodes_are_untouched():
     assert not ({id(x) for x in out} | {id(x.node) for x in out}) & ids_in
 
 
-def test_metadata_and_exclusions():
+@pytest.mark.parametrize("scores_to_llm", [False, True])
+def test_metadata_and_exclusions(scores_to_llm):
     query = "the capital of France"
     nodes = with_scores(corpus_nodes(), query, embed=True)
     retrieval = {n.node.node_id: n.score for n in nodes}
-    out = OscillinkPostprocessor(top_n=3, receipt_key="rk").postprocess_nodes(nodes, query_bundle=bundle(query))
+    pp = OscillinkPostprocessor(top_n=3, receipt_key="rk", scores_in_llm_metadata=scores_to_llm)
+    out = pp.postprocess_nodes(nodes, query_bundle=bundle(query))
     for rank, x in enumerate(out, start=1):
         md = x.node.metadata
         assert md["topic"] in {"cats", "paris", "python", "space"}  # original metadata kept
@@ -181,7 +184,8 @@ def test_metadata_and_exclusions():
         assert json.loads(md["rk"])["bundle"][rank - 1]["id"] == x.node.node_id
         assert "rk" in x.node.excluded_llm_metadata_keys and "rk" in x.node.excluded_embed_metadata_keys
         llm_text = x.node.get_content(MetadataMode.LLM)
-        assert "state_sig" not in llm_text and "rk:" not in llm_text and "oscillink_rank" in llm_text
+        assert "state_sig" not in llm_text and "rk:" not in llm_text and "topic: " in llm_text
+        assert ("oscillink_rank" in llm_text) == scores_to_llm and ("retrieval_score" in llm_text) == scores_to_llm
         assert "state_sig" not in x.node.get_content(MetadataMode.EMBED)
         assert "oscillink_score" not in x.node.get_content(MetadataMode.EMBED)
         assert "state_sig" in x.node.get_content(MetadataMode.ALL)

@@ -87,14 +87,15 @@ class OscillinkPostprocessor(BaseNodePostprocessor):
 
     Returned nodes are copies with plain float scores; their metadata gets ``oscillink_score``,
     ``oscillink_rank``, ``retrieval_score`` (whatever score the retriever reported: a similarity, or an
-    L2 distance for a FAISS L2 index) and the receipt as a JSON string under ``receipt_key``. The
-    receipt key is excluded from LLM and embedding metadata, the three scores from embedding
-    metadata only. Nodes with a repeated node id are dropped after their first occurrence (the core
-    needs unique ids); the receipt counts them.
+    L2 distance for a FAISS L2 index) and the receipt as a JSON string under ``receipt_key``. All four
+    keys are excluded from embedding metadata, so a reranked node embeds as before; from LLM metadata
+    the receipt is always excluded and the scores unless ``scores_in_llm_metadata=True``. Nodes with a
+    repeated node id are dropped after their first occurrence (the core needs unique ids); the receipt
+    counts them.
 
-    Serialisation: ``to_dict``/``from_dict`` keep ``top_n``, ``params`` and ``receipt_key``. The signing
-    key, ``embed_model`` and ``vector_store`` are handles or secrets and are not serialised: pass them
-    again (or use ``from_index``) after ``from_dict``.
+    Serialisation: ``to_dict``/``from_dict`` keep ``top_n``, ``params``, ``receipt_key`` and
+    ``scores_in_llm_metadata``. The signing key, ``embed_model`` and ``vector_store`` are secrets or
+    handles and are not serialised: pass them again (or use ``from_index``) after ``from_dict``.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -112,6 +113,11 @@ class OscillinkPostprocessor(BaseNodePostprocessor):
     receipt_key: str = Field(
         default=DEFAULT_RECEIPT_KEY, min_length=1,
         description="Metadata key holding the receipt JSON; excluded from LLM and embedding metadata.",
+    )
+    scores_in_llm_metadata: bool = Field(
+        default=False,
+        description="Also show oscillink_score, oscillink_rank and retrieval_score to the LLM (by default they are "
+                    "excluded from LLM metadata like the receipt; they are always excluded from embedding metadata).",
     )
     sign_key: SecretStr | SecretBytes | None = Field(
         default=None, exclude=True, repr=False,
@@ -256,7 +262,8 @@ class OscillinkPostprocessor(BaseNodePostprocessor):
         if self.sign_key is not None:
             receipt = sign_receipt(receipt, self.sign_key.get_secret_value())
         receipt_json = json.dumps(receipt, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        score_keys = [SCORE_KEY, RANK_KEY, RETRIEVAL_SCORE_KEY, self.receipt_key]
+        added_keys = [SCORE_KEY, RANK_KEY, RETRIEVAL_SCORE_KEY, self.receipt_key]
+        llm_hidden = [self.receipt_key] if self.scores_in_llm_metadata else added_keys
         out = []
         for item in res.items:
             src = nodes[item.index]
@@ -269,8 +276,8 @@ class OscillinkPostprocessor(BaseNodePostprocessor):
                     RETRIEVAL_SCORE_KEY: None if src.score is None else float(src.score),
                     self.receipt_key: receipt_json,
                 },
-                "excluded_llm_metadata_keys": _add_keys(node.excluded_llm_metadata_keys, [self.receipt_key]),
-                "excluded_embed_metadata_keys": _add_keys(node.excluded_embed_metadata_keys, score_keys),
+                "excluded_llm_metadata_keys": _add_keys(node.excluded_llm_metadata_keys, llm_hidden),
+                "excluded_embed_metadata_keys": _add_keys(node.excluded_embed_metadata_keys, added_keys),
             })
             out.append(NodeWithScore(node=new_node, score=float(item.score)))
         return out
