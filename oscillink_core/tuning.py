@@ -62,7 +62,7 @@ import numpy as np
 
 from . import __version__
 from ._validation import check_embeddings, check_ids, check_query
-from .evaluation import mrr_at_k, ndcg_at_k, precision_at_1, recall_at_k, trap_share_at_k
+from .evaluation import mrr_at_k, ndcg_at_k, paired_bootstrap_ci, precision_at_1, recall_at_k, trap_share_at_k
 from .lattice import Oscillink
 from .params import _FIELDS, PROFILE_FORMAT, LatticeParams, resolve_params, save_profile
 from .ranking import near_duplicate_keepers, scores, select
@@ -416,7 +416,7 @@ class _Engine:
     equals `rerank(...)`'s ranking; a test checks this on every setting of a grid.
     """
 
-    def __init__(self, queries: Sequence[LabelledQuery], max_states: int = 24) -> None:
+    def __init__(self, queries: Sequence[LabelledQuery], max_states: int = 8) -> None:
         self.queries = list(queries)
         self._Yn: list[np.ndarray | None] = [None] * len(self.queries)
         # per state key: per query (align, cosine, knn idx, knn sim)
@@ -606,11 +606,14 @@ class TuneResult:
     base : the starting point and baseline (defaults unless ``base=`` was given).
     searched : the search's winner on all queries.
     fell_back : True when cross-validation showed no gain over ``base`` and ``base`` was kept.
-    cv : held-out scores per fold and their mean, for ``"baseline"`` (``base`` on each held-out
-        fold), ``"tuned"`` (the setting searched on the other folds, scored on the held-out fold:
-        the honest estimate of what tuning gives) and ``"chosen"`` (``params`` scored on each
-        fold; in-sample, since ``params`` was searched on all queries). Each entry holds
-        ``objective``, ``metric`` and ``trap_share`` lists and ``*_mean`` values.
+    cv : held-out scores per fold, for ``"baseline"`` (``base`` on each held-out fold),
+        ``"tuned"`` (the setting searched on the other folds, scored on the held-out fold: the
+        honest estimate of what tuning gives) and ``"chosen"`` (``params`` scored on each fold;
+        in-sample, since ``params`` was searched on all queries). Each entry holds
+        ``objective``, ``metric`` and ``trap_share`` lists (one value per fold) and ``*_mean``
+        values (mean over all queries). ``cv["gain"][m]`` is the paired bootstrap 95% interval
+        ``{"mean", "low", "high"}`` of tuned minus baseline over the held-out queries
+        (`evaluation.paired_bootstrap_ci`, 2000 resamples, seeded with ``seed``).
     fold_params : per fold, the searched setting's differences from ``base``.
     trials : table of every distinct setting scored: its differences from ``base`` and its mean
         ``objective``, ``metric`` and ``trap_share`` over all queries, in the order tried.
@@ -668,6 +671,8 @@ class TuneResult:
                  *(f"  {name:8s} held-out objective {cv[name]['objective_mean']:.4f} ({s['metric']} "
                    f"{cv[name]['metric_mean']:.4f}, trap share {cv[name]['trap_share_mean']:.4f})"
                    for name in ("baseline", "tuned")),
+                 "  gain in held-out objective {mean:+.4f}, 95% CI [{low:+.4f}, {high:+.4f}]".format(
+                     **cv["gain"]["objective"]),
                  f"  chosen: {self.changed or 'the baseline'}"
                  + (" (fallback: tuning did not beat the baseline in CV)" if self.fell_back else "")]
         return "\n".join(lines)
@@ -757,24 +762,35 @@ def tune(queries: Sequence[LabelledQuery], *, grid: Mapping[str, Sequence] | Non
     cv: dict[str, dict[str, list]] = {name: {"objective": [], "metric": [], "trap_share": []}
                                       for name in ("baseline", "tuned", "chosen")}
     fold_params = []
+    n = len(queries)
+    pooled = {name: {m: np.zeros(n) for m in ("objective", "metric", "trap_share")} for name in ("baseline", "tuned")}
     for f in range(folds):
         train, test = np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)
         best = _search(obj, train, base_p, g, search, max_rounds)
         fold_params.append(_diff(best, base_p))
         for name, p in (("baseline", base_p), ("tuned", best)):
-            for m, v in obj.summary(p, test).items():
-                cv[name][m].append(v)
-    everything = np.arange(len(queries))
+            pq = obj.per_query(p)
+            for m in pooled[name]:
+                cv[name][m].append(float(pq[m][test].mean()))
+                pooled[name][m][test] = pq[m][test]
+    everything = np.arange(n)
     searched = _search(obj, everything, base_p, g, search, max_rounds)
-    fell_back = bool(keep_base_if_no_gain and np.mean(cv["tuned"]["objective"]) <= np.mean(cv["baseline"]["objective"]))
+    fell_back = bool(keep_base_if_no_gain
+                     and pooled["tuned"]["objective"].mean() <= pooled["baseline"]["objective"].mean())
     chosen = base_p if fell_back else searched
+    pq = obj.per_query(chosen)
+    pooled["chosen"] = {m: pq[m] for m in ("objective", "metric", "trap_share")}
     for f in range(folds):
-        for m, v in obj.summary(chosen, np.flatnonzero(fold_of == f)).items():
-            cv["chosen"][m].append(v)
+        for m in pooled["chosen"]:
+            cv["chosen"][m].append(float(pq[m][fold_of == f].mean()))
     cv_out: dict[str, dict[str, Any]] = {}
     for name, block in cv.items():
         cv_out[name] = {**{m: [float(x) for x in vals] for m, vals in block.items()},
-                        **{f"{m}_mean": float(np.mean(vals)) for m, vals in block.items()}}
+                        **{f"{m}_mean": float(pooled[name][m].mean()) for m in block}}
+    cv_out["gain"] = {}
+    for m in ("objective", "metric", "trap_share"):
+        ci = paired_bootstrap_ci(pooled["baseline"][m], pooled["tuned"][m], n_boot=2000, seed=seed)
+        cv_out["gain"][m] = {"mean": ci.mean, "low": ci.low, "high": ci.high}
     trials = []
     for t in obj.trials:
         s = obj.summary(t["params"], everything)

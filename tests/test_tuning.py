@@ -103,6 +103,11 @@ def test_tune_improves_heldout_on_duplicate_flood(dup_tuned):
     assert p.dedup_threshold is not None or p.mmr_lambda < 1
     assert not dup_tuned.fell_back
     assert dup_tuned.cv["tuned"]["objective_mean"] > dup_tuned.cv["baseline"]["objective_mean"] + 0.3
+    gain = dup_tuned.cv["gain"]["objective"]
+    assert gain["mean"] == pytest.approx(dup_tuned.cv["tuned"]["objective_mean"]
+                                         - dup_tuned.cv["baseline"]["objective_mean"])
+    assert 0 < gain["low"] < gain["mean"] < gain["high"]
+    assert "95% CI" in dup_tuned.summary()
 
 
 def test_tune_improves_heldout_on_consensus_task(consensus_tuned):
