@@ -276,6 +276,45 @@ def _verdict(results) -> int:
     return EXIT_OK
 
 
+# ------------------------------------------------------------------------------ tune
+def cmd_tune(a: argparse.Namespace) -> int:
+    from .tuning import queries_from_jsonl, tune
+
+    if (a.data is None) == (a.index is None):
+        raise CLIError("tune: give either DATA.jsonl or --index DIR with --questions FILE", EXIT_USAGE)
+    if a.index is not None and a.questions is None:
+        raise CLIError("tune: --index needs --questions FILE (labelled questions)", EXIT_USAGE)
+    out = Path(a.out)
+    if not out.parent.exists():
+        raise CLIError(f"--out {a.out}: directory {out.parent} does not exist", EXIT_USAGE)
+    if a.index is not None:
+        from .store import IndexStore, labelled_queries, load_questions
+
+        store = IndexStore.open(a.index)
+        queries = labelled_queries(store, load_questions(a.questions), fetch_k=a.fetch_k)
+        source = f"{len(queries)} question(s) from {a.questions} over {a.index} (top {a.fetch_k} each)"
+    else:
+        from .embeddings import embed
+
+        if not Path(a.data).is_file():
+            raise CLIError(f"{a.data}: no such file", EXIT_USAGE)
+        queries = queries_from_jsonl(a.data, embed=embed)
+        source = f"{len(queries)} labelled quer{'y' if len(queries) == 1 else 'ies'} from {a.data}"
+    folds = min(a.folds, len(queries))
+    if folds < 2:
+        raise CLIError(f"tune: cross-validation needs at least 2 labelled queries; got {len(queries)}")
+    if not a.json:
+        _err(f"tuning on {source}, {folds}-fold cross-validation ...")
+    res = tune(queries, metric=a.metric, k=a.k, folds=folds, trap_weight=a.trap_weight, seed=a.seed,
+               base=a.base, profile_path=out)
+    if a.json:
+        _print(json.dumps(res.to_profile(), indent=2, sort_keys=True))
+    else:
+        _print(res.summary())
+        _print(f"profile written to {out} (use it with: oscillink query DIR QUESTION --params {out})")
+    return EXIT_OK
+
+
 # ------------------------------------------------------------------------------ parser
 def _positive_int(text: str) -> int:
     try:
@@ -348,6 +387,26 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--index", metavar="DIR", help="re-run the query against this index and compare")
     v.add_argument("--key-env", metavar="VAR", help="check the HMAC with the key in $VAR")
     v.set_defaults(func=cmd_verify)
+
+    t = sub.add_parser("tune", help="fit lattice parameters on labelled queries (writes a profile)",
+                       description="Fit lattice parameters by K-fold cross-validation (oscillink_core.tuning.tune) and "
+                                   "write a profile JSON usable with query --params. Labelled data is either a JSONL "
+                                   "of rows {query_id, query, id, text, label, trap} (one row per candidate, in "
+                                   "first-stage order) or an index plus a questions file listing relevant and trap ids "
+                                   "(the format of examples/data/demo_questions.json).")
+    t.add_argument("data", nargs="?", metavar="DATA.jsonl", help="labelled candidate rows")
+    t.add_argument("--index", metavar="DIR", help="tune on this index's retrieval (with --questions)")
+    t.add_argument("--questions", metavar="FILE", help="questions with relevant / trap ids (with --index)")
+    t.add_argument("--fetch-k", type=_positive_int, default=50, metavar="N", help="candidates per question (--index)")
+    t.add_argument("--out", required=True, metavar="PROFILE.json", help="where to write the profile")
+    t.add_argument("--metric", default="ndcg@10", help="ndcg@C, mrr@C, recall@C or p@1 (default ndcg@10)")
+    t.add_argument("-k", type=_positive_int, default=10, help="bundle size scored by the trap share (default 10)")
+    t.add_argument("--folds", type=_positive_int, default=5, help="cross-validation folds (default 5)")
+    t.add_argument("--trap-weight", type=float, default=1.0, help="objective = metric - w * trap_share@k (default 1)")
+    t.add_argument("--seed", type=_nonneg_int, default=0)
+    t.add_argument("--base", metavar="PROFILE", help="starting point and baseline (default: built-in parameters)")
+    t.add_argument("--json", action="store_true", help="print the profile JSON instead of a summary")
+    t.set_defaults(func=cmd_tune)
     return p
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["IndexStore", "IndexDirError", "QueryOutcome", "run_query", "reproduce", "atomic_write_bytes",
+           "load_questions", "labelled_queries",
            "sha256_bytes", "hash_ingest_receipt", "INGEST_FORMAT", "PROVENANCE_FORMAT", "RECEIPT_FILE",
            "INDEX_FILE", "CHUNKS_FILE"]
 
@@ -308,3 +309,44 @@ def reproduce(receipt: dict, store: IndexStore) -> tuple[QueryOutcome, dict]:
     else:
         status = f"differs (cosine {cos:.4f})"
     return out, {"question_embedding": status, "embedding_ok": cos >= 0.9999}
+
+
+# ------------------------------------------------------------------------------ labelled questions
+def load_questions(path: str | os.PathLike) -> list[dict]:
+    """Read a questions file: ``{"questions": [...]}`` (as examples/data/demo_questions.json) or a list.
+
+    Each question needs ``question`` (text) and ``relevant`` (ids); ``id`` and ``traps`` are optional.
+    """
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{p}: no such questions file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{p}: not valid JSON ({exc})") from None
+    qs = doc.get("questions") if isinstance(doc, dict) else doc
+    if not isinstance(qs, list) or not qs:
+        raise ValueError(f"{p}: expected a non-empty list of questions (or {{\"questions\": [...]}})")
+    for i, q in enumerate(qs):
+        if not isinstance(q, dict) or not isinstance(q.get("question"), str) or not q["question"].strip():
+            raise ValueError(f"{p}: question {i} has no 'question' text")
+        if not isinstance(q.get("relevant"), list):
+            raise ValueError(f"{p}: question {q.get('id', i)!r} has no 'relevant' list of ids")
+        if not isinstance(q.get("traps", []), list):
+            raise ValueError(f"{p}: question {q.get('id', i)!r}: 'traps' must be a list of ids")
+    return qs
+
+
+def labelled_queries(store: IndexStore, questions: list[dict], *, fetch_k: int = 50) -> list:
+    """`tuning.LabelledQuery` objects: each question's FAISS top ``fetch_k`` from ``store``, labelled."""
+    from .embeddings import embed
+    from .tuning import LabelledQuery
+
+    vecs = embed([q["question"] for q in questions])
+    out = []
+    for i, (q, v) in enumerate(zip(questions, vecs, strict=True)):
+        rows, _ = store.search(v, fetch_k)
+        ids = [store.chunks[int(r)]["id"] for r in rows]
+        out.append(LabelledQuery(v, store.vectors(rows), ids=ids, relevance={r: 1.0 for r in q["relevant"]},
+                                 traps=set(q.get("traps", [])), qid=q.get("id", i)))
+    return out

@@ -315,3 +315,51 @@ def test_verify_against_another_index_fails(capsys, index_dir, tmp_path):
     assert run(capsys, "ingest", src, "--index", other, "-q")[0] == 0
     code, out, _ = run(capsys, "verify", f, "--index", other)
     assert code == 1 and "FAIL  index" in out and "another index" in out
+
+
+@pytest.mark.slow
+def test_tune_on_index_writes_a_profile_that_query_and_verify_use(capsys, index_dir, tmp_path):
+    spec = json.loads((CORPUS.parent / "demo_questions.json").read_text("utf-8"))
+    qs = tmp_path / "questions.json"
+    qs.write_text(json.dumps({"questions": [q for q in spec["questions"] if q["id"] in ("q1", "q2")]}), "utf-8")
+    prof = tmp_path / "profile.json"
+    code, out, err = run(capsys, "tune", "--index", index_dir, "--questions", qs, "--out", prof, "-k", "5",
+                         "--fetch-k", "20")
+    assert code == 0, err
+    profile = json.loads(prof.read_text("utf-8"))
+    assert profile["format"] == "oscillink-core/profile" and profile["meta"]["n_queries"] == 2
+    assert "held-out objective" in out and str(prof) in out
+    f = tmp_path / "r.json"
+    assert run(capsys, "query", index_dir, QUESTION, "--params", prof, "--receipt-out", f)[0] == 0
+    receipt = json.loads(f.read_text("utf-8"))
+    assert {k: receipt["params"][k] for k in profile["params"]} == profile["params"]
+    code, out, _ = run(capsys, "verify", f, "--index", index_dir)
+    assert code == 0 and "ok    reproduce" in out
+
+
+def test_tune_usage_errors(capsys, tmp_path):
+    code, _, err = run(capsys, "tune", "--out", tmp_path / "p.json")
+    assert code == 2 and "either DATA.jsonl or --index" in err
+    code, _, err = run(capsys, "tune", tmp_path / "missing.jsonl", "--out", tmp_path / "p.json")
+    assert code == 2 and "no such file" in err
+    assert not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.slow
+def test_tune_on_labelled_jsonl_prints_profile_json(capsys, tmp_path):
+    rows = [json.loads(line) for line in CORPUS.read_text("utf-8").splitlines()]
+    spec = {q["id"]: q for q in json.loads((CORPUS.parent / "demo_questions.json").read_text("utf-8"))["questions"]}
+    data = tmp_path / "rows.jsonl"
+    with data.open("w", encoding="utf-8") as f:
+        for qid, prefix in (("q1", "bees-"), ("q2", "moon-")):
+            for r in rows:
+                if r["id"].startswith(prefix):
+                    f.write(json.dumps({"query_id": qid, "query": spec[qid]["question"], "id": r["id"],
+                                        "text": r["text"], "label": int(r["id"] in spec[qid]["relevant"]),
+                                        "trap": r["trap"]}) + "\n")
+    prof = tmp_path / "p.json"
+    code, out, err = run(capsys, "tune", data, "--out", prof, "--folds", "2", "-k", "5", "--json")
+    assert code == 0, err
+    printed = json.loads(out)
+    assert printed == json.loads(prof.read_text("utf-8"))
+    assert printed["meta"]["n_queries"] == 2 and printed["meta"]["folds"] == 2
