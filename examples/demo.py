@@ -42,8 +42,16 @@ def banner(text: str) -> None:
     print(f"\n{'=' * 100}\n{text}\n{'=' * 100}", flush=True)
 
 
+def _short(a: object) -> str:
+    """Paths relative to the working directory when they lie under it (readable commands)."""
+    if isinstance(a, Path):
+        rel = os.path.relpath(a)
+        return rel if not rel.startswith("..") else str(a)
+    return str(a)
+
+
 def run(*argv: object) -> int:
-    args = [str(a) for a in argv]
+    args = [_short(a) for a in argv]
     print(f"$ oscillink {' '.join(a if ' ' not in a else repr(a) for a in args)}", flush=True)
     code = oscillink(args)
     sys.stdout.flush()
@@ -55,7 +63,7 @@ def run(*argv: object) -> int:
 def run_json(*argv: object) -> dict:
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        code = oscillink([str(a) for a in argv])
+        code = oscillink([_short(a) for a in argv])
     if code != 0:
         raise SystemExit(f"demo: oscillink {' '.join(map(str, argv[:2]))} failed with exit code {code}")
     return json.loads(buf.getvalue())
@@ -147,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     tampered.write_text(json.dumps(rec, indent=2), "utf-8")
     print(f"\nnow the same receipt with bundle[0].score changed by +0.001 ({tampered.name}); this must fail:")
     code_t = run("verify", tampered, "--key-env", KEY_VAR)
-    banner(f"demo finished in {time.perf_counter() - t0:.1f} s; index in {index}, receipts in {receipts}")
+    banner(f"demo finished in {time.perf_counter() - t0:.1f} s; index in {_short(index)}, receipts in "
+           f"{_short(receipts)}")
     if code != 0 or code_t != 1:
         print("demo: receipt verification did not behave as expected", file=sys.stderr)
         return 1

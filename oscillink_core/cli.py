@@ -272,7 +272,10 @@ def _verdict(results) -> int:
     if failed:
         _print(f"verification FAILED: {', '.join(failed)}")
         return EXIT_FAIL
-    _print("receipt verified")
+    passed = [name for name, ok, _ in results if ok]
+    skipped = [name for name, ok, _ in results if ok is None]
+    _print(f"receipt verified (checked: {', '.join(passed)}" + (f"; not checked: {', '.join(skipped)}" if skipped
+                                                                 else "") + ")")
     return EXIT_OK
 
 

@@ -363,3 +363,17 @@ def test_tune_on_labelled_jsonl_prints_profile_json(capsys, tmp_path):
     printed = json.loads(out)
     assert printed == json.loads(prof.read_text("utf-8"))
     assert printed["meta"]["n_queries"] == 2 and printed["meta"]["folds"] == 2
+
+
+@pytest.mark.slow
+def test_make_demo_runs_end_to_end(capsys, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("oscillink_demo", ROOT / "examples" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    assert demo.main(["--index-dir", str(tmp_path / "demo-index")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("cosine top-5") == 3 and "traps in top-k" in out
+    assert "receipt verified" in out and "verification FAILED: signature" in out
+    assert "fewer traps with oscillink on" in out
