@@ -266,13 +266,16 @@ def _indexes(hash_embed):
     return {"simple": simple, "faiss": fidx}
 
 
-@pytest.mark.parametrize("kind", ["simple", "faiss"])
-async def test_vector_store_path_reads_stored_vectors(hash_embed, kind):
+@pytest.mark.parametrize("kind, wiring", [("simple", "from_index"), ("simple", "field"), ("faiss", "from_index")])
+async def test_vector_store_path_reads_stored_vectors(hash_embed, kind, wiring):
     index = _indexes(hash_embed)[kind]
     query = "python dictionaries and lists"
     retrieved = index.as_retriever(similarity_top_k=12).retrieve(query)
     assert all(n.node.embedding is None for n in retrieved)  # why the store lookup is needed
-    pp = OscillinkPostprocessor.from_index(index, top_n=4, embed_model=NoTextEmbedding())
+    if wiring == "from_index":
+        pp = OscillinkPostprocessor.from_index(index, top_n=4, embed_model=NoTextEmbedding())
+    else:
+        pp = OscillinkPostprocessor(top_n=4, embed_model=NoTextEmbedding(), vector_store=index.vector_store)
     out = pp.postprocess_nodes(retrieved, query_bundle=bundle(query))
     Y = np.vstack([hash_vector(n.node.get_content(MetadataMode.EMBED), DIM) for n in retrieved])
     ref = rerank(hash_vector(query, DIM), Y, k=4, ids=[n.node.node_id for n in retrieved])

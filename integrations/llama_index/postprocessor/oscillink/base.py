@@ -193,7 +193,8 @@ class OscillinkPostprocessor(BaseNodePostprocessor):
 
         return Settings.embed_model
 
-    def _check(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> None:
+    @staticmethod
+    def _check(query_bundle: QueryBundle | None) -> None:
         if query_bundle is None:
             raise ValueError("OscillinkPostprocessor needs the query: pass query_bundle= (or query_str=) "
                              "to postprocess_nodes")
@@ -288,7 +289,7 @@ class OscillinkPostprocessor(BaseNodePostprocessor):
 
     def _postprocess_nodes(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
                            ) -> list[NodeWithScore]:
-        self._check(nodes, query_bundle)
+        self._check(query_bundle)
         if not nodes:
             return []
         dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=self.top_n, model_name=MODEL_NAME))
@@ -312,7 +313,7 @@ class OscillinkPostprocessor(BaseNodePostprocessor):
                                   ) -> list[NodeWithScore]:
         """Like the sync path; store reads and the solve run in a worker thread, embeddings use the
         embed model's async API, so the event loop is never blocked."""
-        self._check(nodes, query_bundle)
+        self._check(query_bundle)
         if not nodes:
             return []
         dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=self.top_n, model_name=MODEL_NAME))
