@@ -396,6 +396,6 @@ def test_bench_lists_and_runs_scripts_passing_args_and_exit_code(capfd, tmp_path
     assert main(["bench", "nosuch"]) == 2
     err = capfd.readouterr().err
     assert_one_line_error(err)
-    assert "available: quality, toy-speed" in err
+    assert "available: toy-speed, quality" in err
     monkeypatch.setattr(cli, "_benchmarks_dir", lambda: None)
     assert main(["bench", "speed"]) == 2
