@@ -3,8 +3,8 @@ provenance and tracing. Pure translation between LangChain objects and `oscillin
 
 from __future__ import annotations
 
-import copy
 import hashlib
+import json
 import time
 from collections.abc import Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -85,6 +85,7 @@ def rerank_documents(*, query_vector: Any, vectors: np.ndarray, docs: Sequence[D
                              "ids": "Document.id (fallback pos<i>:sha256(text)[:16] when missing or repeated)"}
     if signing_key is not None:
         receipt = sign_receipt(receipt, signing_key)
+    frozen = json.dumps(receipt)  # each document gets its own copy (cheaper than deepcopy)
     out = []
     for it in res.items:
         src = docs[it.index]
@@ -94,7 +95,7 @@ def rerank_documents(*, query_vector: Any, vectors: np.ndarray, docs: Sequence[D
                 "oscillink_rank": int(it.rank),
                 "retrieval_score": None if first is None else float(first),
                 "retrieval_rank": int(it.index) + 1,
-                receipt_key: copy.deepcopy(receipt)}
+                receipt_key: json.loads(frozen)}
         out.append(Document(page_content=src.page_content, id=src.id, metadata=meta))
     timings = {"rerank_ms": 1e3 * (time.perf_counter() - t0), "solve_ms": res.timings.get("solve_ms"),
                "cg_iterations": res.timings.get("cg_iterations")}

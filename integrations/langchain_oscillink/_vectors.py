@@ -94,6 +94,35 @@ def _reconstruct(index: Any, labels: Sequence[int]) -> tuple[np.ndarray | None, 
     return np.asarray(out, dtype=np.float32).reshape(len(lab), -1), None
 
 
+# ------------------------------------------------------------------ InMemoryVectorStore
+_mem_lock = threading.Lock()
+_mem_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _in_memory_vectors(store: Any, docs: Sequence[Document]) -> tuple[np.ndarray | None, str | None]:
+    """Stored vectors of ``docs``. The store keeps Python lists; their float32 rows are cached per
+    store and reused while the store still holds the *same* list object under that id (a re-added
+    document gets a new list, so the cache can never serve a stale vector)."""
+    with _mem_lock:
+        cache = _mem_cache.get(store)
+        if cache is None or len(cache) > 2 * len(store.store) + 64:  # drop entries of deleted documents
+            cache = _mem_cache[store] = {}
+    rows = []
+    for d in docs:
+        rec = store.store.get(d.id) if d.id is not None else None
+        if rec is None:
+            return None, f"document id {d.id!r} is not in the InMemoryVectorStore"
+        vec = rec["vector"]
+        hit = cache.get(d.id)
+        if hit is None or hit[0] is not vec:
+            hit = (vec, np.asarray(vec, dtype=np.float32))
+            cache[d.id] = hit
+        rows.append(hit[1])
+    if len({r.shape for r in rows}) != 1:
+        raise ValueError("InMemoryVectorStore vectors differ in size (embedding sizes differ?)")
+    return np.stack(rows), None
+
+
 # ------------------------------------------------------------------ langchain-community FAISS
 _rev_lock = threading.Lock()
 _rev_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -237,11 +266,10 @@ def store_vectors(store: Any, docs: Sequence[Document]) -> tuple[np.ndarray | No
         vecs, extra = store.vectors_for(docs)
         return vecs, {**prov, **extra}
     if _is_in_memory(store):
-        try:
-            rows = [store.store[d.id]["vector"] for d in docs]
-        except KeyError as exc:
-            return None, {**prov, "reason": f"document id {exc.args[0]!r} is not in the InMemoryVectorStore"}
-        return as_matrix(rows, "InMemoryVectorStore vectors"), {**prov, "vector_access": "InMemoryVectorStore.store"}
+        vecs, reason = _in_memory_vectors(store, docs)
+        if vecs is None:
+            return None, {**prov, "reason": reason}
+        return vecs, {**prov, "vector_access": "InMemoryVectorStore.store"}
     if _is_community_faiss(store):
         vecs, extra = _faiss_store_vectors(store, docs)
         return vecs, {**prov, **extra}
