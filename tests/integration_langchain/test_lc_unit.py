@@ -370,3 +370,16 @@ def test_raw_faiss_candidate_source_flat_idmap_and_idmap2(fake_emb, docs):
             QUERY)
     with pytest.raises(ValueError, match="needs embeddings"):
         OscillinkRetriever(vectorstore=FaissCandidateSource(flat, docs))
+
+
+def test_inmemory_vector_cache_follows_overwritten_documents(fake_emb, docs, memory_store):
+    comp = OscillinkCompressor(embeddings=fake_emb, top_n=3, vectorstore=memory_store)
+    first = comp.compress_documents(docs[:10], QUERY)[0].metadata["oscillink_receipt"]
+    memory_store.add_documents([Document(page_content=QUERY, id="d3")])  # same id, new text and vector
+    fresh = [Document(page_content=memory_store.store[d.id]["text"], id=d.id) for d in docs[:10]]
+    second = comp.compress_documents(fresh, QUERY)[0].metadata["oscillink_receipt"]
+    Y = np.asarray([memory_store.store[d.id]["vector"] for d in fresh], dtype=np.float32)
+    q = np.asarray(fake_emb.embed_query(QUERY), dtype=np.float32)
+    ref = rerank(q / np.linalg.norm(q), Y / np.linalg.norm(Y, axis=1, keepdims=True), k=3, ids=[d.id for d in fresh])
+    assert second["state_sig"] == ref.receipt["state_sig"] != first["state_sig"]
+    assert second["bundle"][0]["id"] == "d3"  # the passage now equal to the query wins
