@@ -220,13 +220,20 @@ def cmd_verify(a: argparse.Namespace) -> int:
     if isinstance(prov, dict):
         from .store import sha256_bytes
 
-        problems = []
-        if prov.get("candidate_set_hash") != receipt["inputs"]["candidate_set_hash"]:
-            problems.append("provenance.candidate_set_hash differs from inputs.candidate_set_hash")
+        problems, checked = [], []
+        if "candidate_set_hash" in prov:  # other writers' provenance blocks (integrations) may lack it
+            checked.append("candidate_set_hash")
+            if prov["candidate_set_hash"] != receipt["inputs"]["candidate_set_hash"]:
+                problems.append("provenance.candidate_set_hash differs from inputs.candidate_set_hash")
         q = prov.get("question")
-        if isinstance(q, str) and prov.get("question_sha256") != sha256_bytes(q.encode("utf-8")):
-            problems.append("provenance.question_sha256 does not match the question")
-        check("provenance", not problems, "; ".join(problems) or "internally consistent")
+        if "question_sha256" in prov:
+            checked.append("question_sha256")
+            if not isinstance(q, str) or prov["question_sha256"] != sha256_bytes(q.encode("utf-8")):
+                problems.append("provenance.question_sha256 does not match the question")
+        if checked:
+            check("provenance", not problems, "; ".join(problems) or f"internally consistent ({', '.join(checked)})")
+        else:
+            check("provenance", None, "present, but has no fields to cross-check")
     else:
         check("provenance", None, "the receipt has no provenance block")
 

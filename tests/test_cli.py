@@ -399,3 +399,22 @@ def test_bench_lists_and_runs_scripts_passing_args_and_exit_code(capfd, tmp_path
     assert "available: toy-speed, quality" in err
     monkeypatch.setattr(cli, "_benchmarks_dir", lambda: None)
     assert main(["bench", "speed"]) == 2
+
+
+def test_verify_receipts_written_outside_the_cli(capsys, tmp_path, key):
+    import numpy as np
+
+    from oscillink_core import rerank, sign_receipt
+
+    rng = np.random.default_rng(0)
+    Y = rng.normal(size=(12, 8))
+    receipt = dict(rerank(Y[0] + 0.1, Y, k=3, ids=[f"d{i}" for i in range(12)]).receipt)
+    receipt["provenance"] = {"source": "an integration", "fetch_k": 12}
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(sign_receipt(receipt, key)), "utf-8")
+    code, out, _ = run(capsys, "verify", f, "--key-env", KEY_VAR)
+    assert code == 0 and "skip  provenance" in out and "ok    signature" in out
+    receipt["provenance"]["candidate_set_hash"] = "0" * 64
+    f.write_text(json.dumps(receipt), "utf-8")
+    code, out, _ = run(capsys, "verify", f)
+    assert code == 1 and "FAIL  provenance" in out and "candidate_set_hash" in out
