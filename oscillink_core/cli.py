@@ -77,6 +77,9 @@ def _write_json_file(path: str, obj: Any) -> None:
 def cmd_ingest(a: argparse.Namespace) -> int:
     from .ingest import build_index
 
+    if a.chunk_overlap >= a.chunk_size:
+        raise CLIError(f"ingest: --chunk-overlap ({a.chunk_overlap}) must be smaller than --chunk-size "
+                       f"({a.chunk_size})", EXIT_USAGE)
     key = _key_from_env(a.key_env)
     log = None if a.quiet else _err
     rec = build_index(a.paths, a.index, chunk_size=a.chunk_size, chunk_overlap=a.chunk_overlap,
@@ -412,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to ingest")
     i.add_argument("--index", required=True, metavar="DIR", help="index directory to write")
     i.add_argument("--chunk-size", type=_positive_int, default=DEFAULT_CHUNK_SIZE, metavar="N",
-                   help=f"maximum chunk length in characters, cut at whitespace (default {DEFAULT_CHUNK_SIZE})")
+                   help=f"maximum chunk length in characters, cut at whitespace (default {DEFAULT_CHUNK_SIZE}, "
+                        "about 200 tokens; the model reads at most 256 tokens and truncates the rest)")
     i.add_argument("--chunk-overlap", type=_nonneg_int, default=DEFAULT_CHUNK_OVERLAP, metavar="N",
                    help=f"characters of whole words shared by consecutive chunks (default {DEFAULT_CHUNK_OVERLAP})")
     i.add_argument("--text-field", default="text", metavar="NAME", help="text field / column of .jsonl/.csv")

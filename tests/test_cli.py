@@ -127,6 +127,9 @@ def test_usage_errors_exit_2(capsys, tmp_path):
     assert_one_line_error(err)
     code, _, err = run(capsys, "ingest", CORPUS, "--index", tmp_path / "i", "--chunk-size", "0")
     assert code == 2
+    code, _, err = run(capsys, "ingest", CORPUS, "--index", tmp_path / "i", "--chunk-size", "50",
+                       "--chunk-overlap", "50")
+    assert code == 2 and "--chunk-overlap" in err
     code, _, err = run(capsys, "ingest", CORPUS, "--index", tmp_path / "i", "--key-env", "OSCILLINK_UNSET_VAR_X")
     assert code == 2 and "OSCILLINK_UNSET_VAR_X" in err
     assert not (tmp_path / "i").exists()
