@@ -142,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"over {n} question(s), {a.k} passages each: cosine {tot['cosine'][0]} relevant / {tot['cosine'][1]} traps; "
           f"oscillink {tot['oscillink'][0]} relevant / {tot['oscillink'][1]} traps")
     print(f"fewer traps with oscillink on {better}, the same on {same}, more on {worse} of {n} question(s).")
+    r_c, r_o = tot["cosine"][0], tot["oscillink"][0]
+    print("relevant passages returned: " + ("the same for both" if r_c == r_o else
+          f"oscillink {'fewer' if r_o < r_c else 'more'} than cosine ({r_o} vs {r_c})") + ".")
     print("Note: counterfactual traps are near-copies of true passages with one fact changed; an embedding-based\n"
           "ranker (cosine or oscillink) sees them as close neighbours of the truth and cannot check the fact.\n"
           "Three questions are an illustration, not a benchmark: see benchmarks/quality for measured results.")
