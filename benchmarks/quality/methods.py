@@ -1,0 +1,109 @@
+"""Rerankers compared by the quality benchmark, all over the same first-stage candidates.
+
+Every method takes the candidate embeddings ``Y`` (n, d, unit rows), their first-stage
+cosines ``cos`` (n,) and the unit query ``psi`` (d,), and returns the indices of its top ``k``.
+
+* `cosine_topk`: first-stage order.
+* `mmr_topk`: textbook MMR, ``argmax lam * cos_i - (1 - lam) * max_{j chosen} cos(Y_i, Y_j)``.
+* `lattice_topk`: ``oscillink_core.rerank`` (the code users call), params as given.
+* `LatticeState` + `rank_from_state`: the sweep engine. It runs the core's `Oscillink` once per
+  (query, energy parameters) and then applies many ranking rules (coh_weight, MMR, the
+  near-duplicate rule, `dup_keep`, and the prototype rules below) with the core's own
+  `ranking.select` / `ranking.near_duplicate_keepers`, so a sweep does not re-solve per ranking
+  knob. `check_engine_matches_core` asserts that it reproduces `rerank` exactly.
+
+Prototype rules (not in the core) are added to `rank_from_state` as ``rule=...`` and described
+in benchmarks/results/quality.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from oscillink_core import LatticeParams, Oscillink, rerank
+from oscillink_core.graph import exact_knn
+from oscillink_core.ranking import near_duplicate_keepers, select
+
+
+def cosine_topk(cos: np.ndarray, k: int = 10) -> np.ndarray:
+    return np.lexsort((np.arange(cos.size), -cos))[:k]
+
+
+def mmr_topk(Y: np.ndarray, cos: np.ndarray, lam: float, k: int = 10) -> np.ndarray:
+    n = cos.size
+    k = min(k, n)
+    if lam >= 1.0:
+        return cosine_topk(cos, k)
+    chosen = np.empty(k, dtype=np.int64)
+    avail = np.ones(n, dtype=bool)
+    max_sim = np.full(n, -np.inf)
+    for t in range(k):
+        red = np.maximum(max_sim, 0.0) if t else np.zeros(n)
+        obj = np.where(avail, lam * cos - (1.0 - lam) * red, -np.inf)
+        i = int(np.argmax(obj))
+        chosen[t] = i
+        avail[i] = False
+        max_sim = np.maximum(max_sim, Y @ Y[i])
+    return chosen
+
+
+def lattice_topk(Y: np.ndarray, psi: np.ndarray, params: LatticeParams | dict | None, k: int = 10) -> np.ndarray:
+    res = rerank(psi, Y, k=k, params=params)
+    return np.asarray(res.indices, dtype=np.int64)
+
+
+@dataclass
+class LatticeState:
+    """What one settle gives, for one query: per-candidate align/cosine/degree/gate and the kNN lists."""
+
+    align: np.ndarray
+    cos: np.ndarray
+    degree: np.ndarray
+    gate: np.ndarray
+    knn_idx: np.ndarray
+    knn_sim: np.ndarray
+    iterations: int
+
+
+ENERGY_FIELDS = ("kneighbors", "lamG", "lamC", "lamQ", "edge_floor", "degree_reg", "gating", "gate_gamma",
+                 "gate_beta", "normalize")
+RANK_FIELDS = ("coh_weight", "mmr_lambda", "dedup_threshold", "dup_keep")
+
+
+def settle_state(Y: np.ndarray, psi: np.ndarray, params: LatticeParams, knn_k: int = 10) -> LatticeState:
+    """Settle the core lattice once and collect what every ranking rule needs."""
+    n = Y.shape[0]
+    kk = min(params.kneighbors, n - 1)
+    lat = Oscillink(Y, params=params.replace(kneighbors=kk))
+    lat.set_query(psi)
+    info = lat.settle()
+    c = lat.components()
+    idx, sim = exact_knn(np.ascontiguousarray(Y, dtype=np.float32), min(max(kk, knn_k), n - 1))
+    return LatticeState(c["align"], c["cosine"], np.asarray(c["degree"]), c["gate"], idx, sim, int(info["iterations"]))
+
+
+def rank_from_state(st: LatticeState, Y: np.ndarray, k: int = 10, *, coh_weight: float = 0.0,
+                    mmr_lambda: float = 1.0, dedup_threshold: float | None = None, dup_keep: str = "best",
+                    kneighbors: int = 6, rule: str | None = None) -> np.ndarray:
+    """Top-k indices under the core's ranking (same formulas as `Oscillink.bundle`) or a prototype rule."""
+    score = st.align + coh_weight * (st.align - st.cos)
+    demoted = None
+    kk = min(kneighbors, Y.shape[0] - 1)
+    if dedup_threshold is not None and dup_keep == "consensus":
+        demoted, _ = near_duplicate_keepers(st.knn_idx[:, :kk], st.knn_sim[:, :kk], st.align - st.cos,
+                                            dedup_threshold)
+    if rule is not None:
+        raise ValueError(f"unknown rule {rule!r}")
+    order, _ = select(score, Y, k, mmr_lambda=mmr_lambda, dedup_threshold=dedup_threshold, demoted=demoted)
+    return order
+
+
+def check_engine_matches_core(Y: np.ndarray, psi: np.ndarray, params: LatticeParams, k: int = 10) -> None:
+    """Raise AssertionError unless the sweep engine returns exactly what `rerank` returns."""
+    st = settle_state(Y, psi, params)
+    mine = rank_from_state(st, Y, k, **{f: getattr(params, f) for f in RANK_FIELDS}, kneighbors=params.kneighbors)
+    core = lattice_topk(Y, psi, params, k)
+    if not np.array_equal(mine, core):
+        raise AssertionError(f"sweep engine {mine.tolist()} != core rerank {core.tolist()} for {params}")
