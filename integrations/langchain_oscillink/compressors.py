@@ -113,16 +113,16 @@ class OscillinkCompressor(BaseDocumentCompressor):
             prov["reason"] = "no vectorstore given"
         return prov
 
-    def _rerank(self, qvec: Any, vectors: Any, docs: list[Document], prov: dict) -> tuple[list[Document], dict]:
+    def _rerank(self, qvec: Any, vectors: Any, docs: list[Document], prov: dict) -> tuple[list[Document], dict, dict]:
         return rerank_documents(query_vector=qvec, vectors=vectors, docs=docs, retrieval_scores=None,
                                 top_n=self.top_n, params=self.params, receipt_key=self.receipt_key,
                                 signing_key=self.signing_key, light_receipt=self.light_receipt,
-                                provenance=prov)[:2]
+                                provenance=prov)
 
     @staticmethod
-    def _fill(info: dict, out: list[Document], receipt: dict, prov: dict, t_rerank: float) -> None:
+    def _fill(info: dict, out: list[Document], receipt: dict, prov: dict, timings: dict) -> None:
         info.update(n_returned=len(out), vectors=prov["vectors"], state_sig=receipt["state_sig"],
-                    rerank_ms=1e3 * (time.perf_counter() - t_rerank))
+                    rerank_ms=timings["rerank_ms"], core_ms=timings["core_ms"], cg_iterations=timings["cg_iterations"])
 
     # ---------------------------------------------------------------- BaseDocumentCompressor
     def compress_documents(self, documents: Sequence[Document], query: str,
@@ -140,9 +140,8 @@ class OscillinkCompressor(BaseDocumentCompressor):
                 vecs = as_matrix(self.embeddings.embed_documents([d.page_content for d in docs]), "passage embeddings")
             prov = self._provenance(extra, reembedded=not reused)
             info["embed_ms"] = 1e3 * (time.perf_counter() - t0)
-            t1 = time.perf_counter()
-            out, receipt = self._rerank(qvec, vecs, docs, prov)
-            self._fill(info, out, receipt, prov, t1)
+            out, receipt, timings = self._rerank(qvec, vecs, docs, prov)
+            self._fill(info, out, receipt, prov, timings)
         return out
 
     async def acompress_documents(self, documents: Sequence[Document], query: str,
@@ -164,9 +163,8 @@ class OscillinkCompressor(BaseDocumentCompressor):
                 vecs = as_matrix(rows, "passage embeddings")
             prov = self._provenance(extra, reembedded=not reused)
             info["embed_ms"] = 1e3 * (time.perf_counter() - t0)
-            t1 = time.perf_counter()
-            out, receipt = await asyncio.to_thread(self._rerank, qvec, vecs, docs, prov)
-            self._fill(info, out, receipt, prov, t1)
+            out, receipt, timings = await asyncio.to_thread(self._rerank, qvec, vecs, docs, prov)
+            self._fill(info, out, receipt, prov, timings)
         return out
 
     # ---------------------------------------------------------------- LCEL

@@ -144,7 +144,8 @@ class OscillinkRetriever(BaseRetriever):
     @staticmethod
     def _fill(info: dict, out: list[Document], receipt: dict, got: Fetched, timings: dict, t_fetch: float) -> None:
         info.update(n_returned=len(out), vectors=got.provenance.get("vectors"), state_sig=receipt["state_sig"],
-                    fetch_ms=t_fetch, rerank_ms=timings["rerank_ms"], cg_iterations=timings["cg_iterations"])
+                    fetch_ms=t_fetch, rerank_ms=timings["rerank_ms"], core_ms=timings["core_ms"],
+                    cg_iterations=timings["cg_iterations"])
 
     # ---------------------------------------------------------------- BaseRetriever
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,

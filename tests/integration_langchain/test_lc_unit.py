@@ -171,6 +171,8 @@ def test_compressor_callbacks_show_the_rerank(fake_emb, docs, handler):
     assert start["inputs"]["n_candidates"] == 25 and start["inputs"]["top_n"] == 3
     assert end["outputs"]["n_candidates"] == 25 and end["outputs"]["n_returned"] == 3
     assert end["outputs"]["rerank_ms"] > 0 and end["outputs"]["total_ms"] >= end["outputs"]["rerank_ms"]
+    assert 0 < end["outputs"]["core_ms"] <= end["outputs"]["rerank_ms"]
+    assert end["outputs"]["cg_iterations"] == out[0].metadata["oscillink_receipt"]["solver"]["iterations"]
     assert end["outputs"]["state_sig"] == out[0].metadata["oscillink_receipt"]["state_sig"]
 
 
