@@ -385,3 +385,13 @@ def test_inmemory_vector_cache_follows_overwritten_documents(fake_emb, docs, mem
     ref = rerank(q / np.linalg.norm(q), Y / np.linalg.norm(Y, axis=1, keepdims=True), k=3, ids=[d.id for d in fresh])
     assert second["state_sig"] == ref.receipt["state_sig"] != first["state_sig"]
     assert second["bundle"][0]["id"] == "d3"  # the passage now equal to the query wins
+
+
+def test_signing_key_is_not_shown_or_serialised(fake_emb, memory_store):
+    comp = OscillinkCompressor(embeddings=fake_emb, signing_key="hunter2-secret")
+    retr = OscillinkRetriever(vectorstore=memory_store, signing_key=b"hunter2-secret")
+    for obj in (comp, retr):
+        assert "hunter2" not in repr(obj)
+        assert "signing_key" not in obj.model_dump()
+    rec = retr.invoke(QUERY)[0].metadata["oscillink_receipt"]
+    assert "hunter2" not in json.dumps(rec) and verify_receipt(rec, b"hunter2-secret")
