@@ -65,8 +65,10 @@ def _is_in_memory(store: Any) -> bool:
 
 
 def _is_community_faiss(store: Any) -> bool:
+    is_faiss = any(c.__name__ == "FAISS" and c.__module__.startswith("langchain_community")
+                   for c in type(store).__mro__)  # subclasses too, without importing langchain-community
     return (
-        _type_name(store) == "FAISS"
+        is_faiss
         and hasattr(store, "index_to_docstore_id")
         and hasattr(store, "index")
         and hasattr(store, "docstore")
