@@ -87,8 +87,8 @@ def build(store_size: int, n_queries: int):
 
 def bench_store(name: str, store, emb, queries: list[str], fetch_k: int, repeats: int, light: bool) -> dict:
     from langchain_core.callbacks import BaseCallbackHandler
-    from langchain_oscillink import OscillinkCompressor, OscillinkRetriever
 
+    from langchain_oscillink import OscillinkCompressor, OscillinkRetriever
     from oscillink_core import rerank
 
     base = store.as_retriever(search_kwargs={"k": fetch_k})

@@ -84,7 +84,8 @@ def main(argv=None) -> int:
         cmd = [sys.executable, __file__, "--one", str(n)] + (["--repeats", str(args.repeats)] if args.repeats else [])
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    hdr = f"{'N':>8} {'median ms':>10} {'target ms':>10} {'YY^T ms':>9} {'ratio':>6} {'CG it':>5} {'kNN':>9} {'peak MB':>8} {'target MB':>9}"
+    hdr = (f"{'N':>8} {'median ms':>10} {'target ms':>10} {'YY^T ms':>9} {'ratio':>6} {'CG it':>5} {'kNN':>9} "
+           f"{'peak MB':>8} {'target MB':>9}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
@@ -92,7 +93,8 @@ def main(argv=None) -> int:
         print(f"{n:>8} {r['median_ms']:>10.2f} {TARGETS_MS.get(n, float('nan')):>10.0f} "
               f"{r.get('dense_YYt_ms', float('nan')):>9.2f} {r.get('ratio_to_dense', float('nan')):>6.2f} "
               f"{r['cg_iterations']:>5} {r['knn']:>9} {r['peak_rss_mb']:>8.0f} {TARGETS_MB.get(n, float('nan')):>9.0f}")
-    report = {"benchmark": "oscillink-core speed", "command": "python benchmarks/speed.py " + " ".join(argv or sys.argv[1:]),
+    report = {"benchmark": "oscillink-core speed",
+              "command": "python benchmarks/speed.py " + " ".join(argv or sys.argv[1:]),
               "machine": {"platform": platform.platform(), "python": platform.python_version(),
                           "cpus": os.cpu_count(), "processor": platform.processor()},
               "numpy": np.__version__, "targets_ms": TARGETS_MS, "targets_mb": TARGETS_MB, "rows": rows}

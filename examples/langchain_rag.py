@@ -36,8 +36,8 @@ from langchain_core.documents import Document  # noqa: E402
 from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
 from langchain_core.runnables import RunnableLambda, RunnablePassthrough  # noqa: E402
 from langchain_core.vectorstores import InMemoryVectorStore  # noqa: E402
-from langchain_oscillink import OscillinkRetriever, PackagedMiniLMEmbeddings  # noqa: E402
 
+from langchain_oscillink import OscillinkRetriever, PackagedMiniLMEmbeddings  # noqa: E402
 from oscillink_core import verify_receipt  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"

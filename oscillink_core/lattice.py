@@ -88,7 +88,7 @@ class Oscillink:
         # SHA-256 of Y for the state signature; hashlib releases the GIL, so for large inputs
         # it runs in a helper thread while the graph is built and the system solved
         self._y_digest: list = []
-        if self._Y.nbytes >= 1 << 18:
+        if self._Y.nbytes >= 1 << 21:  # below ~2 MB hashing inline is cheaper than a thread
             self._y_thread: threading.Thread | None = threading.Thread(
                 target=lambda: self._y_digest.append(array_digest(self._Y)), daemon=True)
             self._y_thread.start()

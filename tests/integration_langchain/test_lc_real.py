@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 from langchain_core.runnables import RunnablePassthrough
-from langchain_oscillink import OscillinkCompressor, OscillinkRetriever
 
+from langchain_oscillink import OscillinkCompressor, OscillinkRetriever
 from oscillink_core import validate_receipt, verify_receipt
 
 from ._lc_helpers import questions

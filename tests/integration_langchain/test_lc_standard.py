@@ -7,8 +7,9 @@ from __future__ import annotations
 import faiss
 import numpy as np
 import pytest
-from langchain_oscillink import FaissCandidateSource, OscillinkRetriever
 from langchain_tests.integration_tests import RetrieversIntegrationTests
+
+from langchain_oscillink import FaissCandidateSource, OscillinkRetriever
 
 from ._lc_helpers import real_stores
 

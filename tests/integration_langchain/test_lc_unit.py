@@ -10,15 +10,15 @@ import threading
 import warnings
 
 import faiss
-import langchain_oscillink
 import numpy as np
 import pytest
 from langchain_core.documents import Document
 from langchain_core.runnables import RunnablePassthrough
 from langchain_core.vectorstores import InMemoryVectorStore
+
+import langchain_oscillink
 from langchain_oscillink import FaissCandidateSource, OscillinkCompressor, OscillinkRetriever
 from langchain_oscillink import _core as lc_core
-
 from oscillink_core import rerank, strip_timings, validate_receipt, verify_receipt
 
 from ._lc_helpers import CountingEmbeddings, TextOnlyStore
