@@ -179,6 +179,20 @@ def cosine_task(n_q: int, seed: int, n: int = 20, d: int = 24) -> list[LabelledQ
     return out
 
 
+def test_blas_threads_do_not_change_results_and_are_restored():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = [(i["user_api"], i["num_threads"]) for i in threadpoolctl.threadpool_info()]
+    qs = dup_task(6, seed=13)
+    grid = {"lamC": [0.0, 1.0], "mmr_lambda": [1.0, 0.7]}
+    one = tune(qs, grid=grid, folds=2, k=5, blas_threads=1)
+    assert [(i["user_api"], i["num_threads"]) for i in threadpoolctl.threadpool_info()] == before
+    assert tune(qs, grid=grid, folds=2, k=5, blas_threads=None).to_profile() == one.to_profile()
+    with pytest.raises(ValueError, match="blas_threads"):
+        tune(qs, grid=grid, folds=2, blas_threads=0)
+    with pytest.raises(ValueError, match="blas_threads"):
+        OnlineTuner(None, blas_threads=True)
+
+
 def test_fallback_when_nothing_helps():
     qs = dup_task(6, seed=8)
     res = tune(qs, grid={"lamP": [0.0, 1.0]}, folds=2, k=5)  # lamP has no effect without a chain
