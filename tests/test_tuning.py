@@ -200,10 +200,31 @@ def test_fallback_when_nothing_helps():
     assert res.fell_back and res.params == LatticeParams() and res.changed == {}
     # a grid that only makes things worse: the search keeps the baseline
     worse = tune(cosine_task(6, seed=8), grid={"mmr_lambda": [0.3]}, folds=2, k=3, metric="ndcg@3",
-                 keep_base_if_no_gain=False)
+                 adopt="always")
     assert worse.trials[1]["params"] == {"mmr_lambda": 0.3}
     assert worse.trials[1]["objective"] < worse.trials[0]["objective"]
     assert worse.searched == LatticeParams() == worse.params
+
+
+def test_adopt_rules():
+    """Two queries gain from dedup, eight random ones are unaffected: the mean gain is positive
+    but the bootstrap interval reaches 0, so adopt='ci' keeps the defaults and 'mean' does not."""
+    rng = np.random.default_rng(14)
+    neutral = [LabelledQuery(rng.normal(size=24), rng.normal(size=(30, 24)), relevance={0: 1}, traps={1})
+               for _ in range(8)]
+    qs = dup_task(2, seed=15) + neutral
+    seed = next(s for s in range(100) if len(set(assign_folds(10, 2, seed=s)[:2].tolist())) == 2)
+    grid = {"dedup_threshold": [None, 0.95]}
+    by_mean = tune(qs, grid=grid, folds=2, k=5, seed=seed, adopt="mean")
+    gain = by_mean.cv["gain"]["objective"]
+    assert gain["mean"] > 0 and gain["low"] == 0.0
+    assert not by_mean.fell_back and by_mean.params.dedup_threshold == 0.95
+    by_ci = tune(qs, grid=grid, folds=2, k=5, seed=seed)  # adopt="ci" is the default
+    assert by_ci.fell_back and by_ci.params == LatticeParams() and by_ci.searched == by_mean.params
+    assert "does not meet adopt='ci'" in by_ci.summary()
+    assert by_ci.to_profile()["meta"]["fell_back_to_base"] is True
+    with pytest.raises(ValueError, match="adopt"):
+        tune(qs, grid=grid, folds=2, adopt="maybe")
 
 
 def test_profile_round_trip(dup_tuned, tmp_path):
