@@ -65,6 +65,24 @@ class LatticeState:
     knn_idx: np.ndarray
     knn_sim: np.ndarray
     iterations: int
+    lamG: float = 1.0
+    lamQ: float = 4.0
+
+    @property
+    def lift(self) -> np.ndarray:
+        """Graph-induced part of the alignment: ``align - isolated_align(cos, gate)`` (0 when lamC = 0)."""
+        return self.align - isolated_align(self.cos, self.gate, self.lamG, self.lamQ)
+
+
+def isolated_align(cos: np.ndarray, gate: np.ndarray, lamG: float, lamQ: float) -> np.ndarray:
+    """cos(U*_i, psi) of a node without edges: U*_i is proportional to lamG y_i + lamQ g_i psi (unit y, psi),
+    so its alignment is (lamG c + lamQ g) / sqrt(lamG^2 + 2 lamG lamQ g c + (lamQ g)^2), a function of the
+    cosine c alone. Subtracting it from align leaves what the graph neighbours contributed."""
+    g = np.asarray(gate, dtype=np.float64)
+    c = np.asarray(cos, dtype=np.float64)
+    num = lamG * c + lamQ * g
+    den = np.sqrt(np.maximum(lamG**2 + 2 * lamG * lamQ * g * c + (lamQ * g) ** 2, 1e-300))
+    return num / den
 
 
 ENERGY_FIELDS = ("kneighbors", "lamG", "lamC", "lamQ", "edge_floor", "degree_reg", "gating", "gate_gamma",
@@ -81,21 +99,51 @@ def settle_state(Y: np.ndarray, psi: np.ndarray, params: LatticeParams, knn_k: i
     info = lat.settle()
     c = lat.components()
     idx, sim = exact_knn(np.ascontiguousarray(Y, dtype=np.float32), min(max(kk, knn_k), n - 1))
-    return LatticeState(c["align"], c["cosine"], np.asarray(c["degree"]), c["gate"], idx, sim, int(info["iterations"]))
+    return LatticeState(c["align"], c["cosine"], np.asarray(c["degree"]), c["gate"], idx, sim, int(info["iterations"]),
+                        lamG=params.lamG, lamQ=params.lamQ)
 
 
 def rank_from_state(st: LatticeState, Y: np.ndarray, k: int = 10, *, coh_weight: float = 0.0,
                     mmr_lambda: float = 1.0, dedup_threshold: float | None = None, dup_keep: str = "best",
-                    kneighbors: int = 6, rule: str | None = None) -> np.ndarray:
-    """Top-k indices under the core's ranking (same formulas as `Oscillink.bundle`) or a prototype rule."""
-    score = st.align + coh_weight * (st.align - st.cos)
+                    kneighbors: int = 6, rule: str | None = None, beta: float = 0.0,
+                    twin_threshold: float | None = None, twin_mode: str = "demote") -> np.ndarray:
+    """Top-k indices under the core's ranking (same formulas as `Oscillink.bundle`) or a prototype rule.
+
+    Prototype knobs (not in the core):
+
+    * ``rule="lift"``: score = cos + beta * lift, lift = align - isolated_align(cos) (see `LatticeState.lift`),
+      instead of the core's align + coh_weight * (align - cos).
+    * ``twin_threshold``: candidates linked (within their kNN lists) by cosine >= threshold form twin
+      groups; the member with the largest lift is the keeper. ``twin_mode``: "demote" puts the other
+      members behind every non-member (they leave the top k), "promote" lifts the keeper to the score of
+      the group's best member (others stay), "promote_demote" does both.
+    """
+    if rule is None:
+        score = st.align + coh_weight * (st.align - st.cos)
+    elif rule == "lift":
+        score = st.cos + beta * st.lift
+    else:
+        raise ValueError(f"unknown rule {rule!r}")
     demoted = None
     kk = min(kneighbors, Y.shape[0] - 1)
     if dedup_threshold is not None and dup_keep == "consensus":
         demoted, _ = near_duplicate_keepers(st.knn_idx[:, :kk], st.knn_sim[:, :kk], st.align - st.cos,
                                             dedup_threshold)
-    if rule is not None:
-        raise ValueError(f"unknown rule {rule!r}")
+    if twin_threshold is not None:
+        lift = st.lift
+        d2, keeper = near_duplicate_keepers(st.knn_idx, st.knn_sim, lift, twin_threshold)
+        if twin_mode in ("promote", "promote_demote") and (keeper >= 0).any():
+            score = score.copy()
+            members = np.flatnonzero(keeper >= 0)
+            best = {}
+            for i in members:
+                best[keeper[i]] = max(best.get(keeper[i], -np.inf), score[i])
+            for kp, sc in best.items():
+                score[kp] = max(score[kp], sc + 1e-9)
+        if twin_mode in ("demote", "promote_demote"):
+            demoted = d2 if demoted is None else (demoted | d2)
+        elif twin_mode != "promote":
+            raise ValueError(f"unknown twin_mode {twin_mode!r}")
     order, _ = select(score, Y, k, mmr_lambda=mmr_lambda, dedup_threshold=dedup_threshold, demoted=demoted)
     return order
 
