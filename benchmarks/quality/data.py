@@ -158,7 +158,8 @@ def _replace_answer(knowledge: str, right: str, wrong: str) -> str | None:
     return pat.sub(lambda _m: wrong, knowledge)
 
 
-def make_trap_rows(rows: list[dict], question_indices: list[int], seed: int = TRAP_SEED) -> list[dict]:
+def make_trap_rows(rows: list[dict], question_indices: list[int], seed: int = TRAP_SEED,
+                   pool: list[int] | None = None) -> list[dict]:
     """Generate the counterfactual trap set (deterministic for a given seed).
 
     For each question i in ``question_indices`` whose right answer (>= 3 characters, different
@@ -169,7 +170,9 @@ def make_trap_rows(rows: list[dict], question_indices: list[int], seed: int = TR
       a near-copy of the true passage that states a false answer.
     * ``la{i}`` (kind ``lookalike``): an off-topic look-alike: the question's content words
       (stop words removed, question order) followed by the knowledge passage of another question
-      drawn at random (seeded). It shares the query's surface terms but is about something else.
+      drawn at random (seeded) from ``pool`` (default: every question not in ``question_indices``,
+      so a look-alike never carries the passage of an evaluated question). It shares the query's
+      surface terms but is about something else.
 
     Returns JSONL-ready rows for the true passage and both traps of each eligible question:
     ``{"id", "text", "label", "trap", "kind", "query_id", "query"}`` with label 1 for the
@@ -177,19 +180,20 @@ def make_trap_rows(rows: list[dict], question_indices: list[int], seed: int = TR
     """
     rng = np.random.default_rng(seed)
     _, _, own = _halueval_corpus(rows)
+    evaluated = set(question_indices)
+    used = {rows[i]["knowledge"] for i in evaluated}
+    if pool is None:
+        pool = [j for j in range(len(rows)) if j not in evaluated and rows[j]["knowledge"] not in used]
     out: list[dict] = []
     for i in question_indices:
         r = rows[i]
         right = r["right_answer"].strip()
         wrong = r["hallucinated_answer"].strip().rstrip(".").strip()
-        other = int(rng.integers(0, len(rows) - 1))
-        other = other + 1 if other >= i else other  # any question but i
+        other = pool[int(rng.integers(0, len(pool)))]
         if len(right) < 3 or not wrong or wrong.lower() == right.lower():
             continue
         cf = _replace_answer(r["knowledge"], right, wrong)
         if cf is None or cf == r["knowledge"]:
-            continue
-        if rows[other]["knowledge"] == r["knowledge"]:
             continue
         la = " ".join(_content_terms(r["question"])) + ". " + rows[other]["knowledge"]
         q = {"query_id": f"q{i}", "query": r["question"]}
@@ -239,30 +243,45 @@ def _text_hash(texts: list[str]) -> str:
     return h.hexdigest()
 
 
+def _row_hash(t: str) -> str:
+    return hashlib.sha1(t.encode("utf-8")).hexdigest()
+
+
 def cached_embed(name: str, texts: list[str], *, verbose: bool = True) -> np.ndarray:
-    """Embeddings of ``texts`` with the packaged model, cached as ``.cache/quality/<name>.npy``."""
+    """Embeddings of ``texts`` with the packaged model, cached as ``.cache/quality/<name>.npy``.
+
+    The side file ``<name>.json`` records the model fingerprint and one SHA-1 per text; rows
+    whose text is unchanged are reused, only new or changed texts are embedded.
+    """
     from oscillink_core.embeddings import MODEL_NAME, embed, model_fingerprint
 
     CACHE.mkdir(parents=True, exist_ok=True)
     npy, meta_path = CACHE / f"{name}.npy", CACHE / f"{name}.json"
-    meta = {"texts_sha256": _text_hash(texts), "n": len(texts), "model": MODEL_NAME,
-            "model_sha256": model_fingerprint()}
+    model = {"model": MODEL_NAME, "model_sha256": model_fingerprint()}
+    hashes = [_row_hash(t) for t in texts]
+    known: dict[str, np.ndarray] = {}
     if npy.exists() and meta_path.exists():
         try:
             old = json.loads(meta_path.read_text())
-        except json.JSONDecodeError:
-            old = {}
-        if old == meta:
-            X = np.load(npy)
-            if X.shape[0] == len(texts):
-                return X
+            X_old = np.load(npy)
+            if {k: old.get(k) for k in model} == model and len(old.get("rows", [])) == X_old.shape[0]:
+                known = {h: X_old[j] for j, h in enumerate(old["rows"])}
+        except (json.JSONDecodeError, ValueError, OSError):
+            known = {}
+    missing = sorted({h for h in hashes if h not in known})
+    if not missing and known:
+        return np.stack([known[h] for h in hashes]).astype(np.float32)
+    todo = {h: t for h, t in zip(hashes, texts, strict=True) if h in set(missing)}
     if verbose:
-        print(f"  embedding {len(texts)} texts for {name} ...", flush=True)
-    X = embed(texts, batch_size=64)
+        print(f"  embedding {len(todo)} of {len(texts)} texts for {name} ...", flush=True)
+    if todo:
+        for h, row in zip(todo, embed(list(todo.values()), batch_size=64), strict=True):
+            known[h] = row
+    X = np.stack([known[h] for h in hashes]).astype(np.float32) if texts else np.zeros((0, 384), np.float32)
     tmp = npy.with_name(npy.stem + ".tmp.npy")
     np.save(tmp, X)
     os.replace(tmp, npy)
-    meta_path.write_text(json.dumps(meta, indent=1))
+    meta_path.write_text(json.dumps({**model, "texts_sha256": _text_hash(texts), "n": len(texts), "rows": hashes}))
     return X
 
 
