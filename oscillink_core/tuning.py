@@ -659,6 +659,13 @@ class TuneResult:
         """Fields of ``params`` that differ from ``base``."""
         return _diff(self.params, self.base)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Everything as plain JSON data: ``params``, ``searched``, the profile metadata, the
+        trials table, ``n_solves`` and ``elapsed_s`` (for benchmark reports)."""
+        return json.loads(json.dumps({"params": self.params.to_dict(), "searched": self.searched.to_dict(),
+                                      **self.metadata(), "trials": self.trials, "n_solves": self.n_solves,
+                                      "elapsed_s": self.elapsed_s}))
+
     def metadata(self) -> dict[str, Any]:
         """The profile's ``meta`` block (JSON-serialisable, deterministic)."""
         return {
@@ -922,6 +929,26 @@ class FeedbackEvent:
         object.__setattr__(self, "ids", ids)
         object.__setattr__(self, "kept", kept)
         object.__setattr__(self, "rejected", rejected)
+
+    @classmethod
+    def from_result(cls, result: Any, query: Any, candidates: Any, *, kept: Iterable[Hashable],
+                    rejected: Iterable[Hashable] | None = None, ids: Sequence[Hashable] | None = None
+                    ) -> FeedbackEvent:
+        """Event for a `RerankResult`: the ids it returned count as shown, so ``rejected``
+        defaults to the returned ids that are not ``kept``. ``query``, ``candidates`` and ``ids``
+        are the inputs of that `rerank` call (the result holds no embeddings).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from oscillink_core import rerank
+        >>> Y = np.random.default_rng(1).normal(size=(10, 4)); q = Y[0]
+        >>> res = rerank(q, Y, k=3)
+        >>> ev = FeedbackEvent.from_result(res, q, Y, kept=[res.ids[1]])
+        >>> ev.kept == (res.ids[1],) and ev.rejected == (res.ids[0], res.ids[2])
+        True
+        """
+        return cls(query, candidates, ids=ids, kept=kept, rejected=rejected, shown=list(result.ids))
 
     @classmethod
     def coerce(cls, event: Any) -> FeedbackEvent:

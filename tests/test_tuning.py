@@ -245,6 +245,13 @@ def test_profile_round_trip(dup_tuned, tmp_path):
     assert Oscillink(q.candidates, params=path).params == dup_tuned.params
 
 
+def test_to_dict_is_json(dup_tuned):
+    d = dup_tuned.to_dict()
+    assert json.loads(json.dumps(d)) == d
+    assert d["params"] == dup_tuned.params.to_dict() and len(d["trials"]) == len(dup_tuned.trials)
+    assert d["trials"][0]["params"] == {}  # the base is scored first
+
+
 def test_profile_path_argument(tmp_path):
     qs = dup_task(4, seed=10)
     res = tune(qs, grid={"dedup_threshold": [None, 0.95]}, folds=2, k=5, profile_path=tmp_path / "p.json")
@@ -545,6 +552,9 @@ def test_online_bad_inputs():
     assert tuner.n_updates == 0 and tuner.params == LatticeParams()
     ev = FeedbackEvent(np.ones(4), Y, kept=[0], shown=[0, 2, 3])
     assert ev.rejected == (2, 3)
+    res = rerank(np.array([1.0, 0.2, 0.1, 0.0]), Y, k=3, ids=["a", "b", "c", "d"])
+    ev = FeedbackEvent.from_result(res, np.array([1.0, 0.2, 0.1, 0.0]), Y, ids=["a", "b", "c", "d"], kept=["b"])
+    assert ev.kept == ("b",) and set(ev.rejected) == set(res.ids) - {"b"}
 
 
 def test_online_bounds_table_is_valid():
