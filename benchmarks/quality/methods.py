@@ -106,7 +106,8 @@ def settle_state(Y: np.ndarray, psi: np.ndarray, params: LatticeParams, knn_k: i
 def rank_from_state(st: LatticeState, Y: np.ndarray, k: int = 10, *, coh_weight: float = 0.0,
                     mmr_lambda: float = 1.0, dedup_threshold: float | None = None, dup_keep: str = "best",
                     kneighbors: int = 6, rule: str | None = None, beta: float = 0.0,
-                    twin_threshold: float | None = None, twin_mode: str = "demote") -> np.ndarray:
+                    twin_threshold: float | None = None, twin_mode: str = "promote",
+                    twin_priority: str = "inflation", push_to: int = 5) -> np.ndarray:
     """Top-k indices under the core's ranking (same formulas as `Oscillink.bundle`) or a prototype rule.
 
     Prototype knobs (not in the core):
@@ -114,9 +115,18 @@ def rank_from_state(st: LatticeState, Y: np.ndarray, k: int = 10, *, coh_weight:
     * ``rule="lift"``: score = cos + beta * lift, lift = align - isolated_align(cos) (see `LatticeState.lift`),
       instead of the core's align + coh_weight * (align - cos).
     * ``twin_threshold``: candidates linked (within their kNN lists) by cosine >= threshold form twin
-      groups; the member with the largest lift is the keeper. ``twin_mode``: "demote" puts the other
-      members behind every non-member (they leave the top k), "promote" lifts the keeper to the score of
-      the group's best member (others stay), "promote_demote" does both.
+      groups. The keeper of a group is the member with the largest ``twin_priority``: "inflation" =
+      align - cos (the core's ``dup_keep="consensus"`` priority: the member whose settled state moved
+      most toward the query relative to its cosine, in practice the least query-similar twin) or
+      "lift" (graph-induced part only), or "lowcos" (-cos: a control that uses no lattice quantity).
+      ``twin_mode``:
+
+      - "promote": the keeper takes the score of the group's best member (just above it); the other
+        members keep their scores and stay in the list (nothing is removed);
+      - "promote_push": as "promote", and non-keepers may not occupy the first ``push_to`` places
+        (they are re-inserted right after place ``push_to``, in order);
+      - "demote": non-keepers go behind every non-member (they leave the top k), keeper unchanged;
+      - "promote_demote": "promote" and "demote".
     """
     if rule is None:
         score = st.align + coh_weight * (st.align - st.cos)
@@ -129,23 +139,43 @@ def rank_from_state(st: LatticeState, Y: np.ndarray, k: int = 10, *, coh_weight:
     if dedup_threshold is not None and dup_keep == "consensus":
         demoted, _ = near_duplicate_keepers(st.knn_idx[:, :kk], st.knn_sim[:, :kk], st.align - st.cos,
                                             dedup_threshold)
+    pushed = None
     if twin_threshold is not None:
-        lift = st.lift
-        d2, keeper = near_duplicate_keepers(st.knn_idx, st.knn_sim, lift, twin_threshold)
-        if twin_mode in ("promote", "promote_demote") and (keeper >= 0).any():
+        if twin_mode not in ("promote", "promote_push", "demote", "promote_demote"):
+            raise ValueError(f"unknown twin_mode {twin_mode!r}")
+        if twin_priority == "inflation":
+            prio = st.align - st.cos
+        elif twin_priority == "lift":
+            prio = st.lift
+        elif twin_priority == "lowcos":  # control without the lattice: keep the least query-similar twin
+            prio = -st.cos
+        else:
+            raise ValueError(f"unknown twin_priority {twin_priority!r}")
+        d2, keeper = near_duplicate_keepers(st.knn_idx, st.knn_sim, prio, twin_threshold)
+        if twin_mode != "demote" and (keeper >= 0).any():
             score = score.copy()
             members = np.flatnonzero(keeper >= 0)
-            best = {}
+            best: dict[int, float] = {}
             for i in members:
-                best[keeper[i]] = max(best.get(keeper[i], -np.inf), score[i])
+                best[int(keeper[i])] = max(best.get(int(keeper[i]), -np.inf), float(score[i]))
             for kp, sc in best.items():
                 score[kp] = max(score[kp], sc + 1e-9)
         if twin_mode in ("demote", "promote_demote"):
             demoted = d2 if demoted is None else (demoted | d2)
-        elif twin_mode != "promote":
-            raise ValueError(f"unknown twin_mode {twin_mode!r}")
-    order, _ = select(score, Y, k, mmr_lambda=mmr_lambda, dedup_threshold=dedup_threshold, demoted=demoted)
-    return order
+        if twin_mode == "promote_push":
+            pushed = d2
+    if pushed is None or not pushed.any():
+        order, _ = select(score, Y, k, mmr_lambda=mmr_lambda, dedup_threshold=dedup_threshold, demoted=demoted)
+        return order
+    long_k = min(Y.shape[0], k + push_to + int(pushed.sum()))
+    order, _ = select(score, Y, long_k, mmr_lambda=mmr_lambda, dedup_threshold=dedup_threshold, demoted=demoted)
+    head, held, tail = [], [], []
+    for i in order.tolist():
+        if len(head) < push_to:
+            (held if pushed[i] else head).append(i)
+        else:
+            tail.append(i)
+    return np.asarray((head + held + tail)[:k], dtype=np.int64)
 
 
 def check_engine_matches_core(Y: np.ndarray, psi: np.ndarray, params: LatticeParams, k: int = 10) -> None:
