@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
-.PHONY: setup test test-fast demo bench lint clean
+.PHONY: setup test test-fast demo bench notebooks lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ demo: setup
 
 bench: setup
 	$(PY) benchmarks/speed.py
+
+# re-execute the notebooks and save their outputs (the test suite executes them without saving)
+notebooks: setup
+	$(PY) notebooks/execute.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .cache
