@@ -16,6 +16,9 @@ LABELS = {
     "lattice_default": "lattice, core defaults",
     "lattice_recommended": "lattice, recommended",
     "lattice_tuned": "lattice, tuned per dataset",
+    "proto_twin_reorder": "prototype: twin reorder",
+    "proto_twin_push5": "prototype: twin reorder + push",
+    "control_twin_push5_no_lattice": "control: twin push, no lattice",
 }
 DS_LABELS = {"scifact": "SciFact", "halueval": "HaluEval QA", "halueval_traps": "HaluEval + traps"}
 
@@ -112,7 +115,18 @@ def chart(doc: dict, path: Path) -> None:
             else:
                 lo.append(0.0)
                 hi.append(0.0)
-        colors = ["#777777" if m == "cosine" else ("#4c72b0" if m.startswith("mmr") else "#dd8452") for m in meths]
+        def color(m: str) -> str:
+            if m == "cosine":
+                return "#777777"
+            if m.startswith("mmr"):
+                return "#4c72b0"
+            if m.startswith("proto"):
+                return "#55a868"
+            if m.startswith("control"):
+                return "#bbbbbb"
+            return "#dd8452"
+
+        colors = [color(m) for m in meths]
         ax.bar(range(len(meths)), means, yerr=[lo, hi], color=colors, capsize=3)
         ax.axhline(means[0], color="#333333", lw=0.8, ls="--")
         ax.set_xticks(range(len(meths)))

@@ -17,10 +17,13 @@ Methods (all on the same top-100 FAISS candidates of each query):
   of that dataset (grid = ENERGY_GRID x RANK_GRID, LatticeParams fields only).
 * lattice_recommended: ``rerank`` with ONE grid point for all datasets: the one whose worst
   train-objective gain over cosine across datasets is largest (the candidate new default).
-* proto_*: prototype ranking rules built from the lattice's quantities (not in the core; see
-  methods.py), tuned on train the same way.
+* proto_twin_reorder, proto_twin_push5: prototype near-duplicate ("twin") rules on the settled
+  lattice (not in the core; see methods.rank_from_state), one setting for all datasets chosen
+  like lattice_recommended.
+* control_twin_push5_no_lattice: proto_twin_push5's setting with the lattice removed (score = cosine,
+  twin keeper = the least query-similar member): shows how much of the prototype is the lattice.
 
-Train objective: mean nDCG@10 minus mean trap share of the top 10 (`harness.objective`).
+Train objective: mean nDCG@10 minus mean trap share of the top 5 (`harness.objective`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import numpy as np  # noqa: E402
 from data import N_CANDIDATES, load_halueval_rows, prepare  # noqa: E402
 from harness import HEADLINE, NEAR_DUP_THRESHOLD, objective, run_metrics, summarize, views  # noqa: E402
 from methods import (  # noqa: E402
+    LatticeState,
     check_engine_matches_core,
     cosine_topk,
     lattice_topk,
@@ -55,6 +59,7 @@ from methods import (  # noqa: E402
 
 import oscillink_core  # noqa: E402
 from oscillink_core import LatticeParams  # noqa: E402
+from oscillink_core.graph import exact_knn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -62,25 +67,31 @@ DATASETS = ("scifact", "halueval", "halueval_traps")
 MMR_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 # Energy settings tried for lattice_tuned / lattice_recommended (chosen from the wider train
-# sweep in explore.py; see quality.md). Each is settled once per query.
+# sweep in explore.py, results in quality_sweep.json). Each is settled once per query.
 ENERGY_GRID: list[dict] = [
     {},  # core defaults
     {"lamC": 1.0},
     {"lamC": 2.0, "lamQ": 1.0},
-    {"lamC": 4.0, "lamQ": 1.0},
     {"lamC": 1.0, "kneighbors": 10},
     {"lamC": 1.0, "degree_reg": 0.5},
     {"lamC": 0.5, "gating": "diffusion"},
 ]
-# Ranking settings applied to every settled state (LatticeParams ranking fields).
+# Ranking settings applied to every settled state (LatticeParams ranking fields only).
+# coh_weight = -1 reproduces the cosine order exactly (score = cos).
 RANK_GRID: list[dict] = [
     {"coh_weight": cw, "dedup_threshold": dt, "dup_keep": dk, "mmr_lambda": ml}
-    for cw in (-0.75, -0.5, 0.0)
-    for dt, dk in ((None, "best"), (0.9, "best"), (0.9, "consensus"), (0.95, "consensus"))
+    for cw in (-1.0, -0.75, -0.5, 0.0)
+    for dt, dk in ((None, "best"), (0.9, "best"), (0.9, "consensus"))
     for ml in (1.0, 0.9)
 ]
-# Prototype rules (methods.rank_from_state keywords), tuned per dataset on train.
-PROTO_GRID: dict[str, list[dict]] = {}
+# Prototype rules (methods.rank_from_state keywords, core-default energy); ONE setting per family
+# is chosen for all datasets (largest worst-case train gain), like lattice_recommended.
+PROTO_GRID: dict[str, list[dict]] = {
+    "proto_twin_reorder": [{"coh_weight": cw, "twin_threshold": t, "twin_mode": "promote"}
+                           for cw in (-1.0, -0.5) for t in (0.85, 0.9, 0.95)],
+    "proto_twin_push5": [{"coh_weight": cw, "twin_threshold": t, "twin_mode": "promote_push", "push_to": 5}
+                         for cw in (-1.0, -0.5) for t in (0.85, 0.9, 0.95)],
+}
 
 
 def machine() -> dict:
@@ -98,50 +109,62 @@ def timed_tops(vs, fn) -> tuple[list[np.ndarray], np.ndarray]:
     return tops, np.asarray(ms)
 
 
+def cosine_state(v) -> LatticeState:
+    """A 'state' without any lattice (align = cos): lets the twin rules run as a lattice-free control."""
+    idx, sim = exact_knn(np.ascontiguousarray(v.Y, dtype=np.float32), min(10, len(v.ids) - 1))
+    n = len(v.ids)
+    return LatticeState(v.cos, v.cos, np.zeros(n, np.int64), np.ones(n), idx, sim, 0)
+
+
 def tune(prep, vs_train, log) -> dict:
-    """All train-side choices for one dataset: MMR lambda, the lattice grid, prototype rules."""
+    """All train-side measurements for one dataset: MMR lambdas, the lattice grid, prototype rules."""
     cos_m = run_metrics(prep, "train", vs_train, [cosine_topk(v.cos) for v in vs_train])
     base = objective(cos_m)
-    mmr_scores = {}
+    mmr_gain = {}
     for lam in MMR_GRID:
-        mmr_scores[lam] = objective(run_metrics(prep, "train", vs_train, [mmr_topk(v.Y, v.cos, lam) for v in vs_train]))
-    mmr_best = max(MMR_GRID, key=lambda lam: (mmr_scores[lam], lam))
-    grid = []  # (energy index, rank index, objective gain)
-    proto = []
+        m = run_metrics(prep, "train", vs_train, [mmr_topk(v.Y, v.cos, lam) for v in vs_train])
+        mmr_gain[lam] = objective(m) - base
+    grid: dict[str, float] = {}
+    proto: dict[str, list[float]] = {}
     for ei, e in enumerate(ENERGY_GRID):
         p = LatticeParams(**e)
         states = [settle_state(v.Y, v.psi, p) for v in vs_train]
         for ri, r in enumerate(RANK_GRID):
             tops = [rank_from_state(s, v.Y, 10, kneighbors=p.kneighbors, **r) for s, v in zip(states, vs_train,
                                                                                                strict=True)]
-            grid.append((ei, ri, objective(run_metrics(prep, "train", vs_train, tops)) - base))
-        for pname, variants in PROTO_GRID.items():
-            for vi, kw in enumerate(variants):
-                tops = [rank_from_state(s, v.Y, 10, kneighbors=p.kneighbors, **kw) for s, v in zip(states, vs_train,
-                                                                                                    strict=True)]
-                proto.append((pname, ei, vi, objective(run_metrics(prep, "train", vs_train, tops)) - base))
+            grid[f"{ei}:{ri}"] = objective(run_metrics(prep, "train", vs_train, tops)) - base
+        if ei == 0:
+            for pname, variants in PROTO_GRID.items():
+                proto[pname] = []
+                for kw in variants:
+                    tops = [rank_from_state(s, v.Y, 10, kneighbors=p.kneighbors, **kw)
+                            for s, v in zip(states, vs_train, strict=True)]
+                    proto[pname].append(objective(run_metrics(prep, "train", vs_train, tops)) - base)
         log(f"    energy {e or 'defaults'}: best train gain "
-            f"{max(g for g_ei, _, g in grid if g_ei == ei):+.4f}")
-    best = max(grid, key=lambda t: t[2])
-    out = {"cosine_objective": base, "mmr_objective": {str(k): v - base for k, v in mmr_scores.items()},
-           "mmr_lambda": mmr_best, "grid_gain": {f"{ei}:{ri}": g for ei, ri, g in grid},
-           "lattice_best": {"energy": best[0], "rank": best[1], "gain": best[2]}}
-    out["proto_best"] = {}
-    for pname in PROTO_GRID:
-        rows = [t for t in proto if t[0] == pname]
-        b = max(rows, key=lambda t: t[3])
-        out["proto_best"][pname] = {"energy": b[1], "variant": b[2], "gain": b[3]}
-    return out
+            f"{max(g for k, g in grid.items() if k.startswith(f'{ei}:')):+.4f}")
+    best_key = max(grid, key=lambda k: grid[k])
+    return {"cosine_objective": base, "mmr_gain": {str(k): v for k, v in mmr_gain.items()},
+            "mmr_lambda": max(MMR_GRID, key=lambda lam: (mmr_gain[lam], lam)),
+            "grid_gain": grid, "lattice_best": {"key": best_key, "gain": grid[best_key]}, "proto_gain": proto}
 
 
-def params_of(ei: int, ri: int) -> LatticeParams:
+def params_of(key: str) -> LatticeParams:
+    ei, ri = map(int, key.split(":"))
     return LatticeParams(**ENERGY_GRID[ei], **RANK_GRID[ri])
+
+
+def pick_common(gains: dict[str, dict], keys) -> tuple:
+    """The key with the largest worst-case gain across datasets (ties: larger mean gain)."""
+    worst = {k: min(g[k] for g in gains.values()) for k in keys}
+    mean = {k: float(np.mean([g[k] for g in gains.values()])) for k in keys}
+    best = max(keys, key=lambda k: (round(worst[k], 6), mean[k]))
+    return best, worst[best], mean[best]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    ap.add_argument("--train-limit", type=int, default=600, help="train queries per dataset used for tuning")
+    ap.add_argument("--train-limit", type=int, default=500, help="train queries per dataset used for tuning")
     ap.add_argument("--test-limit", type=int, default=None, help="test queries per dataset (default: all)")
     ap.add_argument("--n-boot", type=int, default=5000)
     ap.add_argument("--quick", action="store_true", help="100 train / 200 test queries, 1000 bootstrap draws")
@@ -169,17 +192,23 @@ def main() -> None:
         tuning[name] = tune(prep, vtrain[name], log)
     # one setting for every dataset: maximise the worst train gain across datasets
     keys = list(next(iter(tuning.values()))["grid_gain"])
-    worst = {k: min(tuning[n]["grid_gain"][k] for n in tuning) for k in keys}
-    mean = {k: float(np.mean([tuning[n]["grid_gain"][k] for n in tuning])) for k in keys}
-    rec_key = max(keys, key=lambda k: (round(worst[k], 6), mean[k]))
-    rec_params = params_of(*map(int, rec_key.split(":")))
-    default_key = next(k for k in keys if params_of(*map(int, k.split(":"))) == LatticeParams())
-    log(f"recommended: {rec_params.to_dict()} (worst train gain {worst[rec_key]:+.4f})")
+    rec_key, rec_worst, rec_mean = pick_common({n: t["grid_gain"] for n, t in tuning.items()}, keys)
+    rec_params = params_of(rec_key)
+    default_key = next(k for k in keys if params_of(k) == LatticeParams())
+    log(f"recommended: {rec_params.to_dict()} (worst train gain {rec_worst:+.4f})")
+    proto_choice = {}
+    for pname, variants in PROTO_GRID.items():
+        gains = {n: dict(enumerate(t["proto_gain"][pname])) for n, t in tuning.items()}
+        vi, w, mn = pick_common(gains, list(range(len(variants))))
+        proto_choice[pname] = {"variant": variants[vi], "worst_train_gain": w, "mean_train_gain": mn,
+                               "per_dataset_train_gain": {n: g[vi] for n, g in gains.items()}}
+        log(f"{pname}: {variants[vi]} (worst train gain {w:+.4f})")
+    push = proto_choice["proto_twin_push5"]["variant"]
+    control_kw = {**push, "coh_weight": -1.0, "twin_priority": "lowcos"}
 
     # engine == core, checked on real queries for every lattice setting that is reported
     for name in preps:
-        b = tuning[name]["lattice_best"]
-        for p in (LatticeParams(), rec_params, params_of(b["energy"], b["rank"])):
+        for p in (LatticeParams(), rec_params, params_of(tuning[name]["lattice_best"]["key"])):
             for v in vtrain[name][:5]:
                 check_engine_matches_core(v.Y, v.psi, p)
 
@@ -188,8 +217,7 @@ def main() -> None:
     for name, prep in preps.items():
         vs = views(prep, "test", args.test_limit)
         log(f"testing on {len(vs)} {name} test queries")
-        b = tuning[name]["lattice_best"]
-        tuned = params_of(b["energy"], b["rank"])
+        tuned = params_of(tuning[name]["lattice_best"]["key"])
         lam = tuning[name]["mmr_lambda"]
         methods = {
             "cosine": lambda v: cosine_topk(v.cos),
@@ -199,11 +227,10 @@ def main() -> None:
             "lattice_recommended": lambda v: lattice_topk(v.Y, v.psi, rec_params),
             "lattice_tuned": lambda v, p=tuned: lattice_topk(v.Y, v.psi, p),
         }
-        for pname, pb in tuning[name]["proto_best"].items():
-            pe = LatticeParams(**ENERGY_GRID[pb["energy"]])
-            kw = PROTO_GRID[pname][pb["variant"]]
-            methods[pname] = lambda v, pe=pe, kw=kw: rank_from_state(settle_state(v.Y, v.psi, pe), v.Y, 10,
-                                                                      kneighbors=pe.kneighbors, **kw)
+        for pname, pc in proto_choice.items():
+            methods[pname] = lambda v, kw=pc["variant"]: rank_from_state(settle_state(v.Y, v.psi, LatticeParams()),
+                                                                          v.Y, 10, **kw)
+        methods["control_twin_push5_no_lattice"] = lambda v: rank_from_state(cosine_state(v), v.Y, 10, **control_kw)
         per_method, lat_ms = {}, {}
         for mname, fn in methods.items():
             tops, ms = timed_tops(vs, fn)
@@ -222,8 +249,8 @@ def main() -> None:
                          "description": prep.ds.description, "methods": res,
                          "params": {"mmr_tuned": {"mmr_lambda": lam}, "lattice_default": LatticeParams().to_dict(),
                                     "lattice_recommended": rec_params.to_dict(), "lattice_tuned": tuned.to_dict(),
-                                    **{pn: {"energy": ENERGY_GRID[pb["energy"]], **PROTO_GRID[pn][pb["variant"]]}
-                                       for pn, pb in tuning[name]["proto_best"].items()}}}
+                                    **{pn: pc["variant"] for pn, pc in proto_choice.items()},
+                                    "control_twin_push5_no_lattice": control_kw}}
         for mname in methods:
             mm = res[mname]["metrics"]
             log(f"  {mname:22s} ndcg@10 {mm['ndcg@10']['mean']:.4f}"
@@ -243,10 +270,11 @@ def main() -> None:
                   "ci95": "paired bootstrap 95% interval of mean(method - cosine) over test queries",
                   "objective": objective.__doc__.strip()},
         "grids": {"mmr": list(MMR_GRID), "energy": ENERGY_GRID, "rank": RANK_GRID, "proto": PROTO_GRID},
-        "recommended": {"params": rec_params.to_dict(), "worst_train_gain": worst[rec_key],
-                        "mean_train_gain": mean[rec_key],
+        "recommended": {"params": rec_params.to_dict(), "worst_train_gain": rec_worst,
+                        "mean_train_gain": rec_mean,
                         "per_dataset_train_gain": {n: tuning[n]["grid_gain"][rec_key] for n in tuning},
                         "default_per_dataset_train_gain": {n: tuning[n]["grid_gain"][default_key] for n in tuning}},
+        "prototypes": proto_choice,
         "tuning": {n: {k: v for k, v in t.items() if k != "grid_gain"} for n, t in tuning.items()},
         "results": results,
     }
