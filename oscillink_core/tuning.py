@@ -90,7 +90,7 @@ DEFAULT_GRID: dict[str, tuple] = {
     "kneighbors": (3, 4, 6, 8, 12),
     "gating": ("uniform", "diffusion"),
     "gate_gamma": (0.05, 0.15, 0.5),
-    "coh_weight": (0.0, 1.0, 2.0),
+    "coh_weight": (0.0, 0.05, 0.1, 0.2, 0.5, 1.0),
     "mmr_lambda": (1.0, 0.9, 0.7, 0.5),
     "dedup_threshold": (None, 0.98, 0.95, 0.9),
     "dup_keep": ("best", "consensus"),
@@ -865,7 +865,7 @@ def _tune(queries: list[LabelledQuery], g: dict[str, tuple], folds: int, fold_of
 ONLINE_BOUNDS: dict[str, tuple[float, float, float]] = {
     "lamC": (0.0, 16.0, 0.25),
     "lamQ": (0.1, 64.0, 1.0),
-    "coh_weight": (0.0, 4.0, 0.25),
+    "coh_weight": (0.0, 4.0, 0.05),
     "mmr_lambda": (0.3, 1.0, 0.05),
     "gate_gamma": (0.01, 2.0, 0.05),
     "gate_beta": (0.25, 4.0, 0.25),
@@ -889,7 +889,9 @@ class FeedbackEvent:
     ids : the N candidate ids (default ``0..N-1``).
     kept : ids the user kept (found useful).
     rejected : ids the user rejected. When omitted, ``shown`` minus ``kept`` is used.
-    shown : ids the user was shown (optional; only used to infer ``rejected``).
+    shown : ids the user was shown (optional; infers ``rejected`` and ``k``).
+    k : how many top items the user saw (default ``len(shown)``, else ``len(kept) + len(rejected)``).
+        The tuner keeps the kept ids inside the top ``k``.
 
     At least one kept and one rejected id are needed; unknown ids or an id both kept and
     rejected raise ValueError.
@@ -901,6 +903,7 @@ class FeedbackEvent:
     kept: Iterable[Hashable] = ()
     rejected: Iterable[Hashable] | None = None
     shown: Iterable[Hashable] | None = None
+    k: int | None = None
 
     def __post_init__(self) -> None:
         Y = check_embeddings(self.candidates, name="candidates")
@@ -908,13 +911,12 @@ class FeedbackEvent:
         ids = tuple(check_ids(self.ids, Y.shape[0]))
         known = set(ids)
         kept = tuple(dict.fromkeys(_check_id(i, "kept id") for i in self.kept))
+        shown = None if self.shown is None else tuple(dict.fromkeys(_check_id(s, "shown id") for s in self.shown))
         if self.rejected is not None:
             rejected = tuple(dict.fromkeys(_check_id(i, "rejected id") for i in self.rejected))
-        elif self.shown is not None:
-            rejected = tuple(i for i in dict.fromkeys(_check_id(s, "shown id") for s in self.shown) if i not in kept)
         else:
-            rejected = ()
-        for name, grp in (("kept", kept), ("rejected", rejected)):
+            rejected = () if shown is None else tuple(i for i in shown if i not in kept)
+        for name, grp in (("shown", shown or ()), ("kept", kept), ("rejected", rejected)):
             bad = [i for i in grp if i not in known]
             if bad:
                 raise ValueError(f"{name} id {bad[0]!r} is not among the event's candidate ids")
@@ -927,8 +929,13 @@ class FeedbackEvent:
         object.__setattr__(self, "candidates", Y)
         object.__setattr__(self, "query", psi)
         object.__setattr__(self, "ids", ids)
+        k = self.k if self.k is not None else (len(shown) if shown is not None else len(kept) + len(rejected))
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be an int >= 1; got {self.k!r}")
         object.__setattr__(self, "kept", kept)
         object.__setattr__(self, "rejected", rejected)
+        object.__setattr__(self, "shown", shown)
+        object.__setattr__(self, "k", int(min(k, Y.shape[0])))
 
     @classmethod
     def from_result(cls, result: Any, query: Any, candidates: Any, *, kept: Iterable[Hashable],
@@ -955,7 +962,7 @@ class FeedbackEvent:
         if isinstance(event, FeedbackEvent):
             return event
         if isinstance(event, Mapping):
-            allowed = {"query", "candidates", "ids", "kept", "rejected", "shown"}
+            allowed = {"query", "candidates", "ids", "kept", "rejected", "shown", "k"}
             extra = sorted(set(event) - allowed)
             if extra:
                 raise ValueError(f"unknown feedback event key(s) {extra}; allowed: {sorted(allowed)}")
@@ -963,33 +970,55 @@ class FeedbackEvent:
         raise ValueError(f"event must be a FeedbackEvent or a dict; got {type(event).__name__}")
 
 
-def _event_margin(event: FeedbackEvent, p: LatticeParams) -> float:
-    """(mean rank of rejected - mean rank of kept) / N over the full ranking under ``p``:
-    positive when kept ids sit above rejected ones, in (-1, 1)."""
+def _event_score(event: FeedbackEvent, p: LatticeParams) -> dict[str, float]:
+    """How well the ranking under ``p`` agrees with the event, over the full reranked list.
+
+    ``kept_in_top_k``: share of the kept ids inside the top ``event.k`` (the user saw them
+    there, so a setting that pushes them out contradicts the feedback). ``margin``: mean
+    discount of the kept ids minus mean discount of the rejected ids, with discount
+    1 / log2(r + 2) for 0-based rank r; in (-1, 1), higher when kept ids sit high and rejected
+    ids low."""
     lat = Oscillink(event.candidates, ids=list(event.ids), params=p)
     lat.set_query(event.query)
     lat.settle()
     n = event.candidates.shape[0]
     order = np.array([b["index"] for b in lat.bundle(n)])
-    rank = np.empty(n, dtype=np.float64)
-    rank[order] = np.arange(n)
+    disc = np.empty(n, dtype=np.float64)
+    disc[order] = 1.0 / np.log2(np.arange(n) + 2.0)
     pos = {d: i for i, d in enumerate(event.ids)}
-    rk = np.mean([rank[pos[d]] for d in event.kept])
-    rr = np.mean([rank[pos[d]] for d in event.rejected])
-    return float((rr - rk) / n)
+    top = set(order[: event.k].tolist())
+    kept = [pos[d] for d in event.kept]
+    return {"kept_in_top_k": float(np.mean([i in top for i in kept])),
+            "margin": float(np.mean(disc[kept]) - np.mean([disc[pos[d]] for d in event.rejected]))}
+
+
+def _better(a: dict[str, float] | None, b: dict[str, float] | None) -> bool:
+    """Is score ``a`` better than ``b``: more kept ids in the top k, then a larger margin."""
+    if a is None:
+        return False
+    if b is None:
+        return True
+    return (a["kept_in_top_k"], a["margin"]) > (b["kept_in_top_k"], b["margin"])
 
 
 class OnlineTuner:
     """Bounded, deterministic online updates of a profile from feedback events.
 
-    Each :meth:`update` compares settings on the event's own candidates by the *margin*
-    ``(mean rank of rejected ids - mean rank of kept ids) / N`` (rank over the full reranked
-    list; higher is better) and moves parameters toward the setting that ranks kept ids higher:
+    Each :meth:`update` scores settings on the event's own candidates, lexicographically: first
+    ``kept_in_top_k``, the share of kept ids that stay inside the top ``event.k`` (the feedback
+    says they belong there, so a setting that pushes them out -- e.g. one that simply reverses
+    the list to bury the rejected ids -- loses), then the *margin*
+    ``mean_{kept} 1/log2(r + 2) - mean_{rejected} 1/log2(r + 2)`` (r the 0-based rank in the
+    full reranked list: kept ids high, rejected ids low). It moves parameters toward better
+    scores:
 
     * ``method="coordinate"`` (default): for each parameter ``x`` in ``keys``, probe
       ``x - max_step`` and ``x + max_step`` (clipped to the bounds), others fixed. If one probe's
-      margin beats both the current margin and the other probe, ``x`` moves
+      score beats both the current score and the other probe's, ``x`` moves
       ``learning_rate * max_step`` that way; otherwise it stays. ``2 * len(keys) + 1`` solves.
+      When both probes leave the event's ranking unchanged (a flat region: small steps of a
+      ranking knob often change nothing), the probes widen to ``2 * max_step``, then
+      ``4 * max_step`` (``probe_scales``); the move stays ``learning_rate * max_step``.
     * ``method="spsa"``: one seeded random sign vector ``s``; probe all keys at once at
       ``x + s * max_step`` and ``x - s * max_step``; move every key ``learning_rate * max_step``
       toward the better probe (no move on a tie). 3 solves per event.
@@ -998,7 +1027,7 @@ class OnlineTuner:
     rounded to 12 decimals; ``kneighbors`` moves by whole steps of at least 1), values never leave
     ``bounds``, and the
     same start, seed and event sequence give the same parameters. Each update returns a report
-    (margins of the current setting and of every probe, and the moves made), kept in
+    (scores of the current setting and of every probe, and the moves made), kept in
     :attr:`history` (last ``history_limit``).
 
     Parameters
@@ -1015,6 +1044,8 @@ class OnlineTuner:
     method : ``"coordinate"`` or ``"spsa"``.
     history_limit : number of update reports kept (and saved).
     blas_threads : BLAS threads during an update (see :func:`tune`; None leaves them alone).
+    probe_scales : probe distances in units of ``max_step`` (coordinate method), tried in order
+        while the ranking does not respond.
 
     Examples
     --------
@@ -1023,8 +1054,8 @@ class OnlineTuner:
     >>> Y = rng.normal(size=(20, 8)); q = Y[0]
     >>> tuner = OnlineTuner(None, learning_rate=0.5)
     >>> report = tuner.update({"query": q, "candidates": Y, "kept": [0, 1], "rejected": [2, 3]})
-    >>> sorted(report)
-    ['event', 'margin', 'method', 'moves', 'probes']
+    >>> sorted(report), sorted(report["score"])
+    (['event', 'method', 'moves', 'probes', 'score'], ['kept_in_top_k', 'margin'])
     >>> tuner.n_updates, 0.0 <= tuner.params.lamC <= 16.0
     (1, True)
     """
@@ -1032,7 +1063,8 @@ class OnlineTuner:
     def __init__(self, profile_or_params: Any = None, *, learning_rate: float = 0.5,
                  max_step: Mapping[str, float] | None = None, bounds: Mapping[str, Sequence[float]] | None = None,
                  seed: int = 0, keys: Sequence[str] | None = None, method: str = "coordinate",
-                 history_limit: int = 100, blas_threads: int | None = 1) -> None:
+                 history_limit: int = 100, blas_threads: int | None = 1,
+                 probe_scales: Sequence[float] = (1.0, 2.0, 4.0)) -> None:
         if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) \
                 or not 0 < learning_rate <= 1:
             raise ValueError(f"learning_rate must lie in (0, 1]; got {learning_rate!r}")
@@ -1043,6 +1075,10 @@ class OnlineTuner:
         if isinstance(history_limit, bool) or not isinstance(history_limit, int) or history_limit < 0:
             raise ValueError(f"history_limit must be an int >= 0; got {history_limit!r}")
         self.blas_threads = _check_blas_threads(blas_threads)
+        scales = tuple(probe_scales)
+        if not scales or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not x > 0 for x in scales):
+            raise ValueError(f"probe_scales must be positive numbers; got {probe_scales!r}")
+        self.probe_scales = tuple(float(x) for x in scales)
         keys = tuple(_ONLINE_KEYS if keys is None else keys)
         if not keys:
             raise ValueError("keys is empty: give at least one parameter to tune")
@@ -1120,9 +1156,10 @@ class OnlineTuner:
     def update(self, event: Any) -> dict:
         """Apply one feedback event (a :class:`FeedbackEvent` or a dict with its fields).
 
-        Returns the update report ``{"event", "method", "margin", "probes", "moves"}``:
-        ``margin`` of the current setting, each probe's changed values and margin, and
-        ``moves`` ``{name: [old, new]}`` (empty when no probe beat the current setting).
+        Returns the update report ``{"event", "method", "score", "probes", "moves"}``:
+        ``score`` of the current setting (``{"kept_in_top_k", "margin"}``), each probe's changed
+        values and score, and ``moves`` ``{name: [old, new]}`` (empty when no probe beat the
+        current setting).
         """
         ev = FeedbackEvent.coerce(event)
         with _blas_threads(self.blas_threads):
@@ -1130,45 +1167,46 @@ class OnlineTuner:
 
     def _update(self, ev: FeedbackEvent) -> dict:
         cur = self._params
-        m0 = _event_margin(ev, cur)
+        s0 = _event_score(ev, cur)
         probes, moves = [], {}
         active = self._active()
         if self.method == "coordinate":
             for name in active:
                 x = getattr(cur, name)
-                res = {}
-                for sgn in (-1, +1):
-                    v = self._clip(name, x + sgn * self.max_step[name])
-                    if v != x:
-                        m = _event_margin(ev, cur.replace(**{name: v}))
-                        probes.append({"params": {name: v}, "margin": m})
-                        res[sgn] = m
-                best = max(res, key=lambda s: res[s], default=None)
-                if best is not None and res[best] > m0 and res[best] > res.get(-best, -math.inf):
-                    new = self._clip(name, x + best * self._move(name))
-                    if new != x:
-                        moves[name] = [x, new]
-        else:
-            signs = self._rng.choice(np.array([-1, 1]), size=len(active)).tolist() if active else []
-            if active:
-                res = {}
-                for d in (+1, -1):
-                    change = {n: self._clip(n, getattr(cur, n) + d * s * self.max_step[n])
-                              for n, s in zip(active, signs, strict=True)}
-                    m = _event_margin(ev, cur.replace(**change))
-                    probes.append({"params": change, "margin": m})
-                    res[d] = m
-                if res[+1] != res[-1]:
-                    d = +1 if res[+1] > res[-1] else -1
-                    for n, s in zip(active, signs, strict=True):
+                for scale in self.probe_scales:
+                    res: dict[int, dict[str, float]] = {}
+                    for sgn in (-1, +1):
+                        v = self._clip(name, x + sgn * scale * self.max_step[name])
+                        if v != x and not any(p_["params"] == {name: v} for p_ in probes):
+                            res[sgn] = _event_score(ev, cur.replace(**{name: v}))
+                            probes.append({"params": {name: v}, "score": res[sgn]})
+                    won = [sg for sg in (-1, +1) if _better(res.get(sg), s0) and _better(res.get(sg), res.get(-sg))]
+                    if won:
+                        new = self._clip(name, x + won[0] * self._move(name))
+                        if new != x:
+                            moves[name] = [x, new]
+                        break
+                    if any(r != s0 for r in res.values()):
+                        break  # the ranking responds here and no direction helps: stay
+        elif active:
+            signs = self._rng.choice(np.array([-1, 1]), size=len(active)).tolist()
+            res = {}
+            for d in (+1, -1):
+                change = {n: self._clip(n, getattr(cur, n) + d * sg * self.max_step[n])
+                          for n, sg in zip(active, signs, strict=True)}
+                res[d] = _event_score(ev, cur.replace(**change))
+                probes.append({"params": change, "score": res[d]})
+            for d in (+1, -1):
+                if _better(res[d], res[-d]):
+                    for n, sg in zip(active, signs, strict=True):
                         x = getattr(cur, n)
-                        new = self._clip(n, x + d * s * self._move(n))
+                        new = self._clip(n, x + d * sg * self._move(n))
                         if new != x:
                             moves[n] = [x, new]
         if moves:
             self._params = cur.replace(**{n: v[1] for n, v in moves.items()})
         self.n_updates += 1
-        report = {"event": self.n_updates, "method": self.method, "margin": m0, "probes": probes, "moves": moves}
+        report = {"event": self.n_updates, "method": self.method, "score": s0, "probes": probes, "moves": moves}
         if self.history_limit:
             self.history.append(report)
             del self.history[:-self.history_limit]
@@ -1188,6 +1226,7 @@ class OnlineTuner:
             "max_step": dict(self.max_step),
             "history_limit": self.history_limit,
             "blas_threads": self.blas_threads,
+            "probe_scales": list(self.probe_scales),
             "n_updates": self.n_updates,
             "rng_state": self._rng.bit_generator.state,
             "history": copy.deepcopy(self.history),
@@ -1220,7 +1259,8 @@ class OnlineTuner:
             t = cls(resolve_params({"format": profile["format"], "params": profile["params"]}),
                     learning_rate=st["learning_rate"], max_step=st["max_step"],
                     bounds={n: tuple(b) for n, b in st["bounds"].items()}, seed=st["seed"], keys=st["keys"],
-                    method=st["method"], history_limit=st["history_limit"], blas_threads=st.get("blas_threads", 1))
+                    method=st["method"], history_limit=st["history_limit"], blas_threads=st.get("blas_threads", 1),
+                    probe_scales=st.get("probe_scales", (1.0, 2.0, 4.0)))
             t._rng.bit_generator.state = st["rng_state"]
             t.n_updates = int(st["n_updates"])
             t.history = copy.deepcopy(list(st["history"]))
