@@ -67,6 +67,18 @@ def objective(m: dict[str, np.ndarray]) -> float:
     return val
 
 
+NDCG_LOSS_PENALTY = 10.0
+
+
+def selection_gain(m: dict[str, np.ndarray], base: dict[str, np.ndarray]) -> float:
+    """What every train-side choice maximises: objective(m) - objective(base), minus
+    NDCG_LOSS_PENALTY times any loss of mean nDCG@10 against ``base`` (cosine). The penalty encodes
+    the goal 'nDCG@10 at least cosine's, then fewer traps': a setting that drops relevant passages
+    to remove traps is only chosen when nothing that keeps nDCG@10 does better."""
+    d_ndcg = float(m["ndcg@10"].mean() - base["ndcg@10"].mean())
+    return objective(m) - objective(base) - NDCG_LOSS_PENALTY * max(0.0, -d_ndcg)
+
+
 def summarize(m: dict[str, np.ndarray], base: dict[str, np.ndarray] | None, n_boot: int, seed: int = 0) -> dict:
     out = {}
     for key in m:

@@ -150,9 +150,96 @@ def chart(doc: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _sel(r: dict, b: dict) -> float:
+    """harness.selection_gain from the mean metrics stored in a sweep row."""
+    d_ndcg = r["ndcg@10"] - b["ndcg@10"]
+    return r["objective"] - b["objective"] - 10.0 * max(0.0, -d_ndcg)
+
+
+def sweep_markdown(sweep: dict) -> str:
+    """Summary of explore.py's train sweep: per dataset, the best train gain of each knob family."""
+    from oscillink_core import LatticeParams
+
+    default = LatticeParams()
+    fam_rows: dict[str, dict[str, dict]] = {}
+    base: dict[str, dict] = {}
+    for r in sweep["rows"]:
+        ds = r["dataset"]
+        if r["method"] == "cosine":
+            base[ds] = r
+            continue
+        if r["method"] == "mmr":
+            fams = [f"MMR lambda {r['mmr_lambda']}"]
+        else:
+            e, k = r["energy"], r["rank"]
+            p = LatticeParams(**e, **k)
+            fams = ["any lattice setting (best of the grid)"]
+            if p == default:
+                fams.append("core defaults")
+            if k["coh_weight"] > 0:
+                fams.append("coh_weight > 0 (best of 1, 3)")
+            plain = k["dedup_threshold"] is None and k["mmr_lambda"] == 1.0
+            if plain and k["coh_weight"] == 0.0:
+                fams.append("rank by align (coh_weight 0), energy varied")
+            if plain and k["coh_weight"] < 0:
+                fams.append("align/cosine blend (coh_weight < 0), energy varied")
+            if k["dedup_threshold"] is not None and k["dup_keep"] == "consensus":
+                fams.append("near-duplicate rule, dup_keep=consensus")
+            if k["dedup_threshold"] is not None and k["dup_keep"] == "best":
+                fams.append("near-duplicate rule, dup_keep=best")
+            if k["mmr_lambda"] < 1.0:
+                fams.append("lattice + MMR 0.9")
+            if e.get("gating") == "diffusion":
+                fams.append("gating=diffusion")
+            if e.get("edge_floor", 0) > 0:
+                fams.append("edge_floor > 0")
+            if e.get("degree_reg", 0) > 0:
+                fams.append("degree_reg > 0")
+        for f in fams:
+            cur = fam_rows.setdefault(ds, {}).get(f)
+            if cur is None or _sel(r, base[ds]) > _sel(cur, base[ds]):
+                fam_rows[ds][f] = r
+    lines = ["## Train sweep (explore.py): best train gain over cosine per knob family", "",
+             f"Command: `{sweep['command']}` ({sweep['runtime_s']:.0f} s; first {sweep['limit']} train queries "
+             "per dataset). Objective = nDCG@10 - trap share@5; the best setting of a family maximises the "
+             "objective gain minus 10 x any nDCG@10 loss. Each cell: objective gain (nDCG@10 gain; "
+             "trap share@5 change where traps exist) of that setting. A best-of-grid "
+             "train number is optimistic (it is selected on the same queries); test numbers are in quality.md.",
+             ""]
+    names = list(fam_rows)
+    lines.append("| knob family | " + " | ".join(DS_LABELS.get(n, n) for n in names) + " |")
+    lines.append("|---|" + "---|" * len(names))
+    fams = []
+    for n in names:
+        fams += [f for f in fam_rows[n] if f not in fams]
+    for f in fams:
+        cells = []
+        for n in names:
+            r = fam_rows[n].get(f)
+            if r is None:
+                cells.append("")
+                continue
+            b = base[n]
+            c = f"{r['objective'] - b['objective']:+.4f} ({r['ndcg@10'] - b['ndcg@10']:+.4f}"
+            if "trap_share@5" in r:
+                c += f"; trap {r['trap_share@5'] - b['trap_share@5']:+.4f}"
+            cells.append(c + ")")
+        lines.append(f"| {f} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for n in names:
+        r = fam_rows[n]["any lattice setting (best of the grid)"]
+        lines.append(f"Best on {DS_LABELS.get(n, n)}: energy `{r['energy']}`, ranking `{r['rank']}`.")
+    lines.append("")
+    return "\n".join(lines)
+
+
 def write_report(doc: dict, md_path: Path, png_path: Path) -> None:
     md_path.write_text(markdown(doc), encoding="utf-8")
     chart(doc, png_path)
+    sweep_path = md_path.with_name("quality_sweep.json")
+    if sweep_path.exists():
+        md_path.with_name("quality_sweep.md").write_text(sweep_markdown(json.loads(sweep_path.read_text())),
+                                                         encoding="utf-8")
 
 
 if __name__ == "__main__":
