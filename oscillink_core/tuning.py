@@ -866,7 +866,7 @@ ONLINE_BOUNDS: dict[str, tuple[float, float, float]] = {
     "lamC": (0.0, 16.0, 0.25),
     "lamQ": (0.1, 64.0, 1.0),
     "coh_weight": (0.0, 4.0, 0.05),
-    "mmr_lambda": (0.3, 1.0, 0.05),
+    "mmr_lambda": (0.3, 1.0, 0.02),
     "gate_gamma": (0.01, 2.0, 0.05),
     "gate_beta": (0.25, 4.0, 0.25),
     "dedup_threshold": (0.8, 1.0, 0.01),
@@ -874,7 +874,7 @@ ONLINE_BOUNDS: dict[str, tuple[float, float, float]] = {
     "degree_reg": (0.0, 4.0, 0.1),
     "kneighbors": (1, 64, 1),
 }
-_ONLINE_KEYS = ("lamC", "lamQ", "coh_weight", "mmr_lambda")
+_ONLINE_KEYS = ("lamC", "lamQ", "mmr_lambda")
 _ONLINE_FORMAT = "oscillink-core/online-tuner"
 
 
@@ -970,47 +970,51 @@ class FeedbackEvent:
         raise ValueError(f"event must be a FeedbackEvent or a dict; got {type(event).__name__}")
 
 
-def _event_score(event: FeedbackEvent, p: LatticeParams) -> dict[str, float]:
-    """How well the ranking under ``p`` agrees with the event, over the full reranked list.
-
-    ``kept_in_top_k``: share of the kept ids inside the top ``event.k`` (the user saw them
-    there, so a setting that pushes them out contradicts the feedback). ``margin``: mean
-    discount of the kept ids minus mean discount of the rejected ids, with discount
-    1 / log2(r + 2) for 0-based rank r; in (-1, 1), higher when kept ids sit high and rejected
-    ids low."""
+def _event_score(event: FeedbackEvent, p: LatticeParams, trap_weight: float = 1.0) -> dict[str, float]:
+    """How well the ranking under ``p`` agrees with the event (see `OnlineTuner`)."""
     lat = Oscillink(event.candidates, ids=list(event.ids), params=p)
     lat.set_query(event.query)
     lat.settle()
     n = event.candidates.shape[0]
     order = np.array([b["index"] for b in lat.bundle(n)])
-    disc = np.empty(n, dtype=np.float64)
-    disc[order] = 1.0 / np.log2(np.arange(n) + 2.0)
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
     pos = {d: i for i, d in enumerate(event.ids)}
-    top = set(order[: event.k].tolist())
-    kept = [pos[d] for d in event.kept]
-    return {"kept_in_top_k": float(np.mean([i in top for i in kept])),
-            "margin": float(np.mean(disc[kept]) - np.mean([disc[pos[d]] for d in event.rejected]))}
+    rk = rank[[pos[d] for d in event.kept]]
+    rr = rank[[pos[d] for d in event.rejected]]
+    k = event.k
+    dcg = float(np.sum(1.0 / np.log2(rk[rk < k] + 2.0)))
+    idcg = float(np.sum(1.0 / np.log2(np.arange(min(len(rk), k)) + 2.0)))
+    return {"kept_in_top_k": float(np.mean(rk < k)),
+            "objective": dcg / idcg - trap_weight * float(np.sum(rr < k)) / k,
+            "margin": float(np.mean(1.0 / np.log2(rk + 2.0)) - np.mean(1.0 / np.log2(rr + 2.0)))}
 
 
 def _better(a: dict[str, float] | None, b: dict[str, float] | None) -> bool:
-    """Is score ``a`` better than ``b``: more kept ids in the top k, then a larger margin."""
+    """Is score ``a`` better than ``b`` (kept_in_top_k, then objective, then margin)?"""
     if a is None:
         return False
     if b is None:
         return True
-    return (a["kept_in_top_k"], a["margin"]) > (b["kept_in_top_k"], b["margin"])
+    return (a["kept_in_top_k"], a["objective"], a["margin"]) > (b["kept_in_top_k"], b["objective"], b["margin"])
 
 
 class OnlineTuner:
     """Bounded, deterministic online updates of a profile from feedback events.
 
-    Each :meth:`update` scores settings on the event's own candidates, lexicographically: first
-    ``kept_in_top_k``, the share of kept ids that stay inside the top ``event.k`` (the feedback
-    says they belong there, so a setting that pushes them out -- e.g. one that simply reverses
-    the list to bury the rejected ids -- loses), then the *margin*
-    ``mean_{kept} 1/log2(r + 2) - mean_{rejected} 1/log2(r + 2)`` (r the 0-based rank in the
-    full reranked list: kept ids high, rejected ids low). It moves parameters toward better
-    scores:
+    Each :meth:`update` scores settings on the event's own candidates (r = 0-based rank in the
+    full reranked list, k = ``event.k``, the number of items the user saw), lexicographically:
+
+    1. ``kept_in_top_k``: share of the kept ids inside the top k. The user saw them there, so a
+       setting that pushes them out -- e.g. one that simply reverses the list to bury the
+       rejected ids -- contradicts the feedback and loses.
+    2. ``objective``: the :func:`tune` objective on the event's labels, kept ids as relevant and
+       rejected ids as traps: ``nDCG@k(kept) - trap_weight * (rejected in top k) / k``.
+    3. ``margin``: ``mean_{kept} 1/log2(r + 2) - mean_{rejected} 1/log2(r + 2)``, which breaks
+       ties (it also sees moves below the top k).
+
+    Each event yields a vote per parameter toward the better-scoring side; votes pass a
+    sign-agreement filter (``momentum``, ``agreement``) before anything moves:
 
     * ``method="coordinate"`` (default): for each parameter ``x`` in ``keys``, probe
       ``x - max_step`` and ``x + max_step`` (clipped to the bounds), others fixed. If one probe's
@@ -1021,7 +1025,7 @@ class OnlineTuner:
       ``4 * max_step`` (``probe_scales``); the move stays ``learning_rate * max_step``.
     * ``method="spsa"``: one seeded random sign vector ``s``; probe all keys at once at
       ``x + s * max_step`` and ``x - s * max_step``; move every key ``learning_rate * max_step``
-      toward the better probe (no move on a tie). 3 solves per event.
+      toward the better probe if that probe also beats the current setting. 3 solves per event.
 
     Guarantees: every move is at most ``max_step`` (``learning_rate`` lies in (0, 1]; values are
     rounded to 12 decimals; ``kneighbors`` moves by whole steps of at least 1), values never leave
@@ -1038,7 +1042,8 @@ class OnlineTuner:
         :data:`ONLINE_BOUNDS`).
     bounds : ``{name: (low, high)}`` overrides (default from :data:`ONLINE_BOUNDS`).
     seed : seed of the random sign vectors (``method="spsa"`` only).
-    keys : parameters to move (default lamC, lamQ, coh_weight, mmr_lambda). Only names in
+    keys : parameters to move (default lamC, lamQ, mmr_lambda; ``coh_weight`` is left out by
+        default because on real embeddings 0.1 already reverses the order). Only names in
         :data:`ONLINE_BOUNDS`. ``gate_gamma``/``gate_beta`` are skipped while ``gating`` is
         uniform and ``dedup_threshold`` while it is None (they would have no effect).
     method : ``"coordinate"`` or ``"spsa"``.
@@ -1046,6 +1051,13 @@ class OnlineTuner:
     blas_threads : BLAS threads during an update (see :func:`tune`; None leaves them alone).
     probe_scales : probe distances in units of ``max_step`` (coordinate method), tried in order
         while the ranking does not respond.
+    trap_weight : weight of the rejected ids in the score's ``objective`` (as in :func:`tune`).
+    momentum, agreement : the sign-agreement filter. Each event casts a vote per parameter
+        (+1, -1 or 0, from the probes); ``m = momentum * m + (1 - momentum) * vote`` is kept per
+        parameter, and a parameter moves only when this event's vote agrees with ``m`` and
+        ``|m| >= agreement`` (with the defaults: after about 7 agreeing events in a row). Single
+        events are noisy -- on the HaluEval trap set the votes split close to 50/50 -- and
+        without the filter the parameters random-walk. ``agreement=0`` moves on every vote.
 
     Examples
     --------
@@ -1055,7 +1067,7 @@ class OnlineTuner:
     >>> tuner = OnlineTuner(None, learning_rate=0.5)
     >>> report = tuner.update({"query": q, "candidates": Y, "kept": [0, 1], "rejected": [2, 3]})
     >>> sorted(report), sorted(report["score"])
-    (['event', 'method', 'moves', 'probes', 'score'], ['kept_in_top_k', 'margin'])
+    (['event', 'method', 'momentum', 'moves', 'probes', 'score', 'votes'], ['kept_in_top_k', 'margin', 'objective'])
     >>> tuner.n_updates, 0.0 <= tuner.params.lamC <= 16.0
     (1, True)
     """
@@ -1064,7 +1076,8 @@ class OnlineTuner:
                  max_step: Mapping[str, float] | None = None, bounds: Mapping[str, Sequence[float]] | None = None,
                  seed: int = 0, keys: Sequence[str] | None = None, method: str = "coordinate",
                  history_limit: int = 100, blas_threads: int | None = 1,
-                 probe_scales: Sequence[float] = (1.0, 2.0, 4.0)) -> None:
+                 probe_scales: Sequence[float] = (1.0, 2.0, 4.0), trap_weight: float = 1.0,
+                 momentum: float = 0.9, agreement: float = 0.5) -> None:
         if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) \
                 or not 0 < learning_rate <= 1:
             raise ValueError(f"learning_rate must lie in (0, 1]; got {learning_rate!r}")
@@ -1079,6 +1092,16 @@ class OnlineTuner:
         if not scales or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not x > 0 for x in scales):
             raise ValueError(f"probe_scales must be positive numbers; got {probe_scales!r}")
         self.probe_scales = tuple(float(x) for x in scales)
+        if isinstance(trap_weight, bool) or not isinstance(trap_weight, (int, float)) \
+                or not math.isfinite(trap_weight) or trap_weight < 0:
+            raise ValueError(f"trap_weight must be a finite number >= 0; got {trap_weight!r}")
+        self.trap_weight = float(trap_weight)
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
+            raise ValueError(f"momentum must lie in [0, 1); got {momentum!r}")
+        if isinstance(agreement, bool) or not isinstance(agreement, (int, float)) or not 0 <= agreement <= 1:
+            raise ValueError(f"agreement must lie in [0, 1]; got {agreement!r}")
+        self.momentum_beta = float(momentum)
+        self.agreement = float(agreement)
         keys = tuple(_ONLINE_KEYS if keys is None else keys)
         if not keys:
             raise ValueError("keys is empty: give at least one parameter to tune")
@@ -1119,6 +1142,7 @@ class OnlineTuner:
                                  f"widen bounds[{name!r}]")
         self._rng = np.random.default_rng(self.seed)
         self.n_updates = 0
+        self.momentum: dict[str, float] = {}
         self.history: list[dict] = []
         self._origin_meta: dict = {}
         if isinstance(profile_or_params, Mapping) and isinstance(profile_or_params.get("meta"), Mapping):
@@ -1157,7 +1181,7 @@ class OnlineTuner:
         """Apply one feedback event (a :class:`FeedbackEvent` or a dict with its fields).
 
         Returns the update report ``{"event", "method", "score", "probes", "moves"}``:
-        ``score`` of the current setting (``{"kept_in_top_k", "margin"}``), each probe's changed
+        ``score`` of the current setting (``{"kept_in_top_k", "objective", "margin"}``), each probe's changed
         values and score, and ``moves`` ``{name: [old, new]}`` (empty when no probe beat the
         current setting).
         """
@@ -1167,8 +1191,9 @@ class OnlineTuner:
 
     def _update(self, ev: FeedbackEvent) -> dict:
         cur = self._params
-        s0 = _event_score(ev, cur)
+        s0 = _event_score(ev, cur, self.trap_weight)
         probes, moves = [], {}
+        votes: dict[str, int] = {}
         active = self._active()
         if self.method == "coordinate":
             for name in active:
@@ -1178,13 +1203,11 @@ class OnlineTuner:
                     for sgn in (-1, +1):
                         v = self._clip(name, x + sgn * scale * self.max_step[name])
                         if v != x and not any(p_["params"] == {name: v} for p_ in probes):
-                            res[sgn] = _event_score(ev, cur.replace(**{name: v}))
+                            res[sgn] = _event_score(ev, cur.replace(**{name: v}), self.trap_weight)
                             probes.append({"params": {name: v}, "score": res[sgn]})
                     won = [sg for sg in (-1, +1) if _better(res.get(sg), s0) and _better(res.get(sg), res.get(-sg))]
                     if won:
-                        new = self._clip(name, x + won[0] * self._move(name))
-                        if new != x:
-                            moves[name] = [x, new]
+                        votes[name] = won[0]
                         break
                     if any(r != s0 for r in res.values()):
                         break  # the ranking responds here and no direction helps: stay
@@ -1194,19 +1217,25 @@ class OnlineTuner:
             for d in (+1, -1):
                 change = {n: self._clip(n, getattr(cur, n) + d * sg * self.max_step[n])
                           for n, sg in zip(active, signs, strict=True)}
-                res[d] = _event_score(ev, cur.replace(**change))
+                res[d] = _event_score(ev, cur.replace(**change), self.trap_weight)
                 probes.append({"params": change, "score": res[d]})
             for d in (+1, -1):
-                if _better(res[d], res[-d]):
-                    for n, sg in zip(active, signs, strict=True):
-                        x = getattr(cur, n)
-                        new = self._clip(n, x + d * sg * self._move(n))
-                        if new != x:
-                            moves[n] = [x, new]
+                if _better(res[d], res[-d]) and _better(res[d], s0):
+                    votes.update({n: d * sg for n, sg in zip(active, signs, strict=True)})
+        for name in active:  # sign-agreement filter over recent events
+            v = votes.setdefault(name, 0)
+            m = self.momentum_beta * self.momentum.get(name, 0.0) + (1.0 - self.momentum_beta) * v
+            self.momentum[name] = round(m, 12)
+            if v != 0 and v * m >= self.agreement:
+                x = getattr(cur, name)
+                new = self._clip(name, x + v * self._move(name))
+                if new != x:
+                    moves[name] = [x, new]
         if moves:
             self._params = cur.replace(**{n: v[1] for n, v in moves.items()})
         self.n_updates += 1
-        report = {"event": self.n_updates, "method": self.method, "score": s0, "probes": probes, "moves": moves}
+        report = {"event": self.n_updates, "method": self.method, "score": s0, "probes": probes, "votes": votes,
+                  "momentum": {n: self.momentum[n] for n in active}, "moves": moves}
         if self.history_limit:
             self.history.append(report)
             del self.history[:-self.history_limit]
@@ -1227,7 +1256,11 @@ class OnlineTuner:
             "history_limit": self.history_limit,
             "blas_threads": self.blas_threads,
             "probe_scales": list(self.probe_scales),
+            "trap_weight": self.trap_weight,
+            "momentum_beta": self.momentum_beta,
+            "agreement": self.agreement,
             "n_updates": self.n_updates,
+            "momentum": dict(self.momentum),
             "rng_state": self._rng.bit_generator.state,
             "history": copy.deepcopy(self.history),
         }
@@ -1260,9 +1293,11 @@ class OnlineTuner:
                     learning_rate=st["learning_rate"], max_step=st["max_step"],
                     bounds={n: tuple(b) for n, b in st["bounds"].items()}, seed=st["seed"], keys=st["keys"],
                     method=st["method"], history_limit=st["history_limit"], blas_threads=st.get("blas_threads", 1),
-                    probe_scales=st.get("probe_scales", (1.0, 2.0, 4.0)))
+                    probe_scales=st.get("probe_scales", (1.0, 2.0, 4.0)), trap_weight=st.get("trap_weight", 1.0),
+                    momentum=st.get("momentum_beta", 0.9), agreement=st.get("agreement", 0.5))
             t._rng.bit_generator.state = st["rng_state"]
             t.n_updates = int(st["n_updates"])
+            t.momentum = {str(n): float(v) for n, v in st["momentum"].items()}
             t.history = copy.deepcopy(list(st["history"]))
         except KeyError as exc:
             raise ValueError(f"online-tuner state is missing {exc}") from None

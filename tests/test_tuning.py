@@ -437,8 +437,8 @@ def test_online_improves_unseen_queries_on_duplicate_flood(method):
         base, learned = heldout(test, None), heldout(test, tuner.params)
         gains.append(learned["ndcg"] - base["ndcg"])
         drops.append(base["trap_share"] - learned["trap_share"])
-    assert np.mean(gains) > 0.3 and np.mean(drops) > 0.3
-    assert min(gains) > -0.02 and min(drops) > -0.02
+    assert np.mean(gains) > 0.15 and np.mean(drops) > 0.3
+    assert min(gains) > 0.05 and min(drops) > 0.3
 
 
 def test_online_does_no_harm_where_its_knobs_cannot_help():
@@ -451,12 +451,38 @@ def test_online_does_no_harm_where_its_knobs_cannot_help():
     assert heldout(test, tuner.params)["ndcg"] >= heldout(test, None)["ndcg"] - 0.02
 
 
+def test_online_sign_agreement_filter(dup_events):
+    """A parameter moves only when this event's vote agrees with the running vote average and
+    that average is at least `agreement`; the first events therefore never move anything."""
+    train, _ = dup_events
+    tuner = OnlineTuner(None)  # momentum 0.9, agreement 0.5
+    reports = [tuner.update(e) for e in train]
+    assert not reports[0]["moves"] and reports[0]["votes"]
+    m = dict.fromkeys(tuner.keys, 0.0)
+    vals = {name: getattr(LatticeParams(), name) for name in tuner.keys}
+    n_moves = 0
+    for rep in reports:
+        for name in tuner.keys:
+            v = rep["votes"][name]
+            m[name] = 0.9 * m[name] + 0.1 * v
+            assert rep["momentum"][name] == pytest.approx(m[name], abs=1e-9)
+            if name in rep["moves"]:
+                n_moves += 1
+                old, new = rep["moves"][name]
+                assert v * m[name] >= 0.5 and (new - old) * v > 0 and old == vals[name]
+                vals[name] = new
+            elif v != 0 and v * m[name] >= 0.5:  # agreed: only a bound can have stopped the move
+                assert vals[name] == tuner.bounds[name][0 if v < 0 else 1]
+    assert vals == {name: getattr(tuner.params, name) for name in tuner.keys}
+    assert n_moves > 0
+
+
 def test_online_report_explains_the_move(dup_events):
     train, _ = dup_events
-    reports = [OnlineTuner(None, learning_rate=1.0).update(e) for e in train]
+    reports = [OnlineTuner(None, learning_rate=1.0, agreement=0.0).update(e) for e in train]
     i = next(i for i, r in enumerate(reports) if r["moves"])  # the defaults are not optimal everywhere
     ev, rep = train[i], reports[i]
-    tuner = OnlineTuner(None, learning_rate=1.0)
+    tuner = OnlineTuner(None, learning_rate=1.0, agreement=0.0)
     assert tuner.update(ev) == rep
     cur = _score(ev, LatticeParams())
     assert rep["event"] == 1
@@ -466,9 +492,11 @@ def test_online_report_explains_the_move(dup_events):
         # some probe in the direction of the move scored better than the current setting
         side = [p for p in rep["probes"] if list(p["params"]) == [name]
                 and (p["params"][name] - old) * (new - old) > 0]
-        best = max(side, key=lambda p: (p["score"]["kept_in_top_k"], p["score"]["margin"]))
+        assert rep["votes"][name] == (1 if new > old else -1)
+        best = max(side, key=lambda p: (p["score"]["kept_in_top_k"], p["score"]["objective"], p["score"]["margin"]))
         got = (best["score"]["kept_in_top_k"], best["score"]["margin"])
-        assert got > cur
+        assert (best["score"]["kept_in_top_k"], best["score"]["objective"], best["score"]["margin"]) > tuple(
+            rep["score"][key] for key in ("kept_in_top_k", "objective", "margin"))
         assert got == pytest.approx(_score(ev, LatticeParams().replace(**best["params"])), abs=1e-12)
     for name in tuner.keys:
         if name not in rep["moves"]:
@@ -568,6 +596,14 @@ def test_online_bad_inputs():
         OnlineTuner(None, max_step={"lamC": 0})
     with pytest.raises(ValueError, match="method"):
         OnlineTuner(None, method="adam")
+    with pytest.raises(ValueError, match="momentum"):
+        OnlineTuner(None, momentum=1.0)
+    with pytest.raises(ValueError, match="agreement"):
+        OnlineTuner(None, agreement=1.5)
+    with pytest.raises(ValueError, match="probe_scales"):
+        OnlineTuner(None, probe_scales=[])
+    with pytest.raises(ValueError, match="trap_weight"):
+        OnlineTuner(None, trap_weight=-1)
     tuner = OnlineTuner(None)
     with pytest.raises(ValueError, match="not among"):
         tuner.update({"query": np.ones(4), "candidates": Y, "kept": [0], "rejected": [7]})
