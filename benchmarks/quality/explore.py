@@ -59,8 +59,12 @@ def rank_grid() -> list[dict]:
     return out
 
 
+KEEP = ("p@1", "ndcg@10", "mrr@10", "recall@10", "trap_share@5", "any_trap@5", "trap_share@10", "any_trap@10",
+        "near_dup@10")
+
+
 def means(m: dict[str, np.ndarray]) -> dict[str, float]:
-    return {k: round(float(v.mean()), 5) for k, v in m.items()}
+    return {k: round(float(v.mean()), 5) for k, v in m.items() if k in KEEP}
 
 
 def sweep(name: str, limit: int | None, rows: list[dict], energies: list[dict], ranks: list[dict]) -> list[dict]:
@@ -111,7 +115,9 @@ def main() -> None:
         new += sweep(name, args.limit, rows, energy_grid(), rank_grid())
     doc = {"command": "python " + " ".join(sys.argv), "split": "train", "limit": args.limit,
            "runtime_s": round(time.perf_counter() - t0, 1), "rows": existing + new}
-    out_path.write_text(json.dumps(doc, indent=1) + "\n")
+    body = ",\n".join(json.dumps(r, separators=(",", ":")) for r in doc.pop("rows"))
+    head = json.dumps(doc, separators=(",", ":"))[:-1]
+    out_path.write_text(head + ',"rows":[\n' + body + "\n]}\n")
     print(f"wrote {out_path} ({len(doc['rows'])} rows)")
 
 

@@ -18,13 +18,39 @@ in benchmarks/results/quality.md.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from oscillink_core import LatticeParams, Oscillink, rerank
 from oscillink_core.graph import exact_knn
-from oscillink_core.ranking import near_duplicate_keepers, select
+
+try:  # the core's own ranking step, when it exposes one (keeps the sweep engine exactly faithful)
+    from oscillink_core.ranking import rank_settled as _rank_settled
+except ImportError:  # pragma: no cover - older core
+    _rank_settled = None
+try:
+    from oscillink_core.ranking import near_duplicate_keepers
+except ImportError:  # newer core: same rule from its group helpers
+    from oscillink_core.ranking import near_duplicate_groups as _groups
+
+    def near_duplicate_keepers(idx, sim, priority, threshold):
+        """(demoted mask, keeper per node or -1): keep the highest-priority member of each group."""
+        labels = _groups(idx, sim, threshold)
+        n = labels.size
+        keeper = np.full(n, -1, dtype=np.int64)
+        for lab in np.unique(labels[labels >= 0]):
+            members = np.flatnonzero(labels == lab)
+            keeper[members] = members[np.lexsort((members, -priority[members]))[0]]
+        return (keeper >= 0) & (keeper != np.arange(n)), keeper
+
+try:
+    from oscillink_core.ranking import select as _core_select
+except ImportError:  # pragma: no cover
+    _core_select = None
+
+PARAM_FIELDS = {f.name for f in dataclasses.fields(LatticeParams)}
 
 
 def cosine_topk(cos: np.ndarray, k: int = 10) -> np.ndarray:
@@ -87,7 +113,8 @@ def isolated_align(cos: np.ndarray, gate: np.ndarray, lamG: float, lamQ: float) 
 
 ENERGY_FIELDS = ("kneighbors", "lamG", "lamC", "lamQ", "edge_floor", "degree_reg", "gating", "gate_gamma",
                  "gate_beta", "normalize")
-RANK_FIELDS = ("coh_weight", "mmr_lambda", "dedup_threshold", "dup_keep")
+RANK_FIELDS = tuple(f for f in ("coh_weight", "mmr_lambda", "dedup_threshold", "dup_keep", "dup_action")
+                    if f in PARAM_FIELDS)
 
 
 def settle_state(Y: np.ndarray, psi: np.ndarray, params: LatticeParams, knn_k: int = 10) -> LatticeState:
@@ -105,7 +132,7 @@ def settle_state(Y: np.ndarray, psi: np.ndarray, params: LatticeParams, knn_k: i
 
 def rank_from_state(st: LatticeState, Y: np.ndarray, k: int = 10, *, coh_weight: float = 0.0,
                     mmr_lambda: float = 1.0, dedup_threshold: float | None = None, dup_keep: str = "best",
-                    kneighbors: int = 6, rule: str | None = None, beta: float = 0.0,
+                    dup_action: str | None = None, kneighbors: int = 6, rule: str | None = None, beta: float = 0.0,
                     twin_threshold: float | None = None, twin_mode: str = "promote",
                     twin_priority: str = "inflation", push_to: int = 5) -> np.ndarray:
     """Top-k indices under the core's ranking (same formulas as `Oscillink.bundle`) or a prototype rule.
@@ -128,6 +155,16 @@ def rank_from_state(st: LatticeState, Y: np.ndarray, k: int = 10, *, coh_weight:
       - "demote": non-keepers go behind every non-member (they leave the top k), keeper unchanged;
       - "promote_demote": "promote" and "demote".
     """
+    kk = min(kneighbors, Y.shape[0] - 1)
+    if rule is None and twin_threshold is None and _rank_settled is not None:
+        use = dedup_threshold is not None and kk >= 1
+        kw = {"dup_action": dup_action} if dup_action is not None else {}
+        order, _, _ = _rank_settled(st.align, st.cos, Y, st.knn_idx[:, :kk] if use else None,
+                                    st.knn_sim[:, :kk] if use else None, k, coh_weight=coh_weight,
+                                    mmr_lambda=mmr_lambda, dedup_threshold=dedup_threshold, dup_keep=dup_keep, **kw)
+        return order
+    if dup_action not in (None, "demote"):
+        raise NotImplementedError("this core has no rank_settled; only dup_action='demote' is emulated")
     if rule is None:
         score = st.align + coh_weight * (st.align - st.cos)
     elif rule == "lift":
@@ -135,8 +172,7 @@ def rank_from_state(st: LatticeState, Y: np.ndarray, k: int = 10, *, coh_weight:
     else:
         raise ValueError(f"unknown rule {rule!r}")
     demoted = None
-    kk = min(kneighbors, Y.shape[0] - 1)
-    if dedup_threshold is not None and dup_keep == "consensus":
+    if dedup_threshold is not None and dup_keep == "consensus" and _rank_settled is None:
         demoted, _ = near_duplicate_keepers(st.knn_idx[:, :kk], st.knn_sim[:, :kk], st.align - st.cos,
                                             dedup_threshold)
     pushed = None
@@ -165,10 +201,9 @@ def rank_from_state(st: LatticeState, Y: np.ndarray, k: int = 10, *, coh_weight:
         if twin_mode == "promote_push":
             pushed = d2
     if pushed is None or not pushed.any():
-        order, _ = select(score, Y, k, mmr_lambda=mmr_lambda, dedup_threshold=dedup_threshold, demoted=demoted)
-        return order
+        return _select(score, Y, k, mmr_lambda, dedup_threshold, demoted)
     long_k = min(Y.shape[0], k + push_to + int(pushed.sum()))
-    order, _ = select(score, Y, long_k, mmr_lambda=mmr_lambda, dedup_threshold=dedup_threshold, demoted=demoted)
+    order = _select(score, Y, long_k, mmr_lambda, dedup_threshold, demoted)
     head, held, tail = [], [], []
     for i in order.tolist():
         if len(head) < push_to:
@@ -176,6 +211,14 @@ def rank_from_state(st: LatticeState, Y: np.ndarray, k: int = 10, *, coh_weight:
         else:
             tail.append(i)
     return np.asarray((head + held + tail)[:k], dtype=np.int64)
+
+
+def _select(score, Y, k, mmr_lambda, dedup_threshold, demoted) -> np.ndarray:
+    """Greedy selection for the prototype rules: the core's `select` (old or new signature)."""
+    if _rank_settled is None:  # old core: select(score, Yn, k, mmr_lambda, dedup_threshold, demoted) -> (order, dup)
+        order, _ = _core_select(score, Y, k, mmr_lambda=mmr_lambda, dedup_threshold=dedup_threshold, demoted=demoted)
+        return order
+    return _core_select(score, Y, k, mmr_lambda=mmr_lambda, demoted=demoted)
 
 
 def check_engine_matches_core(Y: np.ndarray, psi: np.ndarray, params: LatticeParams, k: int = 10) -> None:

@@ -43,6 +43,7 @@ def markdown(doc: dict) -> str:
         f"[paired bootstrap 95% CI, {doc['n_boot']} resamples]). Parameters were chosen on train queries only.",
         "",
     ]
+    lines += summary_table(doc)
     for name, r in doc["results"].items():
         has_traps = "trap_share@5" in r["methods"]["cosine"]["metrics"]
         lines.append(f"### {DS_LABELS.get(name, name)} ({r['n_test']} test queries; "
@@ -66,11 +67,13 @@ def markdown(doc: dict) -> str:
         lines.append("")
         params = r["params"]
         lines.append(f"MMR tuned lambda = {params['mmr_tuned']['mmr_lambda']}; lattice tuned = "
-                     f"`{_short(params['lattice_tuned'])}`.")
+                     f"`{_short(params['lattice_tuned'], params['lattice_default'])}`.")
         lines.append("")
     rec = doc["recommended"]
+    core_defaults = next(iter(doc["results"].values()))["params"]["lattice_default"]
     lines.append(f"Recommended (one setting for all datasets, best worst-case train gain): "
-                 f"`{_short(rec['params'])}`; train objective gain per dataset "
+                 f"`{_short(rec['params'], core_defaults)}`; train selection score (objective gain over cosine "
+                 f"- 10 x any nDCG@10 loss) per dataset "
                  + ", ".join(f"{DS_LABELS.get(k, k)} {v:+.4f}" for k, v in rec["per_dataset_train_gain"].items())
                  + "; core defaults: "
                  + ", ".join(f"{DS_LABELS.get(k, k)} {v:+.4f}"
@@ -80,10 +83,31 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def _short(p: dict) -> str:
-    from oscillink_core import LatticeParams
+def summary_table(doc: dict) -> list[str]:
+    """One row per method: nDCG@10 per dataset and the trap metrics, difference to cosine with its CI."""
+    res = doc["results"]
+    names = list(res)
+    trap_ds = [n for n in names if "trap_share@5" in res[n]["methods"]["cosine"]["metrics"]]
+    head = ["method"] + [f"{DS_LABELS.get(n, n)} nDCG@10" for n in names]
+    for n in trap_ds:
+        head += [f"{DS_LABELS.get(n, n)} trap share@5", f"{DS_LABELS.get(n, n)} any trap@5"]
+    head.append("ms/query p50 (SciFact)" if "scifact" in res else "ms/query p50")
+    out = ["### Summary (test)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for meth in res[names[0]]["methods"]:
+        row = [LABELS.get(meth, meth)]
+        for n in names:
+            row.append(_cell(res[n]["methods"][meth]["metrics"]["ndcg@10"]))
+        for n in trap_ds:
+            mm = res[n]["methods"][meth]["metrics"]
+            row += [_cell(mm["trap_share@5"]), _cell(mm["any_trap@5"])]
+        row.append(f"{res[names[0]]['methods'][meth]['latency_ms']['p50']:.2f}")
+        out.append("| " + " | ".join(row) + " |")
+    out.append("")
+    return out
 
-    d = LatticeParams().to_dict()
+
+def _short(p: dict, d: dict) -> str:
+    """The parameters of ``p`` that differ from the defaults ``d`` (the core defaults of the run)."""
     diff = {k: v for k, v in p.items() if k in d and d[k] != v}
     extra = {k: v for k, v in p.items() if k not in d}
     diff.update(extra)

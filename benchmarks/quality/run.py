@@ -2,7 +2,7 @@
 a counterfactual trap set built from HaluEval. Parameters are chosen on TRAIN queries, every
 reported number is on TEST queries.
 
-    .venv/bin/python benchmarks/quality/run.py                 # full run (~10 min once embeddings are cached)
+    .venv/bin/python benchmarks/quality/run.py                 # full run (~6 min on 2 CPUs once cached)
     .venv/bin/python benchmarks/quality/run.py --quick         # smoke run: 100 train / 200 test queries
 
 First run: embeds the corpora into .cache/quality/ (slow on CPU: ~30 min on 2 cores);
@@ -34,6 +34,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -58,6 +59,7 @@ from harness import (  # noqa: E402
     views,
 )
 from methods import (  # noqa: E402
+    PARAM_FIELDS,
     LatticeState,
     check_engine_matches_core,
     cosine_topk,
@@ -81,19 +83,32 @@ MMR_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 ENERGY_GRID: list[dict] = [
     {},  # core defaults
     {"lamC": 1.0},
+    {"lamC": 0.5, "lamQ": 1.0},
     {"lamC": 2.0, "lamQ": 1.0},
-    {"lamC": 1.0, "kneighbors": 10},
-    {"lamC": 1.0, "degree_reg": 0.5},
     {"lamC": 0.5, "gating": "diffusion"},
 ]
+
+
+def _dup_options() -> list[dict]:
+    """No near-duplicate rule, or the rule at cosine 0.9 with every (dup_keep, dup_action) this core accepts."""
+    out: list[dict] = [{"dedup_threshold": None}]
+    actions = ("demote", "reorder") if "dup_action" in PARAM_FIELDS else (None,)
+    for keep in ("best", "consensus", "support"):
+        for act in actions:
+            opt = {"dedup_threshold": 0.9, "dup_keep": keep, **({"dup_action": act} if act else {})}
+            try:
+                LatticeParams(**opt)
+            except ValueError:
+                continue
+            out.append(opt)
+    return out
+
+
 # Ranking settings applied to every settled state (LatticeParams ranking fields only).
-# coh_weight = -1 reproduces the cosine order exactly (score = cos).
-RANK_GRID: list[dict] = [
-    {"coh_weight": cw, "dedup_threshold": dt, "dup_keep": dk, "mmr_lambda": ml}
-    for cw in (-1.0, -0.75, -0.5, 0.0)
-    for dt, dk in ((None, "best"), (0.9, "best"), (0.9, "consensus"))
-    for ml in (1.0, 0.9)
-]
+# coh_weight = -1 reproduces the cosine order exactly (score = cos). MMR inside the lattice never
+# helped in the wide sweep (quality_sweep.json) and is left out here to keep the run short.
+RANK_GRID: list[dict] = [{"coh_weight": cw, "mmr_lambda": 1.0, **d}
+                         for cw in (-1.0, -0.75, -0.5, 0.0) for d in _dup_options()]
 # Prototype rules (methods.rank_from_state keywords, core-default energy); ONE setting per family
 # is chosen for all datasets (largest worst-case train gain), like lattice_recommended.
 PROTO_GRID: dict[str, list[dict]] = {
@@ -104,10 +119,18 @@ PROTO_GRID: dict[str, list[dict]] = {
 }
 
 
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def machine() -> dict:
     return {"platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor(),
             "python": platform.python_version(), "numpy": np.__version__, "cpu_count": os.cpu_count(),
-            "oscillink_core": oscillink_core.__version__}
+            "oscillink_core": oscillink_core.__version__, "git_commit": _git("rev-parse", "HEAD"),
+            "core_uncommitted_changes": bool(_git("status", "--porcelain", "oscillink_core"))}
 
 
 def timed_tops(vs, fn) -> tuple[list[np.ndarray], np.ndarray]:
@@ -174,7 +197,8 @@ def pick_common(gains: dict[str, dict], keys) -> tuple:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    ap.add_argument("--train-limit", type=int, default=500, help="train queries per dataset used for tuning")
+    ap.add_argument("--train-limit", type=int, default=800,
+                    help="train queries per dataset used for tuning (first N; default 800)")
     ap.add_argument("--test-limit", type=int, default=None, help="test queries per dataset (default: all)")
     ap.add_argument("--n-boot", type=int, default=5000)
     ap.add_argument("--quick", action="store_true", help="100 train / 200 test queries, 1000 bootstrap draws")
