@@ -28,6 +28,16 @@ from .receipts import (  # noqa: E402
     verify_receipt,
 )
 from .solver import ConvergenceWarning  # noqa: E402
+from .tuning import (  # noqa: E402
+    FeedbackEvent,
+    LabelledQuery,
+    OnlineTuner,
+    TuneResult,
+    queries_from_jsonl,
+    queries_from_qrels,
+    queries_from_rows,
+    tune,
+)
 
 __all__ = [
     "Oscillink",
@@ -49,5 +59,13 @@ __all__ = [
     "save",
     "load",
     "ConvergenceWarning",
+    "tune",
+    "TuneResult",
+    "LabelledQuery",
+    "OnlineTuner",
+    "FeedbackEvent",
+    "queries_from_qrels",
+    "queries_from_rows",
+    "queries_from_jsonl",
     "__version__",
 ]

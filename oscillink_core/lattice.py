@@ -27,7 +27,7 @@ from .energy import edge_tension, energy_terms, path_laplacian, rhs, system_matr
 from .gates import diffusion_gates_from_laplacian
 from .graph import graph_stats, knn, mutual_knn_graph, normalized_laplacian
 from .params import LatticeParams, resolve_params
-from .ranking import near_duplicate_keepers, row_cosine, scores, select
+from .ranking import rank_settled, row_cosine, scores
 from .receipts import (
     RECEIPT_FORMAT,
     RECEIPT_VERSION,
@@ -290,28 +290,47 @@ class Oscillink:
         """Top-k candidates, best first: ``[{"id", "index", "rank", "score", "align", ...}]``.
 
         ``k`` larger than N returns all N. Values are plain Python floats and ints.
+        ``near_duplicate_of`` names the representative of the item's near-duplicate group
+        (None for representatives and items without near-duplicates).
         """
         k = check_k(k, self.N)
         t0 = time.perf_counter()
         c = self.components()
         p = self._params
-        demoted = None
-        if p.dedup_threshold is not None and p.dup_keep == "consensus" and self._knn[0] is not None:
-            demoted, _ = near_duplicate_keepers(self._knn[0], self._knn[1], c["align"] - c["cosine"],
-                                                p.dedup_threshold)
-        order, dup_of = select(c["score"], self._Yn, k, mmr_lambda=p.mmr_lambda,
-                               dedup_threshold=p.dedup_threshold, demoted=demoted)
+        idx, sim = self._knn_lists() if (p.dedup_threshold is not None and self._k_eff >= 1) else (None, None)
+        order, score, rep = rank_settled(c["align"], c["cosine"], self._Yn, idx, sim, k, coh_weight=p.coh_weight,
+                                         mmr_lambda=p.mmr_lambda, dedup_threshold=p.dedup_threshold,
+                                         dup_keep=p.dup_keep, dup_action=p.dup_action)
         out = []
-        for r, (i, dup) in enumerate(zip(order.tolist(), dup_of.tolist(), strict=False)):
+        for r, i in enumerate(order.tolist()):
+            dup = int(rep[i])
             out.append({
-                "id": self._ids[i], "index": int(i), "rank": r + 1, "score": float(c["score"][i]),
+                "id": self._ids[i], "index": int(i), "rank": r + 1, "score": float(score[i]),
                 "align": float(c["align"][i]), "cosine": float(c["cosine"][i]), "gate": float(c["gate"][i]),
                 "degree": int(c["degree"][i]), "tension": float(c["tension"][i]),
-                "near_duplicate_of": None if dup < 0 else self._ids[dup],
+                "near_duplicate_of": None if dup < 0 or dup == i else self._ids[dup],
             })
         self._timings["bundle_ms"] = 1e3 * (time.perf_counter() - t0)
         self._last_bundle = (k, out)
         return out
+
+    @property
+    def unit_rows(self) -> np.ndarray:
+        """The candidate embeddings scaled to unit norm (a copy)."""
+        return self._Yn.copy()
+
+    def knn_lists(self) -> tuple[np.ndarray, np.ndarray]:
+        """The directed kNN lists (indices, cosines) behind the graph, as copies."""
+        idx, sim = self._knn_lists()
+        return idx.copy(), sim.copy()
+
+    def _knn_lists(self) -> tuple[np.ndarray, np.ndarray]:
+        """The directed kNN lists behind the graph (recomputed if the lattice was loaded without them)."""
+        if self._knn[0] is None:
+            idx, sim, _ = knn(self._Yn, self._k_eff, method=self._params.knn,
+                              exact_max_n=self._params.exact_max_n, seed=self._params.seed)
+            self._knn = (idx, sim)
+        return self._knn
 
     # ---------------------------------------------------------------- receipts
     def null_points(self, z_threshold: float = _NULL_Z) -> dict:

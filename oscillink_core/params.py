@@ -55,8 +55,12 @@ class LatticeParams:
     mmr_lambda : MMR trade-off in (0, 1]; 1 disables diversification.
     dedup_threshold : cosine at or above which two candidates count as near-duplicates;
         None disables the near-duplicate rule.
-    dup_keep : which member of a near-duplicate group keeps its place: "best" (highest
-        score) or "consensus" (the member the settled state moved least toward the query).
+    dup_keep : how the members of a near-duplicate group are ordered: "support" (mean
+        similarity to the kNN neighbours outside the group: the member the rest of the
+        evidence agrees with most comes first), "consensus" (largest shift align - cosine of the
+        settled state) or "best" (score).
+    dup_action : "reorder" (members exchange places inside the group; nothing is dropped) or
+        "demote" (all but the first member go behind every other candidate).
 
     Solver and graph construction
     -----------------------------
@@ -71,18 +75,19 @@ class LatticeParams:
     normalize: bool = True
     kneighbors: int = 6
     lamG: float = 1.0
-    lamC: float = 0.5
-    lamQ: float = 4.0
+    lamC: float = 2.0
+    lamQ: float = 1.0
     lamP: float = 0.0
     edge_floor: float = 0.0
     degree_reg: float = 0.0
     gating: str = "uniform"
     gate_gamma: float = 0.15
     gate_beta: float = 1.0
-    coh_weight: float = 0.0
+    coh_weight: float = -0.75
     mmr_lambda: float = 1.0
-    dedup_threshold: float | None = None
-    dup_keep: str = "best"
+    dedup_threshold: float | None = 0.9
+    dup_keep: str = "support"
+    dup_action: str = "reorder"
     rtol: float = 1e-5
     maxiter: int = 500
     knn: str = "auto"
@@ -115,8 +120,10 @@ class LatticeParams:
             raise ValueError(f"mmr_lambda must lie in (0, 1]; got {self.mmr_lambda}")
         if self.dedup_threshold is not None and not -1 <= num("dedup_threshold") <= 1:
             raise ValueError(f"dedup_threshold must lie in [-1, 1] or be None; got {self.dedup_threshold}")
-        if self.dup_keep not in ("best", "consensus"):
-            raise ValueError(f"dup_keep must be 'best' or 'consensus'; got {self.dup_keep!r}")
+        if self.dup_keep not in ("support", "consensus", "best"):
+            raise ValueError(f"dup_keep must be 'support', 'consensus' or 'best'; got {self.dup_keep!r}")
+        if self.dup_action not in ("reorder", "demote"):
+            raise ValueError(f"dup_action must be 'reorder' or 'demote'; got {self.dup_action!r}")
         if self.gating not in _GATINGS:
             raise ValueError(f"gating must be one of {_GATINGS}; got {self.gating!r}")
         if self.knn not in _KNN:

@@ -11,9 +11,13 @@ lattice then reproduces the cosine order exactly; lamC > 0 lets the coherence te
 candidate toward (or away from) the query according to its graph neighbours, and
 ``coh_weight`` scales how much that movement counts.
 
-Selection is greedy: optional MMR diversification (``mmr_lambda < 1``) and an optional
-near-duplicate rule (cosine >= ``dedup_threshold`` to an item already chosen demotes a
-candidate behind every non-duplicate).
+Near-duplicate groups (kNN pairs with cosine >= ``dedup_threshold``) are then resolved: the
+members are ordered by ``dup_keep`` ("support": how well the rest of the candidate set
+supports each member, i.e. its mean similarity to its kNN neighbours outside the group;
+"consensus": the settled state's shift toward the query, align - cosine; "best": the score)
+and either exchange places within the group (``dup_action="reorder"``, nothing leaves the
+ranking) or all but the first are demoted behind every other candidate ("demote").
+Selection is then a stable sort, or greedy MMR when ``mmr_lambda < 1``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-__all__ = ["row_cosine", "scores", "select", "near_duplicate_keepers"]
+__all__ = ["row_cosine", "scores", "select", "near_duplicate_groups", "outside_support", "resolve_groups",
+           "rank_settled"]
 
 
 def row_cosine(U: np.ndarray, psi: np.ndarray) -> np.ndarray:
@@ -37,70 +42,131 @@ def scores(align: np.ndarray, cosine: np.ndarray, coh_weight: float) -> np.ndarr
     return align + coh_weight * (align - cosine)
 
 
-def near_duplicate_keepers(idx: np.ndarray, sim: np.ndarray, priority: np.ndarray, threshold: float
-                           ) -> tuple[np.ndarray, np.ndarray]:
-    """Group candidates linked by kNN similarity >= threshold; in each group keep the member
-    with the highest ``priority``. Returns (demoted mask, keeper index per node or -1)."""
+def near_duplicate_groups(idx: np.ndarray, sim: np.ndarray, threshold: float) -> np.ndarray:
+    """Label of each node's near-duplicate group, or -1 when it has no near-duplicate.
+
+    A group is a connected component of the kNN pairs whose cosine is >= ``threshold``.
+    """
     n = idx.shape[0]
+    labels = np.full(n, -1, dtype=np.int64)
+    if idx.size == 0:
+        return labels
     rows = np.repeat(np.arange(n), idx.shape[1])
     cols = idx.reshape(-1)
     ok = (cols >= 0) & (sim.reshape(-1) >= threshold)
-    demoted = np.zeros(n, dtype=bool)
-    keeper = np.full(n, -1, dtype=np.int64)
     if not ok.any():
-        return demoted, keeper
+        return labels
     G = sp.coo_array((np.ones(int(ok.sum())), (rows[ok], cols[ok])), shape=(n, n)).tocsr()
-    _, labels = connected_components(G, directed=False)
-    sizes = np.bincount(labels)
-    in_group = sizes[labels] > 1
-    # best member per label: sort by (label, -priority, index)
-    order = np.lexsort((np.arange(n), -priority, labels))
-    first = np.ones(n, dtype=bool)
-    first[1:] = labels[order][1:] != labels[order][:-1]
-    best_of_label = np.empty(sizes.size, dtype=np.int64)
-    best_of_label[labels[order][first]] = order[first]
-    keeper[in_group] = best_of_label[labels[in_group]]
-    demoted = in_group & (keeper != np.arange(n))
-    return demoted, keeper
+    _, comp = connected_components(G, directed=False)
+    sizes = np.bincount(comp)
+    grouped = sizes[comp] > 1
+    labels[grouped] = comp[grouped]
+    return labels
+
+
+def outside_support(idx: np.ndarray, sim: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Mean similarity of each node to its kNN-list neighbours outside its own near-duplicate
+    group: how well the rest of the candidate set supports it (-inf when nothing is left)."""
+    n = idx.shape[0]
+    if idx.size == 0:
+        return np.full(n, -np.inf)
+    valid = idx >= 0
+    nb_label = np.where(valid, labels[np.maximum(idx, 0)], -2)
+    outside = valid & ~((labels[:, None] >= 0) & (nb_label == labels[:, None]))
+    cnt = outside.sum(axis=1)
+    tot = np.where(outside, sim, 0.0).sum(axis=1, dtype=np.float64)
+    return np.divide(tot, cnt, out=np.full(n, -np.inf), where=cnt > 0)
+
+
+def resolve_groups(score: np.ndarray, labels: np.ndarray, priority: np.ndarray, action: str
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Apply the near-duplicate rule to the scores (vectorised over all groups).
+
+    Within each group the members are ranked by ``priority`` (ties: by score, then index).
+    ``action="reorder"``: the members exchange scores so that the group's best score goes to
+    the highest-priority member, the second best to the next, and so on: the group keeps the
+    positions it had, only its internal order changes. ``action="demote"``: the top-priority
+    member (the representative) takes the group's best score and the others are flagged
+    ``demoted`` (ranked behind every candidate that is not demoted).
+
+    Returns (new scores, demoted mask, representative index per node or -1).
+    """
+    n = score.shape[0]
+    new = score.astype(np.float64, copy=True)
+    demoted = np.zeros(n, dtype=bool)
+    rep = np.full(n, -1, dtype=np.int64)
+    members = np.flatnonzero(labels >= 0)
+    if members.size == 0:
+        return new, demoted, rep
+    lab = labels[members]
+    by_pri = members[np.lexsort((members, -score[members], -priority[members], lab))]
+    by_score = members[np.lexsort((members, -score[members], lab))]
+    first = np.ones(members.size, dtype=bool)
+    first[1:] = labels[by_pri][1:] != labels[by_pri][:-1]
+    head = np.maximum.accumulate(np.where(first, np.arange(members.size), 0))
+    rep[by_pri] = by_pri[head]
+    if action == "reorder":
+        new[by_pri] = score[by_score]  # both lists are grouped by label in the same order
+    else:
+        new[by_pri[first]] = score[by_score[first]]
+        demoted[by_pri[~first]] = True
+    return new, demoted, rep
 
 
 def select(score: np.ndarray, Yn: np.ndarray, k: int, *, mmr_lambda: float = 1.0,
-           dedup_threshold: float | None = None, demoted: np.ndarray | None = None
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy top-k selection. Returns (chosen indices in order, near-duplicate-of index or -1).
+           demoted: np.ndarray | None = None) -> np.ndarray:
+    """Greedy top-k selection; returns the chosen indices in order.
 
-    Loops over the k picks only; each pick costs one (N, D) matrix-vector product.
+    Without diversification this is a stable sort (ties: lower index first) with demoted
+    candidates behind the others. With ``mmr_lambda < 1``, MMR picks
+    argmax lam * s'_i - (1 - lam) * max_{j chosen} cos(Y_i, Y_j), where s' is the score
+    rescaled to [0, 1] over the candidates (settled alignments span a much narrower range than
+    cosines, so the raw scale would let the similarity term dominate). The loop runs over the
+    k picks only; each pick costs one (N, D) matrix-vector product.
     """
     n = score.shape[0]
     k = min(k, n)
-    if mmr_lambda >= 1.0 and dedup_threshold is None and demoted is None:
-        order = np.lexsort((np.arange(n), -score))[:k]  # ties: lower index first
-        return order, np.full(k, -1, dtype=np.int64)
+    dem = np.zeros(n, dtype=bool) if demoted is None else demoted
+    if mmr_lambda >= 1.0:
+        return np.lexsort((np.arange(n), -score, dem))[:k]
+    lo, hi = float(score.min()), float(score.max())
+    s = (score - lo) / (hi - lo) if hi > lo else np.zeros(n)
     available = np.ones(n, dtype=bool)
-    max_sim = np.full(n, -np.inf)
-    arg_sim = np.full(n, -1, dtype=np.int64)
+    max_sim = np.zeros(n)
     chosen = np.empty(k, dtype=np.int64)
-    dup_of = np.full(k, -1, dtype=np.int64)
-    penal = np.zeros(n, dtype=bool) if demoted is None else demoted.copy()
     for t in range(k):
-        if mmr_lambda < 1.0:
-            obj = mmr_lambda * score - (1.0 - mmr_lambda) * np.maximum(max_sim, 0.0)
-        else:
-            obj = score
-        mask = available.copy()
-        if dedup_threshold is not None:
-            penal |= max_sim >= dedup_threshold
-        preferred = mask & ~penal
-        if preferred.any():
-            mask = preferred
+        obj = mmr_lambda * s - (1.0 - mmr_lambda) * max_sim
+        mask = available & ~dem
+        if not mask.any():
+            mask = available
         cand = np.flatnonzero(mask)
         i = int(cand[np.argmax(obj[cand])])
         chosen[t] = i
-        if penal[i] and arg_sim[i] >= 0 and dedup_threshold is not None and max_sim[i] >= dedup_threshold:
-            dup_of[t] = arg_sim[i]
         available[i] = False
-        s = np.einsum("ij,j->i", Yn, Yn[i]).astype(np.float64)
-        better = s > max_sim
-        max_sim = np.where(better, s, max_sim)
-        arg_sim = np.where(better, i, arg_sim)
-    return chosen, dup_of
+        max_sim = np.maximum(max_sim, np.einsum("ij,j->i", Yn, Yn[i]).astype(np.float64))
+    return chosen
+
+
+def rank_settled(align: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, idx: np.ndarray | None,
+                 sim: np.ndarray | None, k: int, *, coh_weight: float = 0.0, mmr_lambda: float = 1.0,
+                 dedup_threshold: float | None = None, dup_keep: str = "support",
+                 dup_action: str = "reorder") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The whole ranking step of `Oscillink.bundle` from settled quantities.
+
+    Parameters are the ranking fields of `LatticeParams`; ``idx``/``sim`` are the directed kNN
+    lists behind the graph (needed for the near-duplicate rule). Returns (top-k indices,
+    final scores of all candidates, representative index per candidate or -1).
+    """
+    score = scores(align, cosine, coh_weight)
+    demoted, rep = None, np.full(score.shape[0], -1, dtype=np.int64)
+    if dedup_threshold is not None and idx is not None and idx.size:
+        labels = near_duplicate_groups(idx, sim, dedup_threshold)
+        if (labels >= 0).any():
+            if dup_keep == "support":
+                priority = outside_support(idx, sim, labels)
+            elif dup_keep == "consensus":
+                priority = align - cosine
+            else:
+                priority = score
+            score, demoted, rep = resolve_groups(score, labels, priority, dup_action)
+    return select(score, Yn, k, mmr_lambda=mmr_lambda, demoted=demoted), score, rep

@@ -63,15 +63,63 @@ def test_dedup_demotes_exact_duplicates_and_mmr_diversifies():
     pair = {int(cosine_order(Y, psi)[0]), len(Y)}
     plain = rerank(psi, Yd, k=3, params={"lamC": 0.0})
     assert {plain[0].index, plain[1].index} == pair
-    dedup = rerank(psi, Yd, k=3, params={"lamC": 0.0, "dedup_threshold": 0.99})
+    dedup = rerank(psi, Yd, k=3, params={"lamC": 0.0, "dedup_threshold": 0.99, "dup_action": "demote"})
     assert len({it.index for it in dedup} & pair) == 1
+    reorder = rerank(psi, Yd, k=3, params={"lamC": 0.0, "dedup_threshold": 0.99, "dup_action": "reorder"})
+    assert {reorder[0].index, reorder[1].index} == pair  # nothing leaves the ranking
+    assert reorder[1].near_duplicate_of == reorder[0].id
     mmr = rerank(psi, Yd, k=3, params={"lamC": 0.0, "mmr_lambda": 0.5})
     assert len({it.index for it in mmr} & pair) == 1
     # with every candidate a duplicate of another, the demoted ones still fill the bundle
     Y2 = np.vstack([Y[:3], Y[:3]])
-    r = rerank(psi, Y2, k=6, params={"dedup_threshold": 0.99})
+    r = rerank(psi, Y2, k=6, params={"dedup_threshold": 0.99, "dup_action": "demote"})
     assert sorted(r.indices) == list(range(6))
     assert sum(it.near_duplicate_of is not None for it in r) == 3
+
+
+def test_near_duplicate_group_is_reordered_by_outside_support():
+    # two near-identical candidates: the one whose other neighbours are the relevant cluster
+    # (supported by the rest of the evidence) moves ahead of its twin, which sits among noise
+    rng = np.random.default_rng(11)
+    d = 64
+    topic = rng.normal(size=d)
+    topic /= np.linalg.norm(topic)
+    cluster = topic + 0.5 * rng.normal(size=(12, d)) / np.sqrt(d)
+    noise = rng.normal(size=(60, d))
+    base = topic + 0.45 * rng.normal(size=d) / np.sqrt(d)
+    other = rng.normal(size=d)
+    other /= np.linalg.norm(other)
+    supported = base
+    isolated = base + 0.2 * other  # a near-copy (cosine 0.985) drifting toward the query's other part
+    Y = np.vstack([cluster, noise, supported, isolated])
+    i_sup, i_iso = len(Y) - 2, len(Y) - 1
+    psi = topic + 0.5 * other
+    plain = rerank(psi, Y, k=len(Y), params={"lamC": 0.0}).indices
+    assert plain.index(i_iso) < plain.index(i_sup)  # cosine puts the drifting twin first
+    res = rerank(psi, Y, k=len(Y), params={"lamC": 0.0, "dedup_threshold": 0.95, "dup_keep": "support"})
+    got = res.indices
+    assert got.index(i_sup) < got.index(i_iso)
+    assert sorted([got.index(i_sup), got.index(i_iso)]) == sorted([plain.index(i_sup), plain.index(i_iso)])
+    assert [i for i in got if i not in (i_sup, i_iso)] == [i for i in plain if i not in (i_sup, i_iso)]
+
+
+def test_resolve_groups_vectorised_rules():
+    from oscillink_core.ranking import near_duplicate_groups, outside_support, resolve_groups
+
+    score = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    labels = np.array([0, -1, 0, 1, 1])
+    priority = np.array([0.1, 0.0, 0.5, 0.2, 0.9])
+    new, dem, rep = resolve_groups(score, labels, priority, "reorder")
+    assert new.tolist() == [0.7, 0.8, 0.9, 0.5, 0.6]
+    assert rep.tolist() == [2, -1, 2, 4, 4] and not dem.any()
+    new, dem, rep = resolve_groups(score, labels, priority, "demote")
+    assert dem.tolist() == [True, False, False, True, False]
+    assert new[2] == 0.9 and new[4] == 0.6
+    idx = np.array([[2, 1], [0, 3], [0, 4], [4, 1], [3, 0]])
+    sim = np.array([[0.95, 0.3], [0.3, 0.2], [0.95, 0.1], [0.97, 0.4], [0.97, 0.6]])
+    labs = near_duplicate_groups(idx, sim, 0.9)
+    assert labs[0] == labs[2] != labs[3] == labs[4] and labs[1] == -1
+    np.testing.assert_allclose(outside_support(idx, sim, labs), [0.3, 0.25, 0.1, 0.4, 0.6])
 
 
 def test_lattice_changes_order_when_coherence_is_strong():
