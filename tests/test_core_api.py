@@ -94,7 +94,7 @@ def test_near_duplicate_group_is_reordered_by_outside_support():
     Y = np.vstack([cluster, noise, supported, isolated])
     i_sup, i_iso = len(Y) - 2, len(Y) - 1
     psi = topic + 0.5 * other
-    plain = rerank(psi, Y, k=len(Y), params={"lamC": 0.0}).indices
+    plain = rerank(psi, Y, k=len(Y), params={"lamC": 0.0, "dedup_threshold": None}).indices
     assert plain.index(i_iso) < plain.index(i_sup)  # cosine puts the drifting twin first
     res = rerank(psi, Y, k=len(Y), params={"lamC": 0.0, "dedup_threshold": 0.95, "dup_keep": "support"})
     got = res.indices
