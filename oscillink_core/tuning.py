@@ -5,7 +5,7 @@ Two tools, both producing the profile JSON that ``params=`` accepts everywhere
 
 * :func:`tune` -- offline. Searches ``lamC``, ``lamQ``, ``kneighbors``, gating
   (``gating``, ``gate_gamma``), the score mix ``coh_weight`` and diversification
-  (``mmr_lambda``, ``dedup_threshold``, ``dup_keep``) -- or any `LatticeParams` field given in
+  (``mmr_lambda``, ``dedup_threshold``, ``dup_keep``, ``dup_action``) -- or any `LatticeParams` field given in
   ``grid`` -- on labelled queries, with K-fold cross-validation over queries.
 * :class:`OnlineTuner` -- online. From feedback events (ids a user kept or rejected on one
   rerank) it moves a few continuous parameters by a bounded, deterministic step, chosen by
@@ -66,7 +66,7 @@ from ._validation import check_embeddings, check_ids, check_query
 from .evaluation import mrr_at_k, ndcg_at_k, paired_bootstrap_ci, precision_at_1, recall_at_k, trap_share_at_k
 from .lattice import Oscillink
 from .params import _FIELDS, PROFILE_FORMAT, LatticeParams, resolve_params, save_profile
-from .ranking import near_duplicate_keepers, scores, select
+from .ranking import rank_settled
 
 __all__ = [
     "LabelledQuery",
@@ -83,31 +83,35 @@ __all__ = [
 ]
 
 #: Values searched by :func:`tune` when ``grid`` is None. Groups searched jointly are listed in
-#: ``_JOINT`` (``gating`` with ``gate_gamma``, ``dedup_threshold`` with ``dup_keep``). The small
-#: ``coh_weight`` and ``mmr_lambda`` steps are there because both act on the settled alignment,
-#: whose spread over real candidates is much narrower than the cosine's: on MiniLM embeddings
-#: ``coh_weight=0.1`` or ``mmr_lambda=0.9`` already wreck the ranking (first 600 test queries of
-#: the benchmark's HaluEval trap set, other fields default: nDCG@10 0.603 -> 0.0007 and 0.206).
+#: ``_JOINT`` (``gating`` with ``gate_gamma``; ``dedup_threshold`` with ``dup_keep`` and
+#: ``dup_action``, which act only together). ``coh_weight`` blends the settled alignment with the
+#: cosine: -1 ranks by cosine alone, 0 by the settled alignment, > 0 extrapolates the lattice's
+#: shift; the positive side is stepped finely because the alignment's spread over real candidates
+#: is much narrower than the cosine's, so small positive values already reorder a lot (with the
+#: old defaults lamC=0.5, lamQ=4, first 600 test queries of the benchmark's HaluEval trap set:
+#: ``coh_weight=0.1`` took nDCG@10 from 0.603 to 0.0007). Current measurements per knob:
+#: ``benchmarks/results/quality_sweep.md``.
 DEFAULT_GRID: dict[str, tuple] = {
     "lamC": (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0),
     "lamQ": (0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
     "kneighbors": (3, 4, 6, 8, 12),
     "gating": ("uniform", "diffusion"),
     "gate_gamma": (0.05, 0.15, 0.5),
-    "coh_weight": (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
-    "mmr_lambda": (1.0, 0.99, 0.97, 0.9, 0.7, 0.5),
+    "coh_weight": (-1.0, -0.75, -0.5, 0.0, 0.05, 0.2, 1.0),
+    "mmr_lambda": (1.0, 0.95, 0.9, 0.7, 0.5),
     "dedup_threshold": (None, 0.98, 0.95, 0.9),
-    "dup_keep": ("best", "consensus"),
+    "dup_keep": ("support", "consensus", "best"),
+    "dup_action": ("reorder", "demote"),
 }
 
-_JOINT = (("gating", "gate_gamma", "gate_beta"), ("dedup_threshold", "dup_keep"))
+_JOINT = (("gating", "gate_gamma", "gate_beta"), ("dedup_threshold", "dup_keep", "dup_action"))
 
 # which fields touch which stage of a rerank (used for caching and for spotting settings that
 # are equal in effect). Fields not named here (e.g. ones added to LatticeParams later) are
 # treated as changing the settled state, which is always safe.
 _KNN_FIELDS = ("kneighbors", "knn", "exact_max_n", "seed")
 _GRAPH_FIELDS = _KNN_FIELDS + ("edge_floor", "degree_reg")
-_RANK_FIELDS = ("coh_weight", "mmr_lambda", "dedup_threshold", "dup_keep")
+_RANK_FIELDS = ("coh_weight", "mmr_lambda", "dedup_threshold", "dup_keep", "dup_action")
 _NO_EFFECT = ("lamP",)  # acts only through a chain, and rerank never adds one
 
 _METRICS = {"ndcg": ndcg_at_k, "mrr": mrr_at_k, "recall": recall_at_k}
@@ -390,6 +394,13 @@ def _parse_metric(metric: str) -> tuple[str, Callable[[list, Mapping], float], i
     raise ValueError(f"unknown metric {metric!r}; use 'ndcg@C', 'mrr@C', 'recall@C' or 'p@1'")
 
 
+def _dedup_acts(p: LatticeParams) -> bool:
+    """Can the near-duplicate rule change the ranking? Not without a threshold, and not with
+    ``dup_keep="best"`` plus ``dup_action="reorder"``: ordering a group's members by score and
+    handing them the group's scores in that order gives every member its own score back."""
+    return p.dedup_threshold is not None and not (p.dup_keep == "best" and p.dup_action == "reorder")
+
+
 def _effective_key(p: LatticeParams) -> tuple:
     """(state key, ranking key): equal for settings that give the same ranking.
 
@@ -404,9 +415,9 @@ def _effective_key(p: LatticeParams) -> tuple:
         if d["lamC"] == 0:  # the graph does not enter the solve
             for f in _GRAPH_FIELDS:
                 d[f] = None
-    if rank["dedup_threshold"] is None:
-        rank["dup_keep"] = None
-    elif rank["dup_keep"] == "consensus":  # the near-duplicate groups come from the kNN lists
+    if not _dedup_acts(p):
+        rank["dedup_threshold"] = rank["dup_keep"] = rank["dup_action"] = None
+    else:  # the near-duplicate groups come from the kNN lists
         rank["knn"] = tuple(p.to_dict()[f] for f in _KNN_FIELDS)
     return (tuple(sorted(d.items())), tuple(sorted(rank.items())))
 
@@ -414,11 +425,11 @@ def _effective_key(p: LatticeParams) -> tuple:
 class _Engine:
     """Ranks labelled queries under many settings, reusing settled states across settings
     that differ only in ranking fields (``coh_weight``, ``mmr_lambda``, ``dedup_threshold``,
-    ``dup_keep``).
+    ``dup_keep``, ``dup_action``).
 
-    The ranking step repeats `Oscillink.bundle` (components -> near-duplicate keepers ->
-    `ranking.select`) on the unit rows and kNN lists read from the lattice that settled, so it
-    equals `rerank(...)`'s ranking; a test checks this on every setting of a grid.
+    The ranking step is `Oscillink.bundle`'s own (`ranking.rank_settled`), run on the unit rows
+    and kNN lists read from the lattice that settled, so it equals `rerank(...)`'s ranking; a
+    test checks this on every setting of a grid.
     """
 
     def __init__(self, queries: Sequence[LabelledQuery], max_states: int = 8) -> None:
@@ -431,6 +442,8 @@ class _Engine:
 
     def _state(self, p: LatticeParams) -> list:
         key = _effective_key(p)[0]
+        if _dedup_acts(p):  # the kNN lists the rule reads (blanked in the state key when lamC=0)
+            key = (key, tuple(getattr(p, f) for f in _KNN_FIELDS))
         if key in self._states:
             self._states.move_to_end(key)
             return self._states[key]
@@ -441,8 +454,8 @@ class _Engine:
             lat.settle()
             c = lat.components()
             if self._Yn[i] is None:
-                self._Yn[i] = lat._Yn  # the unit rows bundle() ranks with (independent of params)
-            idx, sim = lat._knn  # the kNN lists bundle() groups near-duplicates with
+                self._Yn[i] = lat.unit_rows  # the unit rows bundle() ranks with (independent of params)
+            idx, sim = lat.knn_lists() if lat.params.kneighbors and q.candidates.shape[0] > 1 else (None, None)
             out.append((c["align"], c["cosine"], idx, sim))
             self.n_solves += 1
         self._states[key] = out
@@ -460,12 +473,10 @@ class _Engine:
 
 def _rank(p: LatticeParams, align: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, idx: Any, sim: Any,
           depth: int) -> np.ndarray:
-    """The selection step of `Oscillink.bundle` for settled components."""
-    demoted = None
-    if p.dedup_threshold is not None and p.dup_keep == "consensus" and idx is not None:
-        demoted, _ = near_duplicate_keepers(idx, sim, align - cosine, p.dedup_threshold)
-    order, _ = select(scores(align, cosine, p.coh_weight), Yn, min(depth, align.shape[0]),
-                      mmr_lambda=p.mmr_lambda, dedup_threshold=p.dedup_threshold, demoted=demoted)
+    """The selection step of `Oscillink.bundle` for settled components (the same function)."""
+    order, _, _ = rank_settled(align, cosine, Yn, idx, sim, min(depth, align.shape[0]), coh_weight=p.coh_weight,
+                               mmr_lambda=p.mmr_lambda, dedup_threshold=p.dedup_threshold, dup_keep=p.dup_keep,
+                               dup_action=p.dup_action)
     return order
 
 
@@ -723,7 +734,7 @@ def tune(queries: Sequence[LabelledQuery], *, grid: Mapping[str, Sequence] | Non
         :func:`queries_from_rows`, :func:`queries_from_jsonl`).
     grid : ``{field: [values]}`` over `LatticeParams` fields (default :data:`DEFAULT_GRID`:
         lamC, lamQ, kneighbors, gating, gate_gamma, coh_weight, mmr_lambda, dedup_threshold,
-        dup_keep). Unknown fields, empty lists and invalid values raise ValueError.
+        dup_keep, dup_action). Unknown fields, empty lists and invalid values raise ValueError.
     folds : number of cross-validation folds (>= 2, <= number of queries).
     metric : ``"ndcg@C"``, ``"mrr@C"``, ``"recall@C"`` or ``"p@1"``.
     trap_weight : weight of the trap-share penalty (>= 0); objective per query is
@@ -733,9 +744,9 @@ def tune(queries: Sequence[LabelledQuery], *, grid: Mapping[str, Sequence] | Non
     k : bundle size scored by the trap share (the retrieval depth is ``max(k, C)``).
     profile_path : if given, the chosen profile is written there.
     search : ``"coordinate"`` (default): coordinate ascent over groups of fields (``gating``
-        with ``gate_gamma``, ``dedup_threshold`` with ``dup_keep`` searched jointly), starting
-        from ``base``, up to ``max_rounds`` rounds, stopping early when a round changes
-        nothing; ``"grid"``: the full Cartesian product (only for small grids).
+        with ``gate_gamma``, ``dedup_threshold`` with ``dup_keep`` and ``dup_action`` searched
+        jointly), starting from ``base``, up to ``max_rounds`` rounds, stopping early when a
+        round changes nothing; ``"grid"``: the full Cartesian product (only for small grids).
     max_rounds : coordinate-ascent rounds.
     adopt : when the searched setting replaces ``base``, judged on the cross-validated gain
         (tuned minus baseline held-out objective, ``cv["gain"]["objective"]``): ``"ci"``
@@ -760,7 +771,10 @@ def tune(queries: Sequence[LabelledQuery], *, grid: Mapping[str, Sequence] | Non
 
     Examples
     --------
-    A trap passage copied four times floods the top 3; near-duplicate removal fixes it:
+    A trap passage copied four times floods the top 3. Starting from cosine order (``lamC=0``)
+    with the near-duplicate rule off, the search finds that demoting the copies fixes it.
+    ``dedup_threshold`` and ``dup_action`` are searched jointly: with ``dup_keep="best"``,
+    switching on either one alone changes nothing.
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
@@ -770,11 +784,13 @@ def tune(queries: Sequence[LabelledQuery], *, grid: Mapping[str, Sequence] | Non
     ...     Y[[0, 4, 5]] = q + 0.5 * rng.normal(size=(3, 16))   # 0 is a trap, 4 and 5 relevant
     ...     Y[1:4] = Y[0] + 0.01 * rng.normal(size=(3, 16))      # 1-3 copy the trap
     ...     qs.append(LabelledQuery(q, Y, relevance={4: 1, 5: 1}, traps={0, 1, 2, 3}))
-    >>> res = tune(qs, grid={"dedup_threshold": [None, 0.95]}, folds=3, k=3)
-    >>> res.params.dedup_threshold
-    0.95
+    >>> start = {"lamC": 0.0, "coh_weight": 0.0, "dedup_threshold": None, "dup_keep": "best", "dup_action": "reorder"}
+    >>> grid = {"dedup_threshold": [None, 0.95], "dup_action": ["reorder", "demote"]}
+    >>> res = tune(qs, grid=grid, base=start, folds=3, k=3)
+    >>> res.changed
+    {'dedup_threshold': 0.95, 'dup_action': 'demote'}
     >>> round(res.cv["baseline"]["trap_share_mean"], 2), round(res.cv["tuned"]["trap_share_mean"], 2)
-    (0.47, 0.22)
+    (0.53, 0.28)
     """
     t0 = time.perf_counter()
     queries = list(queries) if not isinstance(queries, LabelledQuery) else [queries]
@@ -865,12 +881,20 @@ def _tune(queries: list[LabelledQuery], g: dict[str, tuple], folds: int, fold_of
 
 # ============================================================================ online updates
 #: Default (low, high, max_step) per parameter the online tuner may move. Steps are in the
-#: parameter's own units; ``kneighbors`` moves by whole neighbours.
+#: parameter's own units; ``kneighbors`` moves by whole neighbours. Every `LatticeParams` default
+#: lies inside its range (a test checks it), so ``OnlineTuner(None, keys=...)`` works for any key.
+#: ``coh_weight`` spans -1 (score = cosine: the lattice then acts only through the near-duplicate
+#: rule) to 4; below -1 the score would count the settled state's shift toward the query against
+#: a candidate (outside the range :data:`DEFAULT_GRID` searches; pass ``bounds`` to allow it).
+#: ``mmr_lambda`` steps by 0.05 (the spacing of :data:`DEFAULT_GRID` near 1): MMR works on scores
+#: rescaled to [0, 1] (`ranking.select`), so lambda acts gradually over its whole range and the
+#: earlier step of 0.02 (set when MMR saw raw settled scores and 0.9 already wrecked a ranking)
+#: rarely changed one.
 ONLINE_BOUNDS: dict[str, tuple[float, float, float]] = {
     "lamC": (0.0, 16.0, 0.25),
     "lamQ": (0.1, 64.0, 1.0),
-    "coh_weight": (0.0, 4.0, 0.05),
-    "mmr_lambda": (0.3, 1.0, 0.02),
+    "coh_weight": (-1.0, 4.0, 0.05),
+    "mmr_lambda": (0.3, 1.0, 0.05),
     "gate_gamma": (0.01, 2.0, 0.05),
     "gate_beta": (0.25, 4.0, 0.25),
     "dedup_threshold": (0.8, 1.0, 0.01),
@@ -1029,7 +1053,9 @@ class OnlineTuner:
       ``4 * max_step`` (``probe_scales``); the move stays ``learning_rate * max_step``.
     * ``method="spsa"``: one seeded random sign vector ``s``; probe all keys at once at
       ``x + s * max_step`` and ``x - s * max_step``; move every key ``learning_rate * max_step``
-      toward the better probe if that probe also beats the current setting. 3 solves per event.
+      toward the better probe if that probe also beats the current setting. 3 solves per event;
+      while both probes leave the ranking unchanged they widen by ``probe_scales`` as above (same
+      ``s``), up to ``2 * len(probe_scales) + 1`` solves.
 
     Guarantees: every move is at most ``max_step`` (``learning_rate`` lies in (0, 1]; values are
     rounded to 12 decimals; ``kneighbors`` moves by whole steps of at least 1), values never leave
@@ -1047,14 +1073,16 @@ class OnlineTuner:
     bounds : ``{name: (low, high)}`` overrides (default from :data:`ONLINE_BOUNDS`).
     seed : seed of the random sign vectors (``method="spsa"`` only).
     keys : parameters to move (default lamC, lamQ, mmr_lambda; ``coh_weight`` is left out by
-        default because on real embeddings 0.1 already reverses the order). Only names in
+        default because on real embeddings small positive values already wreck the order, see
+        :data:`DEFAULT_GRID`). Only names in
         :data:`ONLINE_BOUNDS`. ``gate_gamma``/``gate_beta`` are skipped while ``gating`` is
-        uniform and ``dedup_threshold`` while it is None (they would have no effect).
+        uniform and ``dedup_threshold`` while the near-duplicate rule cannot act (threshold None,
+        or ``dup_keep="best"`` with ``dup_action="reorder"``): they would have no effect.
     method : ``"coordinate"`` or ``"spsa"``.
     history_limit : number of update reports kept (and saved).
     blas_threads : BLAS threads during an update (see :func:`tune`; None leaves them alone).
-    probe_scales : probe distances in units of ``max_step`` (coordinate method), tried in order
-        while the ranking does not respond.
+    probe_scales : probe distances in units of ``max_step``, tried in order while the ranking
+        does not respond.
     trap_weight : weight of the rejected ids in the score's ``objective`` (as in :func:`tune`).
     momentum, agreement : the sign-agreement filter. Each event casts a vote per parameter
         (+1, -1 or 0, from the probes); ``m = momentum * m + (1 - momentum) * vote`` is kept per
@@ -1164,7 +1192,7 @@ class OnlineTuner:
         for name in self.keys:
             if name in ("gate_gamma", "gate_beta") and p.gating == "uniform":
                 continue
-            if name == "dedup_threshold" and p.dedup_threshold is None:
+            if name == "dedup_threshold" and not _dedup_acts(p):
                 continue
             out.append(name)
         return out
@@ -1217,15 +1245,21 @@ class OnlineTuner:
                         break  # the ranking responds here and no direction helps: stay
         elif active:
             signs = self._rng.choice(np.array([-1, 1]), size=len(active)).tolist()
-            res = {}
-            for d in (+1, -1):
-                change = {n: self._clip(n, getattr(cur, n) + d * sg * self.max_step[n])
-                          for n, sg in zip(active, signs, strict=True)}
-                res[d] = _event_score(ev, cur.replace(**change), self.trap_weight)
-                probes.append({"params": change, "score": res[d]})
-            for d in (+1, -1):
-                if _better(res[d], res[-d]) and _better(res[d], s0):
-                    votes.update({n: d * sg for n, sg in zip(active, signs, strict=True)})
+            for scale in self.probe_scales:  # one sign vector, probes widened while the ranking is flat
+                res = {}
+                for d in (+1, -1):
+                    change = {n: self._clip(n, getattr(cur, n) + d * sg * scale * self.max_step[n])
+                              for n, sg in zip(active, signs, strict=True)}
+                    if any(p_["params"] == change for p_ in probes):
+                        continue  # clipped to a probe already scored
+                    res[d] = _event_score(ev, cur.replace(**change), self.trap_weight)
+                    probes.append({"params": change, "score": res[d]})
+                won = [d for d in (+1, -1) if _better(res.get(d), s0) and _better(res.get(d), res.get(-d))]
+                if won:
+                    votes.update({n: won[0] * sg for n, sg in zip(active, signs, strict=True)})
+                    break
+                if any(r != s0 for r in res.values()):
+                    break
         for name in active:  # sign-agreement filter over recent events
             v = votes.setdefault(name, 0)
             m = self.momentum_beta * self.momentum.get(name, 0.0) + (1.0 - self.momentum_beta) * v
