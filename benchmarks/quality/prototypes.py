@@ -7,6 +7,9 @@
 2. ``score = cos + beta * lift`` (the coherence term with the query pull removed), beta grid.
 3. Twin rules: the lattice priority (align - cos) against the lattice-free control (-cos):
    how often they pick the same keeper, and the metrics of both.
+4. The core's near-duplicate rule (cosine 0.9, score = cosine) for every dup_keep x dup_action the
+   core accepts, on TRAIN and TEST (test reported here only as evidence for the rule's sign flip
+   between benign and adversarial duplicates; no choice is made from it).
 
     .venv/bin/python benchmarks/quality/prototypes.py [--limit 500]
 
@@ -30,11 +33,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np  # noqa: E402
 from data import load_halueval_rows, prepare  # noqa: E402
 from harness import run_metrics, views  # noqa: E402
-from methods import cosine_topk, rank_from_state, settle_state  # noqa: E402
+from methods import PARAM_FIELDS, cosine_topk, near_duplicate_keepers, rank_from_state, settle_state  # noqa: E402
 
 from oscillink_core import LatticeParams  # noqa: E402
 from oscillink_core.evaluation import paired_bootstrap_ci  # noqa: E402
-from oscillink_core.ranking import near_duplicate_keepers  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 ENERGIES = ({}, {"lamC": 1.0}, {"lamC": 2.0, "lamQ": 1.0})
@@ -103,6 +105,19 @@ def main() -> None:
                   f"coh_weight=1 ndcg {entry['core score, coh_weight=1.0']['ndcg@10']['diff']:+.4f}, "
                   f"lift beta=3 ndcg {entry['cos + 3.0 * lift']['ndcg@10']['diff']:+.4f}, keeper agreement "
                   f"{entry['twin keeper: inflation == lowcos (share of grouped candidates)']}", flush=True)
+        if "dup_action" in PARAM_FIELDS:
+            rule = {}
+            for part in ("train", "test"):
+                vp = views(prep, part, args.limit if part == "train" else None)
+                bp = run_metrics(prep, part, vp, [cosine_topk(v.cos) for v in vp])
+                sp = [settle_state(v.Y, v.psi, LatticeParams()) for v in vp]
+                for keep in ("best", "consensus", "support"):
+                    for act in ("reorder", "demote"):
+                        m = run_metrics(prep, part, vp, [
+                            rank_from_state(s, v.Y, 10, coh_weight=-1.0, dedup_threshold=0.9, dup_keep=keep,
+                                            dup_action=act) for s, v in zip(sp, vp, strict=True)])
+                        rule[f"{part}: dup_keep={keep}, dup_action={act}"] = report(m, bp)
+            ds["core near-duplicate rule at cosine 0.9, score = cosine"] = rule
         out["datasets"][name] = ds
     out["runtime_s"] = round(time.perf_counter() - t0, 1)
     path = RESULTS / "quality_prototypes.json"

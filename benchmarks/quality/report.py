@@ -18,7 +18,8 @@ LABELS = {
     "lattice_tuned": "lattice, tuned per dataset",
     "proto_twin_reorder": "prototype: twin reorder",
     "proto_twin_push5": "prototype: twin reorder + push",
-    "control_twin_push5_no_lattice": "control: twin push, no lattice",
+    "control_twin_push5_no_lattice": "control: twin reorder + push, no lattice",
+    "control_dup_reorder_no_lattice": "control: near-dup reorder, no lattice",
 }
 DS_LABELS = {"scifact": "SciFact", "halueval": "HaluEval QA", "halueval_traps": "HaluEval + traps"}
 

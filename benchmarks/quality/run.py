@@ -17,11 +17,10 @@ Methods (all on the same top-100 FAISS candidates of each query):
   of that dataset (grid = ENERGY_GRID x RANK_GRID, LatticeParams fields only).
 * lattice_recommended: ``rerank`` with ONE grid point for all datasets: the one whose worst
   train-objective gain over cosine across datasets is largest (the candidate new default).
-* proto_twin_reorder, proto_twin_push5: prototype near-duplicate ("twin") rules on the settled
-  lattice (not in the core; see methods.rank_from_state), one setting for all datasets chosen
-  like lattice_recommended.
-* control_twin_push5_no_lattice: proto_twin_push5's setting with the lattice removed (score = cosine,
-  twin keeper = the least query-similar member): shows how much of the prototype is the lattice.
+* proto_twin_push5: prototype near-duplicate ("twin") rule on the settled lattice (not in the core;
+  see methods.rank_from_state), one setting for all datasets chosen like lattice_recommended.
+* control_twin_push5_no_lattice, control_dup_reorder_no_lattice: the same twin rules with the lattice
+  removed (score = cosine, keeper = the least query-similar member): how much of them is the lattice.
 
 Train objective: mean nDCG@10 minus mean trap share of the top 5 (`harness.objective`); every choice
 maximises its gain over cosine minus 10 x any nDCG@10 loss (`harness.selection_gain`).
@@ -112,8 +111,6 @@ RANK_GRID: list[dict] = [{"coh_weight": cw, "mmr_lambda": 1.0, **d}
 # Prototype rules (methods.rank_from_state keywords, core-default energy); ONE setting per family
 # is chosen for all datasets (largest worst-case train gain), like lattice_recommended.
 PROTO_GRID: dict[str, list[dict]] = {
-    "proto_twin_reorder": [{"coh_weight": cw, "twin_threshold": t, "twin_mode": "promote"}
-                           for cw in (-1.0, -0.5) for t in (0.85, 0.9, 0.95)],
     "proto_twin_push5": [{"coh_weight": cw, "twin_threshold": t, "twin_mode": "promote_push", "push_to": 5}
                          for cw in (-1.0, -0.5) for t in (0.85, 0.9, 0.95)],
 }
@@ -147,6 +144,19 @@ def cosine_state(v) -> LatticeState:
     idx, sim = exact_knn(np.ascontiguousarray(v.Y, dtype=np.float32), min(10, len(v.ids) - 1))
     n = len(v.ids)
     return LatticeState(v.cos, v.cos, np.zeros(n, np.int64), np.ones(n), idx, sim, 0)
+
+
+CONTROL_REORDER = {"coh_weight": -1.0, "dedup_threshold": 0.9, "dup_keep": "consensus", "dup_action": "reorder"}
+
+
+def control_dup_reorder(v) -> np.ndarray:
+    """The core's near-duplicate rule (dup_keep="consensus", dup_action="reorder", cosine 0.9) with the
+    lattice removed: align := 0 makes the score (coh_weight -1) the cosine and the consensus priority
+    (align - cos) equal to -cos, i.e. 'inside a near-duplicate group, the least query-similar member
+    takes the group's best place'."""
+    st = cosine_state(v)
+    st.align = np.zeros_like(st.cos)
+    return rank_from_state(st, v.Y, 10, kneighbors=6, **CONTROL_REORDER)
 
 
 def tune(prep, vs_train, log) -> dict:
@@ -265,6 +275,8 @@ def main() -> None:
             methods[pname] = lambda v, kw=pc["variant"]: rank_from_state(settle_state(v.Y, v.psi, LatticeParams()),
                                                                           v.Y, 10, **kw)
         methods["control_twin_push5_no_lattice"] = lambda v: rank_from_state(cosine_state(v), v.Y, 10, **control_kw)
+        if "dup_action" in PARAM_FIELDS:
+            methods["control_dup_reorder_no_lattice"] = control_dup_reorder
         per_method, lat_ms = {}, {}
         for mname, fn in methods.items():
             tops, ms = timed_tops(vs, fn)
@@ -284,7 +296,8 @@ def main() -> None:
                          "params": {"mmr_tuned": {"mmr_lambda": lam}, "lattice_default": LatticeParams().to_dict(),
                                     "lattice_recommended": rec_params.to_dict(), "lattice_tuned": tuned.to_dict(),
                                     **{pn: pc["variant"] for pn, pc in proto_choice.items()},
-                                    "control_twin_push5_no_lattice": control_kw}}
+                                    "control_twin_push5_no_lattice": control_kw,
+                                    "control_dup_reorder_no_lattice": CONTROL_REORDER}}
         for mname in methods:
             mm = res[mname]["metrics"]
             log(f"  {mname:22s} ndcg@10 {mm['ndcg@10']['mean']:.4f}"
