@@ -31,7 +31,7 @@ def _code_cells(nb) -> list:
 
 
 def test_the_notebooks_exist():
-    assert {"01_quickstart.ipynb", "03_langchain_llamaindex.ipynb"} <= set(NAMES)
+    assert {"01_quickstart.ipynb", "02_hallucination_reduction.ipynb", "03_langchain_llamaindex.ipynb"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
