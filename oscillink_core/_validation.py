@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["check_embeddings", "check_query", "check_gates", "check_ids", "check_k"]
+__all__ = ["row_norms", "check_embeddings", "check_query", "check_gates", "check_ids", "check_k"]
 
 
 def _as_float_array(x: Any, name: str) -> np.ndarray:
@@ -46,16 +46,27 @@ def check_embeddings(Y: Any, *, name: str = "Y") -> np.ndarray:
     if d == 0:
         raise ValueError(f"{name} has no columns (D = 0)")
     out = np.array(arr, dtype=np.float32, order="C", copy=True)
-    finite = np.isfinite(out)
-    if not finite.all():
-        bad = np.flatnonzero(~finite.all(axis=1))
-        raise ValueError(f"{name} contains NaN or inf in {bad.size} row(s), first at row {int(bad[0])}")
-    norms = np.linalg.norm(out.astype(np.float64), axis=1)
+    if not np.isfinite(np.einsum("ij->", out)):  # one pass; a non-finite total triggers the exact check
+        finite = np.isfinite(out)
+        if not finite.all():
+            bad = np.flatnonzero(~finite.all(axis=1))
+            raise ValueError(f"{name} contains NaN or inf in {bad.size} row(s), first at row {int(bad[0])}")
+    norms = row_norms(out)
     zero = np.flatnonzero(norms == 0.0)
     if zero.size:
         raise ValueError(f"{name} has {zero.size} all-zero row(s), first at row {int(zero[0])}; "
                          "a zero vector has no direction")
     return out
+
+
+def row_norms(X: np.ndarray) -> np.ndarray:
+    """Euclidean row norms (float64) of a float32 array: a float32 pass, redone in float64 for
+    the rows where squares under- or overflow float32."""
+    sq = np.einsum("ij,ij->i", X, X).astype(np.float64)
+    bad = ~np.isfinite(sq) | (sq < 1e-30)
+    if bad.any():
+        sq[bad] = np.einsum("ij,ij->i", X[bad].astype(np.float64), X[bad].astype(np.float64))
+    return np.sqrt(sq)
 
 
 def check_query(psi: Any, d: int, *, name: str = "psi") -> np.ndarray:

@@ -188,17 +188,19 @@ def normalized_laplacian(W: sp.csr_array, *, degree_reg: float = 0.0) -> tuple[s
     coo_rows = np.repeat(np.arange(n), np.diff(W.indptr))
     off = -(W.data.astype(np.float64) * inv_sqrt[coo_rows] * inv_sqrt[W.indices])
     diag = deg * inv_sqrt**2
-    # assemble CSR with the diagonal entry inserted in each row (rows stay sorted by column)
-    counts = np.diff(W.indptr)
-    new_counts = counts + 1
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(new_counts, out=indptr[1:])
-    all_rows = np.concatenate([coo_rows, np.arange(n)])
-    all_cols = np.concatenate([W.indices.astype(np.int64), np.arange(n)])
-    all_vals = np.concatenate([off, diag])
-    order = np.lexsort((all_cols, all_rows))
-    L = sp.csr_array((all_vals[order].astype(np.float32), all_cols[order].astype(np.int32),
-                      indptr.astype(np.int32)), shape=(n, n))
+    # insert the diagonal entry into each row without sorting: an entry at old position t of
+    # row r moves right by r (one diagonal per earlier row) plus 1 if its column is past r
+    nnz = W.indices.size
+    cols = W.indices.astype(np.int64)
+    indptr = W.indptr.astype(np.int64) + np.arange(n + 1)
+    new_pos = np.arange(nnz) + coo_rows + (cols > coo_rows)
+    n_before = np.bincount(coo_rows[cols < coo_rows], minlength=n)
+    diag_pos = W.indptr[:-1].astype(np.int64) + np.arange(n) + n_before
+    data = np.empty(nnz + n, dtype=np.float32)
+    idx = np.empty(nnz + n, dtype=np.int32)
+    data[new_pos], idx[new_pos] = off, cols
+    data[diag_pos], idx[diag_pos] = diag, np.arange(n)
+    L = sp.csr_array((data, idx, indptr.astype(np.int32)), shape=(n, n))
     return L, diag
 
 

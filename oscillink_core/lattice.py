@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import __version__
-from ._validation import check_embeddings, check_gates, check_ids, check_k, check_query
+from ._validation import check_embeddings, check_gates, check_ids, check_k, check_query, row_norms
 from .energy import edge_tension, energy_terms, path_laplacian, rhs, system_matrix, upper_edges
 from .gates import diffusion_gates_from_laplacian
 from .graph import graph_stats, knn, mutual_knn_graph, normalized_laplacian
@@ -100,8 +100,11 @@ class Oscillink:
             raise ValueError(f"kneighbors={kneighbors} must be < N={n} (a node cannot have N neighbours); "
                              f"pass a smaller value or leave it unset to clip to N-1")
         self._k_eff = int(min(k, n - 1))
-        norms = np.linalg.norm(self._Y.astype(np.float64), axis=1, keepdims=True)
-        self._Yn = (self._Y / norms).astype(np.float32)
+        norms = row_norms(self._Y)[:, None]
+        if norms.max() < 1e30 and norms.min() > 1e-30:  # float32 division is exact enough and cheaper
+            self._Yn = self._Y / norms.astype(np.float32)
+        else:
+            self._Yn = (self._Y / norms).astype(np.float32)
         # the state the energy acts on: unit rows (default) or Y as given
         self._X = self._Yn if self._params.normalize else self._Y
         t1 = time.perf_counter()
