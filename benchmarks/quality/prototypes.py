@@ -39,7 +39,7 @@ from oscillink_core import LatticeParams  # noqa: E402
 from oscillink_core.evaluation import paired_bootstrap_ci  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-ENERGIES = ({}, {"lamC": 1.0}, {"lamC": 2.0, "lamQ": 1.0})
+ENERGIES = ({"lamC": 0.5, "lamQ": 4.0}, {"lamC": 1.0, "lamQ": 4.0}, {"lamC": 2.0, "lamQ": 1.0})
 BETAS = (1.0, 3.0, 10.0)
 
 
@@ -70,7 +70,7 @@ def main() -> None:
         for e in ENERGIES:
             p = LatticeParams(**e)
             states = [settle_state(v.Y, v.psi, p) for v in vs]
-            key = json.dumps(e) if e else "defaults"
+            key = json.dumps(e)
             corr_infl = [float(np.corrcoef(s.align - s.cos, s.cos)[0, 1]) for s in states]
             corr_lift = [float(np.corrcoef(s.lift, s.cos)[0, 1]) for s in states]
             entry = {"corr(align-cos, cos) median": round(float(np.median(corr_infl)), 4),
@@ -110,7 +110,7 @@ def main() -> None:
             for part in ("train", "test"):
                 vp = views(prep, part, args.limit if part == "train" else None)
                 bp = run_metrics(prep, part, vp, [cosine_topk(v.cos) for v in vp])
-                sp = [settle_state(v.Y, v.psi, LatticeParams()) for v in vp]
+                sp = [settle_state(v.Y, v.psi, LatticeParams(**ENERGIES[0])) for v in vp]
                 for keep in ("best", "consensus", "support"):
                     for act in ("reorder", "demote"):
                         m = run_metrics(prep, part, vp, [
