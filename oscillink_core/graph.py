@@ -179,13 +179,13 @@ def normalized_laplacian(W: sp.csr_array, *, degree_reg: float = 0.0) -> tuple[s
     L is symmetric positive semidefinite for every tau >= 0.
     """
     n = W.shape[0]
-    deg = np.asarray(W.sum(axis=1)).reshape(-1).astype(np.float64)
+    coo_rows = np.repeat(np.arange(n), np.diff(W.indptr))
+    deg = np.bincount(coo_rows, weights=W.data.astype(np.float64), minlength=n)
     denom = deg + degree_reg
     inv_sqrt = np.zeros(n, dtype=np.float64)
     nz = denom > 0
     inv_sqrt[nz] = 1.0 / np.sqrt(denom[nz])
     # off-diagonal: -w_ij / sqrt(d_i d_j)
-    coo_rows = np.repeat(np.arange(n), np.diff(W.indptr))
     off = -(W.data.astype(np.float64) * inv_sqrt[coo_rows] * inv_sqrt[W.indices])
     diag = deg * inv_sqrt**2
     # insert the diagonal entry into each row without sorting: an entry at old position t of
@@ -221,6 +221,6 @@ def graph_stats(W: sp.csr_array) -> GraphStats:
     """Undirected edge count, connected components, isolated nodes and degrees."""
     n = W.shape[0]
     deg = np.diff(W.indptr)
-    ncomp = int(connected_components(W, directed=False)[0]) if n else 0
+    ncomp = int(connected_components(sp.csr_array(W, dtype=np.float64), directed=False)[0]) if n else 0
     return GraphStats(edges=int(W.nnz // 2), components=ncomp, isolated=int(np.sum(deg == 0)),
                       mean_degree=float(deg.mean()) if n else 0.0, max_degree=int(deg.max()) if n else 0)

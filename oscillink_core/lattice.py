@@ -123,7 +123,8 @@ class Oscillink:
             self._knn_method = "none"
             self._W = sp.csr_array((n, n), dtype=np.float32)
         self._L, self._Ldiag = normalized_laplacian(self._W, degree_reg=self._params.degree_reg)
-        deg = np.asarray(self._W.sum(axis=1)).reshape(-1).astype(np.float64) + self._params.degree_reg
+        deg = np.bincount(np.repeat(np.arange(n), np.diff(self._W.indptr)), weights=self._W.data.astype(np.float64),
+                          minlength=n) + self._params.degree_reg
         self._scale = np.divide(1.0, np.sqrt(deg), out=np.zeros_like(deg), where=deg > 0)
         self._edges = upper_edges(self._W)
         t2 = time.perf_counter()

@@ -47,7 +47,10 @@ def _fro(A: np.ndarray) -> float:
 
 
 def _dot(A: np.ndarray, B: np.ndarray) -> float:
-    """Frobenius inner product, summed per column in a fixed order (thread-count independent)."""
+    """Frobenius inner product in a fixed summation order (thread-count independent): one einsum
+    call for small arrays, per-column float32 sums added in float64 for large ones."""
+    if A.size <= 1 << 16:
+        return float(np.einsum("ij,ij->", A, B, dtype=np.float64))
     return float(_coldot(A, B).sum())
 
 
