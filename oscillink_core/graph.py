@@ -221,6 +221,6 @@ def graph_stats(W: sp.csr_array) -> GraphStats:
     """Undirected edge count, connected components, isolated nodes and degrees."""
     n = W.shape[0]
     deg = np.diff(W.indptr)
-    ncomp = int(connected_components(sp.csr_array(W, dtype=np.float64), directed=False)[0]) if n else 0
+    ncomp = int(connected_components(W, directed=False)[0]) if n else 0
     return GraphStats(edges=int(W.nnz // 2), components=ncomp, isolated=int(np.sum(deg == 0)),
                       mean_degree=float(deg.mean()) if n else 0.0, max_degree=int(deg.max()) if n else 0)

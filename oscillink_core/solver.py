@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from scipy.linalg import blas as _blas
 
 _BLAS_AXPY = {"f": _blas.saxpy, "d": _blas.daxpy}
+_BLAS_MIN_SIZE = 1 << 22
 
 try:  # scipy's CSR x dense kernel, used to multiply into preallocated memory
     from scipy.sparse._sparsetools import csr_matvecs as _csr_matvecs
@@ -47,20 +48,18 @@ def _fro(A: np.ndarray) -> float:
 
 
 def _dot(A: np.ndarray, B: np.ndarray) -> float:
-    """Frobenius inner product in a fixed summation order (thread-count independent): one einsum
-    call for small arrays, per-column float32 sums added in float64 for large ones."""
-    if A.size <= 1 << 16:
-        return float(np.einsum("ij,ij->", A, B, dtype=np.float64))
+    """Frobenius inner product, summed per column in a fixed order (thread-count independent)."""
     return float(_coldot(A, B).sum())
 
 
 def _axpy(x: np.ndarray, y: np.ndarray, a: float) -> None:
     """y += a x in place (BLAS axpy on the flat arrays: element-wise, so thread-count independent)."""
     fn = _BLAS_AXPY.get(y.dtype.char)
-    if fn is not None and x.flags.c_contiguous and y.flags.c_contiguous:
+    # BLAS only for large arrays: below that, waking BLAS worker threads costs more than it saves
+    if fn is not None and y.size >= _BLAS_MIN_SIZE and x.flags.c_contiguous and y.flags.c_contiguous:
         fn(x.reshape(-1), y.reshape(-1), a=a)
     else:
-        y += y.dtype.type(a) * x
+        y += y.dtype.type(a) * x  # element-wise: the same bits as BLAS axpy
 
 
 def _spmm_into(M: sp.csr_array, X: np.ndarray, out: np.ndarray) -> np.ndarray:
