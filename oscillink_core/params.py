@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LatticeParams", "resolve_params", "PROFILE_FORMAT", "load_profile", "save_profile"]
+__all__ = ["LatticeParams", "resolve_params", "PROFILE_FORMAT", "load_profile", "save_profile", "read_profile_json"]
 
 PROFILE_FORMAT = "oscillink-core/profile"
 
@@ -166,16 +166,20 @@ def from_mapping(m: Mapping[str, Any], base: LatticeParams | None = None) -> Lat
     return LatticeParams(**{**start, **dict(m)})
 
 
-def load_profile(path: str | os.PathLike) -> LatticeParams:
-    """Read a profile JSON file written by :func:`save_profile` or ``tune``."""
+def read_profile_json(path: str | os.PathLike) -> Any:
+    """The parsed JSON of a profile file; ValueError (naming the file) when missing or invalid."""
     p = Path(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        return json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValueError(f"profile file not found: {p}") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"profile file {p} is not valid JSON: {exc}") from None
-    return resolve_params(data)
+
+
+def load_profile(path: str | os.PathLike) -> LatticeParams:
+    """Read a profile JSON file written by :func:`save_profile` or ``tune``."""
+    return resolve_params(read_profile_json(path))
 
 
 def save_profile(params: LatticeParams, path: str | os.PathLike, **meta: Any) -> Path:

@@ -65,7 +65,7 @@ from . import __version__
 from ._validation import check_embeddings, check_ids, check_query
 from .evaluation import mrr_at_k, ndcg_at_k, paired_bootstrap_ci, precision_at_1, recall_at_k, trap_share_at_k
 from .lattice import Oscillink
-from .params import _FIELDS, PROFILE_FORMAT, LatticeParams, resolve_params, save_profile
+from .params import _FIELDS, PROFILE_FORMAT, LatticeParams, read_profile_json, resolve_params, save_profile
 from .ranking import rank_settled
 
 __all__ = [
@@ -1345,14 +1345,7 @@ class OnlineTuner:
     @classmethod
     def load(cls, path: str | os.PathLike) -> OnlineTuner:
         """Read a profile JSON written by :meth:`save` and resume the tuner."""
-        p = Path(path)
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ValueError(f"profile file not found: {p}") from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"profile file {p} is not valid JSON: {exc}") from None
-        return cls.from_profile(data)
+        return cls.from_profile(read_profile_json(path))
 
     def __repr__(self) -> str:
         vals = ", ".join(f"{n}={getattr(self._params, n)}" for n in self.keys)

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from pydantic import SecretBytes
 
 from oscillink_core import LatticeParams, __version__, rerank, resolve_params, sign_receipt
+from oscillink_core.params import read_profile_json
 
 from .vectors import NodeIdMap, lookup_vectors, store_kind
 
@@ -142,13 +142,7 @@ class OscillinkPostprocessor(BaseNodePostprocessor):
         if isinstance(v, LatticeParams):
             return v.to_dict()
         if isinstance(v, (str, os.PathLike)):
-            path = Path(v)
-            try:
-                v = json.loads(path.read_text(encoding="utf-8"))
-            except FileNotFoundError:
-                raise ValueError(f"profile file not found: {path}") from None
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"profile file {path} is not valid JSON: {exc}") from None
+            v = read_profile_json(v)
         if v is not None:
             resolve_params(v)  # raises ValueError naming the bad field
             v = dict(v)
