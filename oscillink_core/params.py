@@ -51,14 +51,18 @@ class LatticeParams:
     Ranking
     -------
     coh_weight : score = align + coh_weight * (align - cosine), where align is the cosine of
-        the settled U*_i with psi and cosine that of Y_i; 0 ranks by settled alignment alone.
+        the settled U*_i with psi and cosine that of Y_i; 0 ranks by settled alignment alone,
+        -1 by cosine alone. Values > 0 amplify the shift, which on real embeddings is dominated
+        by the query pull every node gets (it correlates about -0.9 with cosine), so they invert
+        the ranking; the quality benchmark measured none > 0 that helps.
     mmr_lambda : MMR trade-off in (0, 1]; 1 disables diversification.
     dedup_threshold : cosine at or above which two candidates count as near-duplicates;
         None disables the near-duplicate rule.
     dup_keep : how the members of a near-duplicate group are ordered: "support" (mean
         similarity to the kNN neighbours outside the group: the member the rest of the
         evidence agrees with most comes first), "consensus" (largest shift align - cosine of the
-        settled state) or "best" (score).
+        settled state; in practice this nearly always means the member with the lowest cosine)
+        or "best" (score).
     dup_action : "reorder" (members exchange places inside the group; nothing is dropped) or
         "demote" (all but the first member go behind every other candidate).
 
