@@ -175,7 +175,9 @@ def normalized_laplacian(W: sp.csr_array, *, degree_reg: float = 0.0) -> tuple[s
     """L = (D + tau I)^-1/2 (D - W) (D + tau I)^-1/2, with tau = ``degree_reg``.
 
     For tau = 0 this is the symmetric normalised Laplacian I - D^-1/2 W D^-1/2 on every
-    node with an edge, and zero rows/columns on isolated nodes. Returns (L, diag(L)).
+    node with an edge, and zero rows/columns on isolated nodes. Returns (L, s) with
+    s = (d + tau)^-1/2 per node (0 where d + tau = 0), so that tr(U^T L U) is the sum over
+    edges of w_ij ||s_i u_i - s_j u_j||^2.
     L is symmetric positive semidefinite for every tau >= 0.
     """
     n = W.shape[0]
@@ -201,7 +203,7 @@ def normalized_laplacian(W: sp.csr_array, *, degree_reg: float = 0.0) -> tuple[s
     data[new_pos], idx[new_pos] = off, cols
     data[diag_pos], idx[diag_pos] = diag, np.arange(n)
     L = sp.csr_array((data, idx, indptr.astype(np.int32)), shape=(n, n))
-    return L, diag
+    return L, inv_sqrt
 
 
 @dataclass(frozen=True)

@@ -122,10 +122,7 @@ class Oscillink:
             self._knn = (np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32))
             self._knn_method = "none"
             self._W = sp.csr_array((n, n), dtype=np.float32)
-        self._L, self._Ldiag = normalized_laplacian(self._W, degree_reg=self._params.degree_reg)
-        deg = np.bincount(np.repeat(np.arange(n), np.diff(self._W.indptr)), weights=self._W.data.astype(np.float64),
-                          minlength=n) + self._params.degree_reg
-        self._scale = np.divide(1.0, np.sqrt(deg), out=np.zeros_like(deg), where=deg > 0)
+        self._L, self._scale = normalized_laplacian(self._W, degree_reg=self._params.degree_reg)
         self._edges = upper_edges(self._W)
         t2 = time.perf_counter()
         self._psi: np.ndarray | None = None
