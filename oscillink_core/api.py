@@ -69,11 +69,13 @@ class RerankResult:
 
 
 def rerank(query: Any, candidates: Any, *, k: int, ids: Sequence[Any] | None = None, params: Any = None,
-           gates: Any = None, sign_key: bytes | str | None = None, light_receipt: bool = False) -> RerankResult:
+           gates: Any = None, sign_key: bytes | str | None = None, light_receipt: bool = False,
+           backend: str | None = None) -> RerankResult:
     """Rerank ``candidates`` (N, D) against ``query`` (D,) and return the top ``k``.
 
     ``params`` takes anything `resolve_params` does (None, dict, `LatticeParams`, profile dict or
-    path). ``kneighbors`` is clipped to N - 1 here, so any N >= 1 works. ``k`` > N returns N
+    path). ``backend`` is "auto", "numba" or "numpy" (see `Oscillink`). ``kneighbors`` is
+    clipped to N - 1 here, so any N >= 1 works. ``k`` > N returns N
     items. The function keeps no shared state: concurrent calls from many threads are safe.
 
     Examples
@@ -90,7 +92,7 @@ def rerank(query: Any, candidates: Any, *, k: int, ids: Sequence[Any] | None = N
     """
     t0 = time.perf_counter()
     p = resolve_params(params)
-    lat = Oscillink(candidates, ids=ids, params=p)
+    lat = Oscillink(candidates, ids=ids, params=p, backend=backend)
     lat.set_query(query, gates=gates)
     info = lat.settle()
     bundle = lat.bundle(k)

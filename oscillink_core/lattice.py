@@ -13,36 +13,39 @@ by settling from the anchors Y to U*; it is the only deltaH this package reports
 
 from __future__ import annotations
 
-import threading
+import hashlib
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from . import __version__
+from . import __version__, _backend
 from ._validation import check_embeddings, check_gates, check_ids, check_k, check_query, row_norms
 from .energy import edge_tension, energy_terms, path_laplacian, rhs, system_matrix, upper_edges
 from .gates import diffusion_gates_from_laplacian
-from .graph import graph_stats, knn, mutual_knn_graph, normalized_laplacian
+from .graph import GraphStats, graph_stats, knn, mutual_knn_graph, normalized_laplacian
 from .params import LatticeParams, resolve_params
 from .ranking import rank_settled, row_cosine, scores
 from .receipts import (
     RECEIPT_FORMAT,
     RECEIPT_VERSION,
     array_digest,
-    hash_ids,
+    canonical_json,
     round_float,
     sign_receipt,
     state_signature,
 )
-from .solver import CGInfo, block_cg
+from .solver import CGInfo, ConvergenceWarning, block_cg
 
 __all__ = ["Oscillink", "OscillinkLattice"]
 
 _NULL_Z = 3.0
 _NULL_MAX_LISTED = 16
+# inputs at least this large are hashed on the helper thread, in parallel with the graph and solve
+_HASH_ASYNC_BYTES = 1 << 18
 
 
 class Oscillink:
@@ -55,6 +58,9 @@ class Oscillink:
         An explicit ``kneighbors >= N`` is an error; the default is clipped to N - 1.
     ids : optional N unique str/int ids (default 0..N-1); they appear in bundles and receipts.
     params : `LatticeParams`, dict, profile dict or profile path (see `resolve_params`).
+    backend : "auto" (default; ``OSCILLINK_BACKEND`` overrides), "numba" (compiled kernels,
+        ``pip install 'oscillink-core[fast]'``) or "numpy". Both compute the same quantities
+        and agree to float32 round-off; the receipt records which one ran.
     **overrides : any other `LatticeParams` field.
 
     Examples
@@ -77,53 +83,76 @@ class Oscillink:
 
     def __init__(self, Y: Any, kneighbors: int | None = None, lamG: float | None = None,
                  lamC: float | None = None, lamQ: float | None = None, *, ids: Sequence[Any] | None = None,
-                 params: Any = None, _adjacency: sp.csr_array | None = None, **overrides: Any) -> None:
+                 params: Any = None, backend: str | None = None, _adjacency: sp.csr_array | None = None,
+                 **overrides: Any) -> None:
         t0 = time.perf_counter()
+        self._backend = _backend.resolve_backend(backend)
+        J = _backend._jit() if self._backend == "numba" else None
         explicit = {name: v for name, v in (("kneighbors", kneighbors), ("lamG", lamG), ("lamC", lamC),
                                             ("lamQ", lamQ)) if v is not None}
         self._params = resolve_params(params, **explicit, **overrides)
-        self._Y = check_embeddings(Y)
+        self._Y, norms = self._check_rows(Y, J)
         n, d = self._Y.shape
         self._ids = check_ids(ids, n)
+        self._ids_json: bytes | None = None
         # SHA-256 of Y for the state signature; hashlib releases the GIL, so for large inputs
-        # it runs in a helper thread while the graph is built and the system solved
-        self._y_digest: list = []
-        if self._Y.nbytes >= 1 << 21:  # below ~2 MB hashing inline is cheaper than a thread
-            self._y_thread: threading.Thread | None = threading.Thread(
-                target=lambda: self._y_digest.append(array_digest(self._Y)), daemon=True)
-            self._y_thread.start()
+        # it runs on the helper thread while the graph is built and the system solved
+        self._y_digest: bytes | None = None
+        self._y_future = None
+        if self._Y.nbytes >= _HASH_ASYNC_BYTES:
+            self._y_future = _backend._pool().submit(array_digest, self._Y)
         else:
-            self._y_thread = None
-            self._y_digest.append(array_digest(self._Y))
+            self._y_digest = array_digest(self._Y)
         k = self._params.kneighbors
         if kneighbors is not None and n > 1 and kneighbors >= n:
             raise ValueError(f"kneighbors={kneighbors} must be < N={n} (a node cannot have N neighbours); "
                              f"pass a smaller value or leave it unset to clip to N-1")
         self._k_eff = int(min(k, n - 1))
-        norms = row_norms(self._Y)[:, None]
         if norms.max() < 1e30 and norms.min() > 1e-30:  # float32 division is exact enough and cheaper
-            self._Yn = self._Y / norms.astype(np.float32)
+            n32 = norms.astype(np.float32)
+            self._Yn = J.divide_rows(self._Y, n32) if J is not None else self._Y / n32[:, None]
         else:
-            self._Yn = (self._Y / norms).astype(np.float32)
+            self._Yn = (self._Y / norms[:, None]).astype(np.float32)
         # the state the energy acts on: unit rows (default) or Y as given
         self._X = self._Yn if self._params.normalize else self._Y
         t1 = time.perf_counter()
+        self._Wc: sp.csr_array | None = None
+        self._Lc: sp.csr_array | None = None
+        self._edges_c: tuple | None = None
         if _adjacency is not None:
-            self._W = _adjacency
+            W = _adjacency
             self._knn = (None, None)
             self._knn_method = "loaded"
         elif self._k_eff >= 1:
-            idx, sim, method = knn(self._Yn, self._k_eff, method=self._params.knn,
-                                   exact_max_n=self._params.exact_max_n, seed=self._params.seed)
+            method = self._params.knn
+            if method == "auto":
+                method = "exact" if n <= self._params.exact_max_n else "faiss"
+            if J is not None and method == "exact":
+                idx, sim = _backend.exact_knn(self._Yn, self._k_eff)
+                method = "exact"
+            else:
+                idx, sim, method = knn(self._Yn, self._k_eff, method=method, seed=self._params.seed)
             self._knn = (idx, sim)
             self._knn_method = method
-            self._W = mutual_knn_graph(idx, sim, n, edge_floor=self._params.edge_floor, Yn=self._Yn)
+            W = None if J is not None else mutual_knn_graph(idx, sim, n, edge_floor=self._params.edge_floor,
+                                                            Yn=self._Yn)
+            if J is not None:
+                self._csr = J.mutual_graph(idx, self._Yn, float(self._params.edge_floor))
         else:
             self._knn = (np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32))
             self._knn_method = "none"
-            self._W = sp.csr_array((n, n), dtype=np.float32)
-        self._L, self._scale = normalized_laplacian(self._W, degree_reg=self._params.degree_reg)
-        self._edges = upper_edges(self._W)
+            W = sp.csr_array((n, n), dtype=np.float32)
+        if W is not None:
+            W.indptr = W.indptr.astype(np.int32, copy=False)
+            W.indices = W.indices.astype(np.int32, copy=False)
+            W.data = W.data.astype(np.float32, copy=False)
+            self._Wc = W
+            self._csr = (W.indptr, W.indices, W.data)
+        if J is not None:
+            self._deg, self._scale = J.degree_scale(self._csr[0], self._csr[2], float(self._params.degree_reg))
+        else:  # the numpy path builds L (and its degree scaling) up front, as it always has
+            self._Lc, self._scale = normalized_laplacian(self._W, degree_reg=self._params.degree_reg)
+            self._edges_c = upper_edges(self._W)
         t2 = time.perf_counter()
         self._psi: np.ndarray | None = None
         self._psi_raw: np.ndarray | None = None
@@ -134,9 +163,47 @@ class Oscillink:
         self._lamP = 0.0
         self._U: np.ndarray | None = None
         self._cg: CGInfo | None = None
+        self._stats_u: tuple | None = None
+        self._stats_x: tuple | None = None
         self._timings = {"validate_ms": 1e3 * (t1 - t0), "graph_ms": 1e3 * (t2 - t1)}
 
+    @staticmethod
+    def _check_rows(Y: Any, J) -> tuple[np.ndarray, np.ndarray]:
+        """Validated float32 copy of Y and its row norms (float64)."""
+        if J is not None and isinstance(Y, np.ndarray) and Y.ndim == 2 and Y.size and Y.dtype.kind in "fiub":
+            out = np.array(Y, dtype=np.float32, order="C", copy=True)
+            sq, finite = J.prepare_rows(out)  # one pass: squared norms in float64, finiteness
+            if finite and sq.min() > 0:
+                return out, np.sqrt(sq)
+        out = check_embeddings(Y)  # the numpy checks, which name the problem
+        return out, row_norms(out)
+
+    # ---------------------------------------------------------------- lazily built graph objects
+    @property
+    def _W(self) -> sp.csr_array:
+        if self._Wc is None:
+            indptr, indices, data = self._csr
+            self._Wc = sp.csr_array((data, indices, indptr), shape=(self.N, self.N))
+        return self._Wc
+
+    @property
+    def _L(self) -> sp.csr_array:
+        if self._Lc is None:
+            self._Lc, _ = normalized_laplacian(self._W, degree_reg=self._params.degree_reg)
+        return self._Lc
+
+    @property
+    def _edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._edges_c is None:
+            self._edges_c = upper_edges(self._W)
+        return self._edges_c
+
     # ---------------------------------------------------------------- properties
+    @property
+    def backend(self) -> str:
+        """The backend running the hot path: "numba" or "numpy"."""
+        return self._backend
+
     @property
     def N(self) -> int:
         return self._Y.shape[0]
@@ -241,9 +308,28 @@ class Oscillink:
         rtol = rtol if rtol is not None else (tol if tol is not None else self._params.rtol)
         maxiter = maxiter if maxiter is not None else (max_iters if max_iters is not None else self._params.maxiter)
         t0 = time.perf_counter()
-        M, diag = self.system()
-        F = self.rhs()
-        U, info = block_cg(M, F, rtol=rtol, maxiter=maxiter, inv_diag=1.0 / diag)
+        if self._backend == "numba":
+            J = _backend._jit()
+            p = self._params
+            if self._chain is None:
+                dvals = p.lamG + p.lamQ * self._gates.astype(np.float64)
+                indptr, indices, data = self._csr
+                mp, mc, md, diag = J.system_arrays(indptr, indices, data, self._deg, self._scale, dvals,
+                                                   float(p.lamC))
+                F = J.rhs(self._X, self._psi, self._gates, float(p.lamG), float(p.lamQ))
+            else:  # the chain adds entries outside the graph's pattern: build M with scipy
+                M, diag = self.system()
+                mp, mc, md = M.indptr.astype(np.int32), M.indices.astype(np.int32), M.data
+                F = self.rhs()
+            U, iters, res = _backend.block_cg(mp, mc, md, diag, F, rtol=rtol, maxiter=maxiter)
+            info = CGInfo(iterations=int(iters), residual=res, converged=bool(res <= rtol), rtol=rtol)
+            if not info.converged:
+                warnings.warn(f"conjugate gradient stopped after {iters} iterations with relative residual "
+                              f"{res:.3g} > rtol {rtol:.3g}", ConvergenceWarning, stacklevel=2)
+        else:
+            M, diag = self.system()
+            F = self.rhs()
+            U, info = block_cg(M, F, rtol=rtol, maxiter=maxiter, inv_diag=1.0 / diag)
         self._U, self._cg = U, info
         self._timings["solve_ms"] = 1e3 * (time.perf_counter() - t0)
         return {"iterations": info.iterations, "residual": info.residual, "converged": info.converged,
@@ -270,6 +356,15 @@ class Oscillink:
         if X.shape != self._Y.shape:
             raise ValueError(f"U must have shape {self._Y.shape}; got {X.shape}")
         p = self._params
+        if self._backend == "numba" and (U is None or U is self._X):
+            _, _, anchor, coherence, query = self._stats_u_or_x(U is None)
+            path = 0.0
+            if self._lamP > 0 and self._chain is not None:
+                dch = X[self._chain[:-1]] - X[self._chain[1:]]
+                path = self._lamP * float(np.einsum("i,i->", self._chain_w,
+                                                    np.einsum("ij,ij->i", dch, dch).astype(np.float64)))
+            return {"anchor": anchor, "coherence": coherence, "query": query, "path": path,
+                    "total": anchor + coherence + query + path}
         return energy_terms(X, self._X, self._psi, self._gates, self._edges, self._scale,
                             lamG=p.lamG, lamC=p.lamC, lamQ=p.lamQ, lamP=self._lamP,
                             chain=self._chain, chain_weights=self._chain_w)
@@ -278,6 +373,11 @@ class Oscillink:
     def components(self) -> dict:
         """Per-candidate score components at U*: align, cosine, score, gate, degree, tension."""
         U = self._require_settled()
+        if self._backend == "numba":
+            align, node_t, _, _, _ = self._stats_u_or_x(True)
+            cosine = self._cosine()
+            return {"align": align, "cosine": cosine, "score": scores(align, cosine, self._params.coh_weight),
+                    "gate": self._gates.astype(np.float64), "degree": np.diff(self._csr[0]), "tension": node_t}
         align = row_cosine(U, self._psi)
         cosine = row_cosine(self._Yn, self._psi)
         i, j, w = self._edges
@@ -286,6 +386,29 @@ class Oscillink:
         return {"align": align, "cosine": cosine, "score": scores(align, cosine, self._params.coh_weight),
                 "gate": self._gates.astype(np.float64), "degree": np.diff(self._W.indptr),
                 "tension": node_t}
+
+    def _stats_u_or_x(self, at_u: bool) -> tuple:
+        """Compiled statistics at U* (at_u) or at the anchors X: (cos with psi, node tension,
+        anchor, coherence and query terms), cached until the state changes."""
+        cached = self._stats_u if at_u else self._stats_x
+        if cached is None:
+            J = _backend._jit()
+            p = self._params
+            U = self._require_settled() if at_u else self._X
+            indptr, indices, data = self._csr
+            cached = J.state_stats(U, self._X, self._psi, self._gates, indptr, indices, data, self._scale,
+                                   float(p.lamG), float(p.lamC), float(p.lamQ), at_u, True)
+            if at_u:
+                self._stats_u = cached
+            else:
+                self._stats_x = cached
+        return cached
+
+    def _cosine(self) -> np.ndarray:
+        """cos(Y_i, psi) for every candidate (float64)."""
+        if self._backend == "numba" and self._params.normalize:
+            return self._stats_u_or_x(False)[0]  # X is the unit rows: its alignment is the cosine
+        return row_cosine(self._Yn, self._psi)
 
     def bundle(self, k: int = 5) -> list[dict]:
         """Top-k candidates, best first: ``[{"id", "index", "rank", "score", "align", ...}]``.
@@ -299,9 +422,12 @@ class Oscillink:
         c = self.components()
         p = self._params
         idx, sim = self._knn_lists() if (p.dedup_threshold is not None and self._k_eff >= 1) else (None, None)
+        labels = None
+        if self._backend == "numba" and idx is not None and idx.size:
+            labels = _backend._jit().dup_labels(idx, sim, np.float32(p.dedup_threshold))
         order, score, rep = rank_settled(c["align"], c["cosine"], self._Yn, idx, sim, k, coh_weight=p.coh_weight,
                                          mmr_lambda=p.mmr_lambda, dedup_threshold=p.dedup_threshold,
-                                         dup_keep=p.dup_keep, dup_action=p.dup_action)
+                                         dup_keep=p.dup_keep, dup_action=p.dup_action, labels=labels)
         out = []
         for r, i in enumerate(order.tolist()):
             dup = int(rep[i])
@@ -353,13 +479,20 @@ class Oscillink:
         `receipts.state_signature`)."""
         if self._psi is None:
             raise ValueError("call set_query(psi) first")
-        if self._y_thread is not None:
-            self._y_thread.join()
-            self._y_thread = None
-        return state_signature(Y_digest=self._y_digest[0], ids=self._ids, psi=self._psi_raw, gates=self._gates,
+        if self._y_future is not None:
+            self._y_digest = self._y_future.result()
+            self._y_future = None
+        indptr, indices, data = self._csr
+        return state_signature(Y_digest=self._y_digest, ids=self._ids, ids_json=self._ids_canonical(),
+                               psi=self._psi_raw, gates=self._gates,
                                params=self._params.to_dict(), k=k if k is not None else 0,
-                               indptr=self._W.indptr, indices=self._W.indices, data=self._W.data,
+                               indptr=indptr, indices=indices, data=data,
                                chain=self._chain_block(), bundle=bundle)
+
+    def _ids_canonical(self) -> bytes:
+        if self._ids_json is None:
+            self._ids_json = canonical_json(list(self._ids))
+        return self._ids_json
 
     def _chain_block(self) -> dict | None:
         if self._chain is None:
@@ -373,15 +506,15 @@ class Oscillink:
         The bundle recorded is that of the last `bundle` call (or a fresh ``bundle(k)`` when
         ``k`` is given or none was made). ``light=True`` omits null points (cheaper).
         """
-        U = self._require_settled()
+        self._require_settled()
         if k is not None or not hasattr(self, "_last_bundle"):
             self.bundle(k if k is not None else min(5, self.N))
         k_used, bundle = self._last_bundle
         t0 = time.perf_counter()
         p = self._params
-        at_u = self.energy(U)
+        at_u = self.energy()
         at_y = self.energy(self._X)
-        stats = graph_stats(self._W)
+        stats = self._graph_stats()
         g = self._gates
         bundle_block = [{"id": b["id"], "score": round_float(b["score"])} for b in bundle]
         rec: dict = {
@@ -391,13 +524,15 @@ class Oscillink:
             "state": "stationary U* (solution of M U* = F); all energies, scores and the bundle are at U*",
             "state_sig": self.state_sig(k_used, bundle_block),
             "params": p.to_dict(),
-            "inputs": {"n": self.N, "d": self.D, "k": k_used, "candidate_set_hash": hash_ids(self._ids),
+            "inputs": {"n": self.N, "d": self.D, "k": k_used,
+                       "candidate_set_hash": hashlib.sha256(self._ids_canonical()).hexdigest(),
                        "gates": {"mode": self._gate_mode, "min": round_float(g.min()),
                                  "max": round_float(g.max()), "mean": round_float(g.mean())}},
             "energy": {**{name: round_float(v) for name, v in at_u.items()},
                        "total_at_Y": round_float(at_y["total"]),
                        "deltaH": round_float(at_y["total"] - at_u["total"])},
-            "solver": {"method": "block-pcg-jacobi", "dtype": "float32", "iterations": self._cg.iterations,
+            "solver": {"method": "block-pcg-jacobi", "backend": self._backend, "dtype": "float32",
+                       "iterations": self._cg.iterations,
                        "residual": round_float(self._cg.residual, 6), "rtol": self._cg.rtol,
                        "converged": self._cg.converged},
             "graph": {"method": self._knn_method, "kneighbors": self._k_eff, "mutual": True,
@@ -411,6 +546,16 @@ class Oscillink:
         self._timings["receipt_ms"] = 1e3 * (time.perf_counter() - t0)
         rec["timings_ms"] = {name: round(v, 4) for name, v in sorted(self._timings.items())}
         return sign_receipt(rec, sign_key) if sign_key is not None else rec
+
+    def _graph_stats(self) -> GraphStats:
+        if self._backend != "numba":
+            return graph_stats(self._W)
+        indptr, indices, _ = self._csr
+        n = self.N
+        deg = np.diff(indptr)
+        return GraphStats(edges=int(indices.size // 2), components=int(_backend._jit().n_components(indptr, indices)),
+                          isolated=int(np.sum(deg == 0)), mean_degree=float(deg.mean()) if n else 0.0,
+                          max_degree=int(deg.max()) if n else 0)
 
     def chain_receipt(self, chain: Sequence[int] | None = None, z_th: float = 2.5) -> dict:
         """Verdict on a chain of candidates: is every link as coherent as the graph around it?
@@ -475,6 +620,8 @@ class Oscillink:
     def _invalidate(self) -> None:
         self._U = None
         self._cg = None
+        self._stats_u = None
+        self._stats_x = None
         if hasattr(self, "_last_bundle"):
             del self._last_bundle
 
@@ -486,7 +633,7 @@ class Oscillink:
     def __repr__(self) -> str:
         p = self._params
         return (f"Oscillink(N={self.N}, D={self.D}, kneighbors={self._k_eff}, lamG={p.lamG}, lamC={p.lamC}, "
-                f"lamQ={p.lamQ}, edges={self._W.nnz // 2}{', settled' if self._U is not None else ''})")
+                f"lamQ={p.lamQ}, edges={self._csr[1].size // 2}{', settled' if self._U is not None else ''})")
 
 
 #: Name used by the published ``oscillink`` package; same class.

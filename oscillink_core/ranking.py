@@ -150,17 +150,20 @@ def select(score: np.ndarray, Yn: np.ndarray, k: int, *, mmr_lambda: float = 1.0
 def rank_settled(align: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, idx: np.ndarray | None,
                  sim: np.ndarray | None, k: int, *, coh_weight: float = 0.0, mmr_lambda: float = 1.0,
                  dedup_threshold: float | None = None, dup_keep: str = "support",
-                 dup_action: str = "reorder") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 dup_action: str = "reorder", labels: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The whole ranking step of `Oscillink.bundle` from settled quantities.
 
     Parameters are the ranking fields of `LatticeParams`; ``idx``/``sim`` are the directed kNN
-    lists behind the graph (needed for the near-duplicate rule). Returns (top-k indices,
+    lists behind the graph (needed for the near-duplicate rule); ``labels`` may pass their
+    near-duplicate groups when already computed (as `near_duplicate_groups` would label them). Returns (top-k indices,
     final scores of all candidates, representative index per candidate or -1).
     """
     score = scores(align, cosine, coh_weight)
     demoted, rep = None, np.full(score.shape[0], -1, dtype=np.int64)
     if dedup_threshold is not None and idx is not None and idx.size:
-        labels = near_duplicate_groups(idx, sim, dedup_threshold)
+        if labels is None:
+            labels = near_duplicate_groups(idx, sim, dedup_threshold)
         if (labels >= 0).any():
             if dup_keep == "support":
                 priority = outside_support(idx, sim, labels)

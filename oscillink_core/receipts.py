@@ -72,19 +72,26 @@ def hash_ids(ids: Iterable[Any]) -> str:
 
 def array_digest(a: np.ndarray, dtype: str = "f4") -> bytes:
     """SHA-256 digest of an array's canonical bytes (dtype, shape, little-endian C-order data)."""
-    return hashlib.sha256(_array_bytes(a, dtype)).digest()
+    arr = np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<"))
+    h = hashlib.sha256(f"{arr.dtype.str}|{','.join(map(str, arr.shape))}|".encode("ascii"))
+    if arr.size:
+        h.update(memoryview(arr.reshape(-1)).cast("B"))  # no copy; hashlib releases the GIL
+    return h.digest()
 
 
-def state_signature(*, Y: np.ndarray | None = None, ids: list, Y_digest: bytes | None = None, psi: np.ndarray,
+def state_signature(*, Y: np.ndarray | None = None, ids: list, Y_digest: bytes | None = None,
+                    ids_json: bytes | None = None, psi: np.ndarray,
                     gates: np.ndarray,
                     params: Mapping[str, Any], k: int, indptr: np.ndarray, indices: np.ndarray,
                     data: np.ndarray, chain: Mapping[str, Any] | None, bundle: list | None = None) -> str:
     """SHA-256 over the framed canonical encoding of every input that determines a result,
-    and of the bundle it produced (ids and rounded scores), so the signature binds both."""
+    and of the bundle it produced (ids and rounded scores), so the signature binds both.
+    ``Y_digest`` and ``ids_json`` may be passed when already computed (``array_digest(Y)``,
+    ``canonical_json(list(ids))``)."""
     h = hashlib.sha256()
     _frame(h, "format", f"{RECEIPT_FORMAT}/{RECEIPT_VERSION}".encode())
     _frame(h, "Y.sha256", Y_digest if Y_digest is not None else array_digest(Y))
-    _frame(h, "ids", canonical_json(list(ids)))
+    _frame(h, "ids", ids_json if ids_json is not None else canonical_json(list(ids)))
     _frame(h, "psi", _array_bytes(psi, "f4"))
     _frame(h, "gates", _array_bytes(gates, "f4"))
     _frame(h, "params", canonical_json(dict(params)))

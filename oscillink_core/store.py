@@ -232,7 +232,8 @@ def _row(store: IndexStore, row: int, **extra: Any) -> dict:
 
 
 def run_query(store: IndexStore, question: str, *, k: int = 5, fetch_k: int = 50, params: Any = None,
-              query_vec: np.ndarray | None = None, sign_key: bytes | str | None = None) -> QueryOutcome:
+              query_vec: np.ndarray | None = None, sign_key: bytes | str | None = None,
+              backend: str | None = None) -> QueryOutcome:
     """Retrieve, rerank and build the provenance-carrying settle receipt.
 
     ``query_vec`` replaces embedding ``question`` (used by `reproduce` with the recorded vector).
@@ -255,7 +256,7 @@ def run_query(store: IndexStore, question: str, *, k: int = 5, fetch_k: int = 50
     rows, sims = store.search(q, fetch_k)
     Y = store.vectors(rows)
     ids = [store.chunks[int(r)]["id"] for r in rows]
-    res = rerank(q, Y, k=min(k, len(ids)), ids=ids, params=params)
+    res = rerank(q, Y, k=min(k, len(ids)), ids=ids, params=params, backend=backend)
     receipt = dict(res.receipt)
     receipt["provenance"] = {
         "format": PROVENANCE_FORMAT,
@@ -296,7 +297,17 @@ def reproduce(receipt: dict, store: IndexStore) -> tuple[QueryOutcome, dict]:
         vec = decode_vector(prov["query_embedding"])
     except (KeyError, TypeError) as exc:
         raise ValueError(f"the receipt's provenance is incomplete (missing {exc})") from None
-    out = run_query(store, question, k=k, fetch_k=fetch_k, params=receipt.get("params"), query_vec=vec)
+    # re-run on the backend that produced the receipt (the two agree to float32 round-off, not
+    # bit for bit); receipts from before the field existed came from the numpy backend
+    solver = receipt.get("solver") if isinstance(receipt.get("solver"), dict) else {}
+    backend = solver.get("backend", "numpy")
+    from ._backend import available_backends
+
+    if backend not in available_backends():
+        raise ValueError(f"the receipt was produced by the {backend!r} backend, which is not available here "
+                         f"(install 'oscillink-core[fast]' for numba)")
+    out = run_query(store, question, k=k, fetch_k=fetch_k, params=receipt.get("params"), query_vec=vec,
+                    backend=backend)
     from .embeddings import embed
 
     fresh = embed([question])[0]

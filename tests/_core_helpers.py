@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 
 def clustered(n_rel: int = 20, n_noise: int = 80, d: int = 64, spread: float = 0.35, seed: int = 0):
@@ -51,3 +52,19 @@ def energy_dense(U, Y, psi, b, L, lamG, lamC, lamQ):
     dq = U - psi[None, :].astype(np.float64)
     return (lamG * np.sum((U - Y) ** 2) + lamC * np.trace(U.T @ L @ U)
             + lamQ * np.sum(b[:, None] * dq * dq))
+
+
+def _backends() -> list[str]:
+    from oscillink_core._backend import available_backends
+
+    return available_backends()
+
+
+BACKENDS = _backends()
+
+
+@pytest.fixture(autouse=True, params=BACKENDS)
+def backend(request, monkeypatch):
+    """Run every core test on each available backend (numba and numpy)."""
+    monkeypatch.setenv("OSCILLINK_BACKEND", request.param)
+    return request.param

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from oscillink_core import LatticeParams, Oscillink, OscillinkLattice, rerank, strip_timings
 
-from ._core_helpers import clustered
+from ._core_helpers import backend, clustered  # noqa: F401
 
 
 def cosine_order(Y, psi):

@@ -11,7 +11,7 @@ from oscillink_core.energy import path_laplacian
 from oscillink_core.graph import exact_knn, faiss_knn, mutual_knn_graph
 from oscillink_core.solver import block_cg
 
-from ._core_helpers import brute_mutual_knn, clustered, dense_laplacian, energy_dense
+from ._core_helpers import backend, brute_mutual_knn, clustered, dense_laplacian, energy_dense  # noqa: F401
 
 PARAMS = [
     dict(),

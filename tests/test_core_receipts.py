@@ -25,7 +25,7 @@ from oscillink_core import (
     verify_receipt,
 )
 
-from ._core_helpers import clustered
+from ._core_helpers import backend, clustered  # noqa: F401
 
 
 def settled_lattice(seed=0, **params):

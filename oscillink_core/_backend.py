@@ -1,0 +1,127 @@
+"""Backend choice and the Python side of the compiled kernels (`_jit`).
+
+``backend="numba"`` (the default when numba is installed: ``pip install
+'oscillink-core[fast]'``) runs the hot path in compiled kernels; ``backend="numpy"`` runs
+the vectorised numpy/scipy path. Both compute the same quantities; they agree to float32
+round-off, not bit for bit, so receipts record the backend (``solver.backend``) and
+`verify` re-runs with the one recorded. ``OSCILLINK_BACKEND=numpy|numba|auto`` sets the
+process-wide default.
+
+Work is split over at most two threads, always in the same fixed pieces (two halves of the
+rows for the top-k, two halves of the columns for the solve), so results do not depend on
+how many threads actually run them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+__all__ = ["available_backends", "resolve_backend"]
+
+_JIT = None
+_JIT_ERROR: str | None = None
+_LOCK = threading.Lock()
+_POOL: ThreadPoolExecutor | None = None
+# below this many (N x D) elements, a second thread costs more than it saves
+_PARALLEL_MIN = 1 << 16
+_TOPK_SLACK = 4
+
+
+def _jit():
+    """The `_jit` module, imported on first use (importing numba takes ~0.5 s)."""
+    global _JIT, _JIT_ERROR
+    if _JIT is None and _JIT_ERROR is None:
+        with _LOCK:
+            if _JIT is None and _JIT_ERROR is None:
+                try:
+                    from . import _jit as mod
+                except ImportError as exc:
+                    _JIT_ERROR = str(exc)
+                else:
+                    _JIT = mod
+    return _JIT
+
+
+def available_backends() -> list[str]:
+    """Backends usable in this environment ("numpy" always; "numba" when it imports)."""
+    return ["numba", "numpy"] if _jit() is not None else ["numpy"]
+
+
+def resolve_backend(backend: str | None = None) -> str:
+    """Turn None / "auto" / a name into the backend to use, with a clear error when unusable."""
+    choice = backend if backend is not None else os.environ.get("OSCILLINK_BACKEND", "auto")
+    choice = str(choice).strip().lower() or "auto"
+    if choice not in ("auto", "numba", "numpy"):
+        raise ValueError(f"backend must be 'auto', 'numba' or 'numpy'; got {choice!r}")
+    if choice == "numpy":
+        return "numpy"
+    if _jit() is not None:
+        return "numba"
+    if choice == "numba":
+        raise ValueError(f"backend='numba' needs numba: pip install 'oscillink-core[fast]' ({_JIT_ERROR})")
+    return "numpy"
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        with _LOCK:
+            if _POOL is None:
+                _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oscillink")
+    return _POOL
+
+
+def _two_way(fn, first: tuple, second: tuple, parallel: bool):
+    """fn(*first) and fn(*second), the second on the helper thread when ``parallel``."""
+    if not parallel:
+        return fn(*first), fn(*second)
+    fut = _pool().submit(fn, *second)
+    a = fn(*first)
+    return a, fut.result()
+
+
+def exact_knn(Yn: np.ndarray, k: int, *, block_bytes: int = 32 * 1024 * 1024) -> tuple[np.ndarray, np.ndarray]:
+    """`graph.exact_knn` with the compiled top-k (same neighbours, same tie order)."""
+    J = _jit()
+    n = Yn.shape[0]
+    block = max(1, min(n, block_bytes // (4 * n)))
+    idx = np.empty((n, k), dtype=np.int64)
+    sim = np.empty((n, k), dtype=np.float32)
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        S = Yn @ Yn.T if (start == 0 and stop == n) else Yn[start:stop] @ Yn.T
+        b = stop - start
+        S[np.arange(b), np.arange(start, stop)] = -np.inf  # no self loops
+        bi, bs = idx[start:stop], sim[start:stop]
+        half = b // 2
+        _two_way(J.topk_rows, (S, k, 0, half, _TOPK_SLACK, bi, bs), (S, k, half, b, _TOPK_SLACK, bi, bs),
+                 parallel=b * n >= 4 * _PARALLEL_MIN)
+    return idx, sim
+
+
+def block_cg(indptr, indices, data, diag: np.ndarray, F: np.ndarray, *, rtol: float, maxiter: int):
+    """Solve M X = F with the compiled CG, the columns in two fixed halves (each its own step
+    lengths; the second half on the helper thread for large inputs).
+
+    Returns (X, iterations (the larger of the two), true relative residual ||F - M X||_F / ||F||_F).
+    """
+    J = _jit()
+    n, d = F.shape
+    F = np.ascontiguousarray(F, dtype=np.float32)
+    X = np.empty_like(F)
+    dinv = (1.0 / diag).astype(np.float32)
+    h = d // 2 if d >= 32 else d
+    args = (indptr, indices, data, dinv, F, X)
+    if h == d:
+        it, rr, ff = J.cg_columns(*args, 0, d, rtol, maxiter)
+        parts = [(it, rr, ff)]
+    else:
+        parts = list(_two_way(J.cg_columns, (*args, 0, h, rtol, maxiter), (*args, h, d, rtol, maxiter),
+                              parallel=n * d >= _PARALLEL_MIN))
+    ff = sum(p[2] for p in parts)
+    res = float(np.sqrt(sum(p[1] for p in parts) / ff)) if ff > 0 else 0.0
+    return X, max(p[0] for p in parts), res

@@ -1,0 +1,487 @@
+"""Compiled kernels (numba) for the hot path: top-k, the mutual graph, the system, CG, statistics.
+
+Optional: installed with ``pip install 'oscillink-core[fast]'``. Without numba (or with
+``OSCILLINK_BACKEND=numpy``) the lattice uses the vectorised numpy/scipy functions of
+`graph`, `energy`, `solver` and `ranking`, which compute the same quantities.
+
+Why compiled code: at the sizes a reranker sees (N = 100 to 1,000 candidates) the numpy
+path spends most of its time in call overhead, a dozen array passes per CG iteration and
+scipy.sparse bookkeeping. Each kernel below is one pass (or one loop) in fixed order.
+
+Determinism: every loop runs sequentially in a fixed order and every reduction is summed
+in float64 in a fixed order (row-wise dots use 8 fixed partial sums), so results do not
+depend on the thread count or the run. Products of float32 values are exact in float64.
+Results agree with the numpy backend to float32 round-off, not bit for bit; receipts
+record which backend produced them (``solver.backend``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# reassoc + contract let LLVM vectorise the float64 reductions (8x faster than strict order);
+# the vectorised order is fixed by the loop trip count, so results stay deterministic run to
+# run and across thread counts on a given machine. No nnan/ninf: finiteness checks still work.
+_FM = {"reassoc", "contract"}
+_OPTS = {"cache": True, "nogil": True, "fastmath": _FM, "error_model": "numpy", "boundscheck": False}
+
+
+@njit(inline="always", **{k: v for k, v in _OPTS.items() if k != "cache"})
+def _rowdot(A, i, B, j):
+    """sum_t A[i, t] * B[j, t], accumulated in float64 (products of float32 are exact)."""
+    s = 0.0
+    for t in range(A.shape[1]):
+        s += np.float64(A[i, t]) * np.float64(B[j, t])
+    return s
+
+
+@njit(**_OPTS)
+def prepare_rows(Y):
+    """(squared row norms in float64, all-finite flag) in one pass over float32 Y."""
+    n = Y.shape[0]
+    sq = np.empty(n, np.float64)
+    finite = True
+    for i in range(n):
+        s = _rowdot(Y, i, Y, i)
+        sq[i] = s
+        if not np.isfinite(s):
+            finite = False
+    return sq, finite
+
+
+@njit(**_OPTS)
+def divide_rows(Y, norms):
+    """Y / norms[:, None] as a new float32 array (norms float32; the bits of numpy's division)."""
+    n, d = Y.shape
+    out = np.empty((n, d), np.float32)
+    for i in range(n):
+        c = norms[i]
+        for t in range(d):
+            out[i, t] = Y[i, t] / c
+    return out
+
+
+@njit(inline="always", **{k: v for k, v in _OPTS.items() if k != "cache"})
+def _insert(val, idx, r, k, cnt, v, j):
+    """Insert (v, j) into row r's descending top list holding cnt entries (an equal value
+    stays behind the entries already there, so ties go to the lower index)."""
+    t = cnt if cnt < k else k - 1
+    while t > 0 and val[r, t - 1] < v:
+        val[r, t] = val[r, t - 1]
+        idx[r, t] = idx[r, t - 1]
+        t -= 1
+    val[r, t] = v
+    idx[r, t] = j
+    return cnt + 1 if cnt < k else k
+
+
+@njit(**_OPTS)
+def topk_rows(S, k, r0, r1, slack, idx, val):
+    """Top k of rows r0..r1-1 of S into idx/val (entries to exclude, such as self, already set
+    to -inf); values descending, ties to the lower index, as with repeated argmax.
+
+    Per row, vectorised counting passes (8 thresholds each) narrow a bracket [lo, hi) with
+    at least k entries >= lo, until at most ``slack * k`` entries are >= lo; a last pass then
+    inserts only those entries into a sorted list of k. Rows are independent, so splitting
+    the row range over threads gives identical results.
+    """
+    n = S.shape[1]
+    limit = slack * k
+    for r in range(r0, r1):
+        lo = np.float32(-4.0)  # unit rows: every finite similarity is >= -1 - eps
+        hi = np.float32(4.0)
+        c_lo = n
+        passes = 0
+        while c_lo > limit and passes < 8:
+            w = (np.float64(hi) - np.float64(lo)) / 9.0
+            t0 = np.float32(lo + w)
+            t1 = np.float32(lo + 2 * w)
+            t2 = np.float32(lo + 3 * w)
+            t3 = np.float32(lo + 4 * w)
+            t4 = np.float32(lo + 5 * w)
+            t5 = np.float32(lo + 6 * w)
+            t6 = np.float32(lo + 7 * w)
+            t7 = np.float32(lo + 8 * w)
+            c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = 0
+            for j in range(n):  # branch-free: vectorised
+                v = S[r, j]
+                c0 += v >= t0
+                c1 += v >= t1
+                c2 += v >= t2
+                c3 += v >= t3
+                c4 += v >= t4
+                c5 += v >= t5
+                c6 += v >= t6
+                c7 += v >= t7
+            passes += 1
+            # the largest threshold that keeps at least k entries becomes lo
+            if c7 >= k:
+                lo, c_lo = t7, c7
+            elif c6 >= k:
+                lo, c_lo, hi = t6, c6, t7
+            elif c5 >= k:
+                lo, c_lo, hi = t5, c5, t6
+            elif c4 >= k:
+                lo, c_lo, hi = t4, c4, t5
+            elif c3 >= k:
+                lo, c_lo, hi = t3, c3, t4
+            elif c2 >= k:
+                lo, c_lo, hi = t2, c2, t3
+            elif c1 >= k:
+                lo, c_lo, hi = t1, c1, t2
+            elif c0 >= k:
+                lo, c_lo, hi = t0, c0, t1
+            else:
+                hi = t0
+        cnt = 0
+        for t in range(k):
+            val[r, t] = -np.inf
+            idx[r, t] = -1
+        for j in range(n):
+            v = S[r, j]
+            if v >= lo and v > -np.inf:
+                if cnt < k or v > val[r, k - 1]:
+                    cnt = _insert(val, idx, r, k, cnt, v, j)
+
+
+@njit(**_OPTS)
+def mutual_graph(idx, Yn, edge_floor):
+    """CSR (indptr, indices, data) of the mutual-kNN graph, columns sorted in each row.
+
+    Weight of edge i-j: the float64 dot of the unit rows (the same bits from either end),
+    mapped through max(0, (s - floor) / (1 - floor)); non-positive weights are dropped.
+    """
+    n, k = idx.shape
+    indptr = np.zeros(n + 1, np.int32)
+    cols = np.empty(n * k, np.int32)
+    data = np.empty(n * k, np.float32)
+    buf = np.empty(k, np.int64)
+    pos = 0
+    for i in range(n):
+        m = 0
+        for t in range(k):
+            j = idx[i, t]
+            if j < 0 or j == i:
+                continue
+            for u in range(k):
+                if idx[j, u] == i:
+                    # insertion into the sorted buffer (skip repeats)
+                    q = m
+                    dup = False
+                    for z in range(m):
+                        if buf[z] == j:
+                            dup = True
+                    if not dup:
+                        while q > 0 and buf[q - 1] > j:
+                            buf[q] = buf[q - 1]
+                            q -= 1
+                        buf[q] = j
+                        m += 1
+                    break
+        for t in range(m):
+            j = buf[t]
+            s = _rowdot(Yn, i, Yn, j)
+            if edge_floor > 0:
+                s = (s - edge_floor) / (1.0 - edge_floor)
+            if s > 0:
+                cols[pos] = j
+                data[pos] = np.float32(s)
+                pos += 1
+        indptr[i + 1] = pos
+    return indptr, cols[:pos].copy(), data[:pos].copy()
+
+
+@njit(**_OPTS)
+def degree_scale(indptr, w, degree_reg):
+    """Degrees d (float64, summed in column order) and s = (d + tau)^-1/2 (0 where d + tau = 0)."""
+    n = indptr.size - 1
+    deg = np.zeros(n, np.float64)
+    scale = np.zeros(n, np.float64)
+    for i in range(n):
+        s = 0.0
+        for p in range(indptr[i], indptr[i + 1]):
+            s += np.float64(w[p])
+        deg[i] = s
+        den = s + degree_reg
+        if den > 0:
+            scale[i] = 1.0 / np.sqrt(den)
+    return deg, scale
+
+
+@njit(**_OPTS)
+def system_arrays(indptr, cols, w, deg, scale, dvals, lamC):
+    """M = lamC L + diag(dvals) as CSR with the diagonal inserted, and diag(M) (float64).
+
+    L = S (D - W) S with S = diag(scale); dvals = lamG + lamQ * gates (chains use the scipy
+    path). Rounding follows `graph.normalized_laplacian` and `energy.system_matrix`: L in
+    float32, then lamC * L in float32, then the diagonal term added in float32.
+    """
+    n = indptr.size - 1
+    nnz = indptr[n]
+    mptr = np.empty(n + 1, np.int32)
+    mcols = np.empty(nnz + n, np.int32)
+    mdata = np.empty(nnz + n, np.float32)
+    diag = np.empty(n, np.float64)
+    c32 = np.float32(lamC)
+    q = 0
+    for i in range(n):
+        mptr[i] = q
+        dii = c32 * np.float32(deg[i] * scale[i] * scale[i]) + np.float32(dvals[i])
+        placed = False
+        for p in range(indptr[i], indptr[i + 1]):
+            j = cols[p]
+            if not placed and j > i:
+                mcols[q] = i
+                mdata[q] = dii
+                q += 1
+                placed = True
+            mcols[q] = j
+            mdata[q] = c32 * np.float32(-(np.float64(w[p]) * scale[i] * scale[j]))
+            q += 1
+        if not placed:
+            mcols[q] = i
+            mdata[q] = dii
+            q += 1
+        diag[i] = dii
+    mptr[n] = q
+    return mptr, mcols, mdata, diag
+
+
+@njit(inline="always", **{k: v for k, v in _OPTS.items() if k != "cache"})
+def _spmm_row(i, indptr, cols, data, X, out):
+    """out[i] = (M X)[i]."""
+    d = X.shape[1]
+    for t in range(d):
+        out[i, t] = 0.0
+    for p in range(indptr[i], indptr[i + 1]):
+        a = data[p]
+        j = cols[p]
+        for t in range(d):
+            out[i, t] += a * X[j, t]
+
+
+@njit(**_OPTS)
+def _residual(indptr, cols, data, X, F, R):
+    """R = F - M X; returns its squared Frobenius norm (float64)."""
+    n, d = F.shape
+    s = 0.0
+    for i in range(n):
+        _spmm_row(i, indptr, cols, data, X, R)
+        for t in range(d):
+            r = F[i, t] - R[i, t]
+            R[i, t] = r
+            s += np.float64(r) * np.float64(r)
+    return s
+
+
+@njit(**_OPTS)
+def _cg(indptr, cols, data, dinv, F, X, rtol, maxiter):
+    """CG on contiguous F, X (all of their columns); see `cg_columns`."""
+    n, d = F.shape
+    ff = 0.0
+    for i in range(n):
+        c = dinv[i]
+        for t in range(d):
+            f = F[i, t]
+            X[i, t] = f * c
+            ff += np.float64(f) * np.float64(f)
+    if ff == 0.0:
+        X[:, :] = 0.0
+        return 0, 0.0, 0.0
+    R = np.empty((n, d), np.float32)
+    P = np.empty((n, d), np.float32)
+    Q = np.empty((n, d), np.float32)
+    target2 = rtol * rtol * ff
+    it = 0
+    rr = 0.0
+    fresh = False  # does rr hold the explicitly recomputed residual?
+    for _restart in range(4):
+        rr = _residual(indptr, cols, data, X, F, R)
+        fresh = True
+        if rr <= target2 or it >= maxiter:
+            break
+        fresh = False
+        rz = 0.0
+        for i in range(n):
+            c = dinv[i]
+            for t in range(d):
+                z = R[i, t] * c
+                P[i, t] = z
+                rz += np.float64(R[i, t]) * np.float64(z)
+        while it < maxiter:
+            it += 1
+            pq = 0.0
+            for i in range(n):  # Q = M P and <P, Q>
+                _spmm_row(i, indptr, cols, data, P, Q)
+                for t in range(d):
+                    pq += np.float64(P[i, t]) * np.float64(Q[i, t])
+            alpha = rz / pq if pq > 0 else 0.0
+            a32 = np.float32(alpha)
+            rr = 0.0
+            rz_new = 0.0
+            for i in range(n):  # X += a P, R -= a Q, <R, R>, <R, D^-1 R>
+                c = dinv[i]
+                for t in range(d):
+                    X[i, t] += a32 * P[i, t]
+                    r = R[i, t] - a32 * Q[i, t]
+                    R[i, t] = r
+                    r64 = np.float64(r)
+                    rr += r64 * r64
+                    rz_new += r64 * np.float64(r * c)
+            if rr <= target2:
+                break
+            beta = rz_new / rz if rz > 0 else 0.0
+            b32 = np.float32(beta)
+            for i in range(n):  # P = D^-1 R + beta P
+                c = dinv[i]
+                for t in range(d):
+                    P[i, t] = R[i, t] * c + b32 * P[i, t]
+            rz = rz_new
+    if not fresh:
+        rr = _residual(indptr, cols, data, X, F, R)
+    return it, rr, ff
+
+
+@njit(**_OPTS)
+def cg_columns(indptr, cols, data, dinv, F, X, c0, c1, rtol, maxiter):
+    """Jacobi-preconditioned CG for M X[:, c0:c1] = F[:, c0:c1], the block's columns advancing
+    together with shared step lengths (the recurrence of `solver.block_cg`), three fused
+    passes per iteration. X[:, c0:c1] is overwritten (initial guess: Jacobi, F / diag(M)).
+
+    Stops when ||R||_F <= rtol ||F[:, c0:c1]||_F on the recursive residual, then confirms on
+    the explicitly recomputed one. Returns (iterations, ||F - M X||_F^2, ||F||_F^2) of the block.
+    """
+    if c0 == 0 and c1 == F.shape[1]:
+        return _cg(indptr, cols, data, dinv, F, X, rtol, maxiter)
+    Fb = F[:, c0:c1].copy()  # contiguous block: the loops below vectorise
+    Xb = np.empty_like(Fb)
+    out = _cg(indptr, cols, data, dinv, Fb, Xb, rtol, maxiter)
+    X[:, c0:c1] = Xb
+    return out
+
+
+@njit(**_OPTS)
+def rhs(X, psi, gates, lamG, lamQ):
+    """F = lamG X + lamQ diag(gates) 1 psi^T in float32."""
+    n, d = X.shape
+    F = np.empty((n, d), np.float32)
+    g32 = np.float32(lamG)
+    q32 = np.float32(lamQ)
+    for i in range(n):
+        c = q32 * gates[i]
+        for t in range(d):
+            F[i, t] = X[i, t] * g32 + c * psi[t]
+    return F
+
+
+@njit(**_OPTS)
+def state_stats(U, A, psi, gates, indptr, cols, w, scale, lamG, lamC, lamQ, with_anchor, with_edges):
+    """At state U (anchors A): cos(U_i, psi), per-node tension (lamC-weighted, summed over
+    incident edges) and the anchor, coherence and query energy terms (each times its lambda)."""
+    n, d = U.shape
+    pp = 0.0
+    for t in range(d):
+        pp += np.float64(psi[t]) * np.float64(psi[t])
+    qn = np.sqrt(pp)
+    sq = np.empty(n, np.float64)
+    align = np.zeros(n, np.float64)
+    anchor = 0.0
+    query = 0.0
+    for i in range(n):
+        s = 0.0
+        up = 0.0
+        e = 0.0
+        for t in range(d):
+            u = np.float64(U[i, t])
+            s += u * u
+            up += u * np.float64(psi[t])
+        if with_anchor:
+            for t in range(d):
+                x = np.float64(U[i, t]) - np.float64(A[i, t])
+                e += x * x
+        anchor += e
+        sq[i] = s
+        den = np.sqrt(s) * qn
+        if den > 0:
+            align[i] = up / den
+        query += np.float64(gates[i]) * max(s - 2.0 * up + pp, 0.0)
+    tension = np.zeros(n, np.float64)
+    coherence = 0.0
+    if with_edges and lamC != 0.0:
+        for i in range(n):
+            si = scale[i]
+            for p in range(indptr[i], indptr[i + 1]):
+                j = cols[p]
+                if j <= i:
+                    continue
+                sj = scale[j]
+                g = _rowdot(U, i, U, j)
+                tt = np.float64(w[p]) * (si * si * sq[i] + sj * sj * sq[j] - 2.0 * si * sj * g)
+                tt = lamC * max(tt, 0.0)
+                tension[i] += tt
+                tension[j] += tt
+                coherence += tt
+    return align, tension, lamG * anchor, coherence, lamQ * query
+
+
+@njit(**_OPTS)
+def _find(parent, x):
+    root = x
+    while parent[root] != root:
+        root = parent[root]
+    while parent[x] != root:  # path compression
+        nxt = parent[x]
+        parent[x] = root
+        x = nxt
+    return root
+
+
+@njit(**_OPTS)
+def _union(parent, a, b):
+    ra = _find(parent, a)
+    rb = _find(parent, b)
+    if ra != rb:  # the smaller index becomes the root: labels are the smallest member
+        if ra < rb:
+            parent[rb] = ra
+        else:
+            parent[ra] = rb
+
+
+@njit(**_OPTS)
+def n_components(indptr, cols):
+    """Number of connected components of the graph with CSR structure (indptr, cols)."""
+    n = indptr.size - 1
+    parent = np.arange(n)
+    for i in range(n):
+        for p in range(indptr[i], indptr[i + 1]):
+            _union(parent, i, cols[p])
+    c = 0
+    for i in range(n):
+        if _find(parent, i) == i:
+            c += 1
+    return c
+
+
+@njit(**_OPTS)
+def dup_labels(idx, sim, threshold):
+    """Near-duplicate group label per node (its group's smallest index) or -1: components of
+    the kNN pairs with cosine >= threshold, singletons excluded."""
+    n, k = idx.shape
+    parent = np.arange(n)
+    for i in range(n):
+        for t in range(k):
+            j = idx[i, t]
+            if j >= 0 and sim[i, t] >= threshold:
+                _union(parent, i, j)
+    size = np.zeros(n, np.int64)
+    root = np.empty(n, np.int64)
+    for i in range(n):
+        r = _find(parent, i)
+        root[i] = r
+        size[r] += 1
+    labels = np.full(n, -1, np.int64)
+    for i in range(n):
+        if size[root[i]] > 1:
+            labels[i] = root[i]
+    return labels

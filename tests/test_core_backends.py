@@ -1,0 +1,154 @@
+"""The compiled (numba) backend against the numpy one, and its determinism.
+
+Both backends compute the same quantities; they agree to float32 round-off, not bit for bit.
+The numba kernels must also be deterministic: the same receipt whatever the thread split.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from oscillink_core import Oscillink, rerank
+from oscillink_core._backend import available_backends, resolve_backend
+from oscillink_core.graph import _topk_rows
+from oscillink_core.receipts import canonical_json, strip_timings
+
+from ._core_helpers import clustered
+
+pytestmark = pytest.mark.skipif("numba" not in available_backends(), reason="numba not installed")
+
+
+def _pair(Y, psi, **kw):
+    out = []
+    for b in ("numba", "numpy"):
+        lat = Oscillink(Y, backend=b, **kw)
+        lat.set_query(psi)
+        lat.settle()
+        out.append(lat)
+    return out
+
+
+def _inputs():
+    Y, psi, _ = clustered(n_rel=30, n_noise=170, d=48, seed=3)
+    dup = np.vstack([Y, Y[:5], Y[10:12] + 1e-4])  # exact and near duplicates
+    far = np.random.default_rng(1).normal(size=(3, 48)).astype(np.float32) * 50  # likely isolated
+    return [(Y, psi), (dup, psi), (np.vstack([Y, far]), psi)]
+
+
+@pytest.mark.parametrize("case", range(3))
+def test_backends_agree_on_graph_state_energy_and_ranking(case):
+    Y, psi = _inputs()[case]
+    a, b = _pair(Y, psi)
+    ia, _ = a.knn_lists()
+    ib, _ = b.knn_lists()
+    assert np.array_equal(ia, ib)  # same similarity matrix, same top-k and tie order
+    Wa, Wb = a.adjacency, b.adjacency
+    assert np.array_equal(Wa.indptr, Wb.indptr) and np.array_equal(Wa.indices, Wb.indices)
+    np.testing.assert_allclose(Wa.data, Wb.data, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(a.U, b.U, rtol=0, atol=2e-5)
+    ea, eb = a.energy(), b.energy()
+    for term in ("anchor", "coherence", "query", "total"):
+        assert ea[term] == pytest.approx(eb[term], rel=1e-5, abs=1e-6)
+    ca, cb = a.components(), b.components()
+    for key in ("align", "cosine", "tension"):
+        np.testing.assert_allclose(ca[key], cb[key], rtol=1e-5, atol=1e-6)
+    ra, rb = a.receipt(k=10), b.receipt(k=10)
+    assert ra["graph"] == rb["graph"]
+    assert abs(ra["solver"]["iterations"] - rb["solver"]["iterations"]) <= 1
+    assert (ra["solver"]["backend"], rb["solver"]["backend"]) == ("numba", "numpy")
+    # rankings agree wherever the scores are not within round-off of each other
+    sa = np.array([x["score"] for x in a.bundle(10)])
+    assert np.all(np.diff(sa) <= 0)
+    assert [x["id"] for x in a.bundle(10)] == [x["id"] for x in b.bundle(10)]
+
+
+def test_numba_solution_satisfies_the_system():
+    Y, psi, _ = clustered(n_rel=40, n_noise=260, d=40, seed=5)
+    lat = Oscillink(Y, backend="numba")
+    lat.set_query(psi, gates=np.linspace(0.2, 1.0, len(Y)))
+    info = lat.settle()
+    M, _ = lat.system()
+    F = lat.rhs()
+    res = np.linalg.norm(F.astype(np.float64) - M.astype(np.float64) @ lat.U.astype(np.float64)) / np.linalg.norm(F)
+    assert info["converged"] and res <= 2e-5
+    dense = np.linalg.solve(M.toarray().astype(np.float64), F.astype(np.float64))
+    np.testing.assert_allclose(lat.U, dense, atol=1e-4)
+
+
+def test_numba_chain_prior_uses_the_chain_system():
+    Y, psi, _ = clustered(n_rel=20, n_noise=60, d=32, seed=2)
+    a, b = _pair(Y, psi)
+    for lat in (a, b):
+        lat.add_chain([0, 5, 9, 14], lamP=1.0)
+        lat.settle()
+    np.testing.assert_allclose(a.U, b.U, atol=2e-5)
+    assert a.energy()["path"] == pytest.approx(b.energy()["path"], rel=1e-5)
+    assert a.chain_receipt()["verdict"] == b.chain_receipt()["verdict"]
+
+
+def test_receipt_does_not_depend_on_the_thread_split(monkeypatch):
+    from oscillink_core import _backend
+
+    Y, psi, _ = clustered(n_rel=60, n_noise=540, d=384, seed=7)  # large enough for the helper thread
+    assert Y.size >= _backend._PARALLEL_MIN
+    par = rerank(psi, Y, k=10, backend="numba", sign_key="k")
+    monkeypatch.setattr(_backend, "_PARALLEL_MIN", 1 << 60)
+    ser = rerank(psi, Y, k=10, backend="numba", sign_key="k")
+    assert canonical_json(strip_timings(par.receipt)) == canonical_json(strip_timings(ser.receipt))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_compiled_topk_matches_repeated_argmax_with_ties(seed):
+    from oscillink_core import _jit
+
+    rng = np.random.default_rng(seed)
+    n = 300
+    S = rng.integers(-3, 4, size=(n, n)).astype(np.float32) / 4  # many exact ties
+    S[np.arange(n), np.arange(n)] = -np.inf
+    for k in (1, 6, 17):
+        idx = np.empty((n, k), np.int64)
+        val = np.empty((n, k), np.float32)
+        _jit.topk_rows(S, k, 0, n, 4, idx, val)
+        ref_i, ref_v = _topk_rows(S.copy(), k)
+        assert np.array_equal(idx, ref_i) and np.array_equal(val, ref_v)
+
+
+def test_backend_choice_and_errors(monkeypatch):
+    assert resolve_backend("numpy") == "numpy"
+    assert resolve_backend("NUMBA") == "numba"
+    monkeypatch.setenv("OSCILLINK_BACKEND", "numpy")
+    assert resolve_backend() == "numpy"
+    assert Oscillink(np.eye(4, dtype=np.float32) + 0.1).backend == "numpy"
+    monkeypatch.setenv("OSCILLINK_BACKEND", "auto")
+    assert resolve_backend() == "numba"
+    with pytest.raises(ValueError, match="backend must be"):
+        resolve_backend("cuda")
+    with pytest.raises(ValueError, match="backend must be"):
+        rerank(np.ones(3), np.eye(3) + 0.1, k=2, backend="fortran")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_numba_path_rejects_non_finite_and_zero_rows(bad):
+    Y = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
+    Y[3, 1] = bad
+    with pytest.raises(ValueError, match="NaN or inf"):
+        Oscillink(Y, backend="numba")
+    Y[3, 1] = 0.0
+    Y[4] = 0.0
+    with pytest.raises(ValueError, match="all-zero row"):
+        Oscillink(Y, backend="numba")
+
+
+def test_without_numba_auto_falls_back_to_numpy(monkeypatch):
+    from oscillink_core import _backend
+
+    monkeypatch.setattr(_backend, "_JIT", None)
+    monkeypatch.setattr(_backend, "_JIT_ERROR", "No module named 'numba'")
+    monkeypatch.delenv("OSCILLINK_BACKEND", raising=False)
+    assert _backend.available_backends() == ["numpy"]
+    assert resolve_backend() == "numpy"
+    res = rerank(np.ones(3), np.eye(3) + 0.1, k=2)
+    assert res.receipt["solver"]["backend"] == "numpy"
+    with pytest.raises(ValueError, match=r"oscillink-core\[fast\]"):
+        resolve_backend("numba")
