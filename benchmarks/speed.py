@@ -1,12 +1,16 @@
 """Speed and memory of the core: graph + solve + bundle + light receipt, one query.
 
-Usage:  python benchmarks/speed.py [--sizes 100,1000,20000,200000] [--repeats N] [--out benchmarks/results/speed.json]
+Usage:  python benchmarks/speed.py [--sizes 100,1000,20000,200000] [--backends numba,numpy]
+                                  [--repeats N] [--out benchmarks/results/speed.json]
 
 Each size runs in a fresh subprocess so peak RSS (ru_maxrss) is that size's own. Inputs are
 unit-norm clustered embeddings, D = 384, k = 6. For each size we report the median of
 repeated runs of `rerank(..., light_receipt=True)`, the CG iteration count, and reference
 timings measured in the same process: the dense product Y @ Y.T (N <= 20,000) and, for
-context, plain cosine top-k (Y @ psi + argpartition).
+context, plain cosine top-k (Y @ psi + argpartition). Every size runs on each backend
+(the compiled numba one, the default, and the numpy one as the baseline measured in the same
+run; the numpy baseline is skipped above N = 20,000, where it takes minutes); the table gives
+the numpy / numba time ratio.
 """
 
 from __future__ import annotations
@@ -46,15 +50,16 @@ def median_ms(fn, repeats: int) -> tuple[float, list[float]]:
     return float(np.median(times)), times
 
 
-def run_one(n: int, repeats: int) -> dict:
+def run_one(n: int, repeats: int, backend: str) -> dict:
     from oscillink_core import rerank
 
     Y, psi = make_data(n)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    res = rerank(psi, Y, k=10, light_receipt=True)  # warm-up (imports, caches)
-    med, times = median_ms(lambda: rerank(psi, Y, k=10, light_receipt=True), repeats)
+    res = rerank(psi, Y, k=10, light_receipt=True, backend=backend)  # warm-up (imports, compiled kernels)
+    med, times = median_ms(lambda: rerank(psi, Y, k=10, light_receipt=True, backend=backend), repeats)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out = {"n": n, "d": Y.shape[1], "k": 6, "repeats": repeats, "median_ms": med,
+    out = {"n": n, "backend": res.receipt["solver"]["backend"], "d": Y.shape[1], "k": 6, "repeats": repeats,
+           "median_ms": med,
            "min_ms": float(min(times)), "cg_iterations": res.timings["cg_iterations"],
            "knn": res.receipt["graph"]["method"], "edges": res.receipt["graph"]["edges"],
            "stage_ms": {k: v for k, v in res.timings.items() if k.endswith("_ms") and k != "total_ms"},
@@ -71,27 +76,41 @@ def run_one(n: int, repeats: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100,1000,20000,200000")
+    ap.add_argument("--backends", default="numba,numpy", help="backends to time (numpy skipped above N = 20,000)")
     ap.add_argument("--repeats", type=int, default=0, help="0: automatic per size")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "speed.json"))
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--backend", default="auto", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
         reps = args.repeats or {100: 200, 1000: 50, 20000: 5}.get(args.one, 3)
-        print(json.dumps(run_one(args.one, reps)))
+        print(json.dumps(run_one(args.one, reps, args.backend)))
         return 0
+    from oscillink_core._backend import available_backends
+
+    backends = [b for b in args.backends.split(",") if b in available_backends()]
     rows = []
     for n in [int(x) for x in args.sizes.split(",")]:
-        cmd = [sys.executable, __file__, "--one", str(n)] + (["--repeats", str(args.repeats)] if args.repeats else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    hdr = (f"{'N':>8} {'median ms':>10} {'target ms':>10} {'YY^T ms':>9} {'ratio':>6} {'CG it':>5} {'kNN':>9} "
-           f"{'peak MB':>8} {'target MB':>9}")
+        for b in backends:
+            if b == "numpy" and n > 20000 and len(backends) > 1:
+                continue
+            cmd = [sys.executable, __file__, "--one", str(n), "--backend", b] + (
+                ["--repeats", str(args.repeats)] if args.repeats else [])
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    numpy_ms = {r["n"]: r["median_ms"] for r in rows if r["backend"] == "numpy"}
+    for r in rows:
+        if r["backend"] != "numpy" and r["n"] in numpy_ms:
+            r["numpy_over_this"] = numpy_ms[r["n"]] / r["median_ms"]
+    hdr = (f"{'N':>8} {'backend':>8} {'median ms':>10} {'target ms':>10} {'YY^T ms':>9} {'ratio':>6} {'np/this':>7} "
+           f"{'CG it':>5} {'kNN':>9} {'peak MB':>8} {'target MB':>9}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         n = r["n"]
-        print(f"{n:>8} {r['median_ms']:>10.2f} {TARGETS_MS.get(n, float('nan')):>10.0f} "
+        print(f"{n:>8} {r['backend']:>8} {r['median_ms']:>10.2f} {TARGETS_MS.get(n, float('nan')):>10.0f} "
               f"{r.get('dense_YYt_ms', float('nan')):>9.2f} {r.get('ratio_to_dense', float('nan')):>6.2f} "
+              f"{r.get('numpy_over_this', float('nan')):>7.2f} "
               f"{r['cg_iterations']:>5} {r['knn']:>9} {r['peak_rss_mb']:>8.0f} {TARGETS_MB.get(n, float('nan')):>9.0f}")
     report = {"benchmark": "oscillink-core speed",
               "command": "python benchmarks/speed.py " + " ".join(argv or sys.argv[1:]),

@@ -26,8 +26,13 @@ _JIT = None
 _JIT_ERROR: str | None = None
 _LOCK = threading.Lock()
 _POOL: ThreadPoolExecutor | None = None
-# below this many (N x D) elements, a second thread costs more than it saves
-_PARALLEL_MIN = 1 << 16
+# Below this many (N x D) elements a second thread costs more than it saves: right after the
+# kNN product, BLAS worker threads keep spinning on the other core for a while, so a helper
+# thread there mostly competes with them (measured on 2 CPUs: no gain at N = 1,000, 1.5x at 20,000).
+_PARALLEL_MIN = 1 << 21
+# The solve splits its columns in two halves from this many (N x D) elements on: a rule on the
+# input's shape only, so the arithmetic (and the receipt) never depends on the threads available.
+_SPLIT_MIN = 1 << 21
 _TOPK_SLACK = 4
 
 
@@ -104,8 +109,8 @@ def exact_knn(Yn: np.ndarray, k: int, *, block_bytes: int = 32 * 1024 * 1024) ->
 
 
 def block_cg(indptr, indices, data, diag: np.ndarray, F: np.ndarray, *, rtol: float, maxiter: int):
-    """Solve M X = F with the compiled CG, the columns in two fixed halves (each its own step
-    lengths; the second half on the helper thread for large inputs).
+    """Solve M X = F with the compiled CG; from N x D >= 2^21 on, the columns in two fixed
+    halves, each with its own step lengths (the second half on the helper thread).
 
     Returns (X, iterations (the larger of the two), true relative residual ||F - M X||_F / ||F||_F).
     """
@@ -114,7 +119,7 @@ def block_cg(indptr, indices, data, diag: np.ndarray, F: np.ndarray, *, rtol: fl
     F = np.ascontiguousarray(F, dtype=np.float32)
     X = np.empty_like(F)
     dinv = (1.0 / diag).astype(np.float32)
-    h = d // 2 if d >= 32 else d
+    h = d // 2 if (n * d >= _SPLIT_MIN and d >= 2) else d
     args = (indptr, indices, data, dinv, F, X)
     if h == d:
         it, rr, ff = J.cg_columns(*args, 0, d, rtol, maxiter)

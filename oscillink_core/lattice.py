@@ -45,7 +45,7 @@ __all__ = ["Oscillink", "OscillinkLattice"]
 _NULL_Z = 3.0
 _NULL_MAX_LISTED = 16
 # inputs at least this large are hashed on the helper thread, in parallel with the graph and solve
-_HASH_ASYNC_BYTES = 1 << 18
+_HASH_ASYNC_BYTES = 1 << 23
 
 
 class Oscillink:

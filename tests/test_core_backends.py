@@ -90,12 +90,17 @@ def test_numba_chain_prior_uses_the_chain_system():
 def test_receipt_does_not_depend_on_the_thread_split(monkeypatch):
     from oscillink_core import _backend
 
-    Y, psi, _ = clustered(n_rel=60, n_noise=540, d=384, seed=7)  # large enough for the helper thread
-    assert Y.size >= _backend._PARALLEL_MIN
+    Y, psi, _ = clustered(n_rel=60, n_noise=540, d=384, seed=7)
+    monkeypatch.setattr(_backend, "_SPLIT_MIN", 0)  # the column split of large inputs, at this size
+    monkeypatch.setattr(_backend, "_PARALLEL_MIN", 0)  # its halves (and the top-k's) on two threads
     par = rerank(psi, Y, k=10, backend="numba", sign_key="k")
-    monkeypatch.setattr(_backend, "_PARALLEL_MIN", 1 << 60)
+    monkeypatch.setattr(_backend, "_PARALLEL_MIN", 1 << 60)  # the same halves, one thread
     ser = rerank(psi, Y, k=10, backend="numba", sign_key="k")
     assert canonical_json(strip_timings(par.receipt)) == canonical_json(strip_timings(ser.receipt))
+    monkeypatch.setattr(_backend, "_SPLIT_MIN", 1 << 60)  # one block: same answer to round-off
+    one = rerank(psi, Y, k=10, backend="numba")
+    assert one.ids == par.ids
+    np.testing.assert_allclose(one.scores, par.scores, rtol=1e-5)
 
 
 @pytest.mark.parametrize("seed", range(4))
