@@ -14,6 +14,7 @@ Quickstart
 
 __version__ = "0.1.0"
 
+from ._backend import available_backends  # noqa: E402
 from .api import RankedItem, RerankResult, rerank  # noqa: E402
 from .gates import compute_diffusion_gates  # noqa: E402
 from .lattice import Oscillink, OscillinkLattice  # noqa: E402
@@ -40,6 +41,7 @@ from .tuning import (  # noqa: E402
 )
 
 __all__ = [
+    "available_backends",
     "Oscillink",
     "OscillinkLattice",
     "rerank",

@@ -147,8 +147,12 @@ class LatticeParams:
 
     # -- conversions -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict of every parameter (the canonical form)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        """Plain JSON-serialisable dict of every parameter (the canonical form; a fresh copy)."""
+        cached = self.__dict__.get("_as_dict")
+        if cached is None:  # frozen: computed once per instance
+            cached = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+            object.__setattr__(self, "_as_dict", cached)
+        return dict(cached)
 
     def replace(self, **changes: Any) -> LatticeParams:
         """Return a copy with ``changes`` applied (validated)."""
@@ -202,7 +206,7 @@ def resolve_params(params: Any = None, **overrides: Any) -> LatticeParams:
     path (str / PathLike) of a profile JSON file. ``overrides`` are applied last.
     """
     if params is None:
-        base = LatticeParams()
+        base = _default_params()
     elif isinstance(params, LatticeParams):
         base = params
     elif isinstance(params, (str, os.PathLike)):
@@ -224,3 +228,14 @@ def resolve_params(params: Any = None, **overrides: Any) -> LatticeParams:
     if overrides:
         base = from_mapping(overrides, base)
     return base
+
+
+_DEFAULT: LatticeParams | None = None
+
+
+def _default_params() -> LatticeParams:
+    """The default `LatticeParams` (immutable, so one shared instance)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = LatticeParams()
+    return _DEFAULT
