@@ -2,8 +2,8 @@
 
 ``backend="numba"`` (the default when numba is installed: ``pip install
 'oscillink-core[fast]'``) runs the hot path in compiled kernels; ``backend="numpy"`` runs
-the vectorised numpy/scipy path. Both compute the same quantities; they agree to float32
-round-off, not bit for bit, so receipts record the backend (``solver.backend``) and
+the vectorised numpy/scipy path. Both compute the same quantities; they agree to the CG
+tolerance, not bit for bit, so receipts record the backend (``solver.backend``) and
 `verify` re-runs with the one recorded. ``OSCILLINK_BACKEND=numpy|numba|auto`` sets the
 process-wide default.
 

@@ -60,7 +60,7 @@ class Oscillink:
     params : `LatticeParams`, dict, profile dict or profile path (see `resolve_params`).
     backend : "auto" (default; ``OSCILLINK_BACKEND`` overrides), "numba" (compiled kernels,
         ``pip install 'oscillink-core[fast]'``) or "numpy". Both compute the same quantities
-        and agree to float32 round-off; the receipt records which one ran.
+        and agree to the solver tolerance (not bit for bit); the receipt records which one ran.
     **overrides : any other `LatticeParams` field.
 
     Examples
@@ -531,7 +531,8 @@ class Oscillink:
             "energy": {**{name: round_float(v) for name, v in at_u.items()},
                        "total_at_Y": round_float(at_y["total"]),
                        "deltaH": round_float(at_y["total"] - at_u["total"])},
-            "solver": {"method": "block-pcg-jacobi", "backend": self._backend, "dtype": "float32",
+            "solver": {"method": "block-pcg-neumann2" if self._backend == "numba" else "block-pcg-jacobi",
+                       "backend": self._backend, "dtype": "float32",
                        "iterations": self._cg.iterations,
                        "residual": round_float(self._cg.residual, 6), "rtol": self._cg.rtol,
                        "converged": self._cg.converged},

@@ -297,7 +297,7 @@ def reproduce(receipt: dict, store: IndexStore) -> tuple[QueryOutcome, dict]:
         vec = decode_vector(prov["query_embedding"])
     except (KeyError, TypeError) as exc:
         raise ValueError(f"the receipt's provenance is incomplete (missing {exc})") from None
-    # re-run on the backend that produced the receipt (the two agree to float32 round-off, not
+    # re-run on the backend that produced the receipt (the two agree to the CG tolerance, not
     # bit for bit); receipts from before the field existed came from the numpy backend
     solver = receipt.get("solver") if isinstance(receipt.get("solver"), dict) else {}
     backend = solver.get("backend", "numpy")

@@ -198,6 +198,23 @@ def test_round_trip_ingest_query_verify(capsys, index_dir, tmp_path, key):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("made_by", ["numpy", "numba"])
+def test_verify_reruns_on_the_backend_the_receipt_records(capsys, index_dir, tmp_path, monkeypatch, made_by):
+    from oscillink_core import available_backends
+
+    if made_by not in available_backends():
+        pytest.skip(f"{made_by} backend not available")
+    f = tmp_path / "r.json"
+    monkeypatch.setenv("OSCILLINK_BACKEND", made_by)
+    assert run(capsys, "query", index_dir, QUESTION, "--receipt-out", f)[0] == 0
+    assert json.loads(f.read_text("utf-8"))["solver"]["backend"] == made_by
+    other = "numpy" if made_by == "numba" else "auto"
+    monkeypatch.setenv("OSCILLINK_BACKEND", other)  # the verifier's default differs: verify must not care
+    code, out, err = run(capsys, "verify", f, "--index", index_dir)
+    assert code == 0 and "ok    reproduce" in out, out + err
+
+
+@pytest.mark.slow
 def test_query_receipt_is_deterministic(capsys, index_dir, tmp_path):
     files = [tmp_path / "a.json", tmp_path / "b.json"]
     for f in files:

@@ -1,6 +1,7 @@
 """The compiled (numba) backend against the numpy one, and its determinism.
 
-Both backends compute the same quantities; they agree to float32 round-off, not bit for bit.
+Both backends compute the same quantities. They build the same graph; their solves (different
+preconditioners) agree to the CG tolerance, not bit for bit.
 The numba kernels must also be deterministic: the same receipt whatever the thread split.
 """
 
@@ -51,11 +52,15 @@ def test_backends_agree_on_graph_state_energy_and_ranking(case):
     for term in ("anchor", "coherence", "query", "total"):
         assert ea[term] == pytest.approx(eb[term], rel=1e-5, abs=1e-6)
     ca, cb = a.components(), b.components()
-    for key in ("align", "cosine", "tension"):
+    for key in ("align", "cosine"):
         np.testing.assert_allclose(ca[key], cb[key], rtol=1e-5, atol=1e-6)
+    # tension is a difference of near-equal squared norms: it carries the solves' 1e-5 tolerance
+    np.testing.assert_allclose(ca["tension"], cb["tension"], rtol=2e-4, atol=1e-5)
     ra, rb = a.receipt(k=10), b.receipt(k=10)
     assert ra["graph"] == rb["graph"]
-    assert abs(ra["solver"]["iterations"] - rb["solver"]["iterations"]) <= 1
+    # the compiled solve's two-term Neumann preconditioner needs fewer iterations than Jacobi
+    assert 1 <= ra["solver"]["iterations"] <= rb["solver"]["iterations"]
+    assert (ra["solver"]["method"], rb["solver"]["method"]) == ("block-pcg-neumann2", "block-pcg-jacobi")
     assert (ra["solver"]["backend"], rb["solver"]["backend"]) == ("numba", "numpy")
     # rankings agree wherever the scores are not within round-off of each other
     sa = np.array([x["score"] for x in a.bundle(10)])
