@@ -44,8 +44,8 @@ def _jit():
             if _JIT is None and _JIT_ERROR is None:
                 try:
                     from . import _jit as mod
-                except ImportError as exc:
-                    _JIT_ERROR = str(exc)
+                except Exception as exc:  # not installed, or numba cannot set up (e.g. no cache locator)
+                    _JIT_ERROR = f"{type(exc).__name__}: {exc}"
                 else:
                     _JIT = mod
     return _JIT
