@@ -10,7 +10,7 @@ timings measured in the same process: the dense product Y @ Y.T (N <= 20,000) an
 context, plain cosine top-k (Y @ psi + argpartition). Every size runs on each backend
 (the compiled numba one, the default, and the numpy one as the baseline measured in the same
 run; the numpy baseline is skipped above N = 20,000, where it takes minutes); the table gives
-the numpy / numba time ratio. Timings on a shared virtual machine drift by 20-40 % from one
+the numpy / numba time ratio. Timings on a shared virtual machine drift noticeably from one
 minute to the next, so sizes up to 1,000 are measured in ``--runs`` separate processes (default
 3, interleaved across backends): the table reports the median of the runs' medians and the
 range across runs.
