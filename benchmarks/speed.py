@@ -44,6 +44,14 @@ def make_data(n: int, d: int = 384, seed: int = 0) -> tuple[np.ndarray, np.ndarr
     return np.ascontiguousarray(Y, dtype=np.float32), psi
 
 
+def write_report(path: str | Path, report: dict) -> None:
+    """Write a benchmark's JSON report (creating its folder) and say where."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
 def median_ms(fn, repeats: int) -> tuple[float, list[float]]:
     times = []
     for _ in range(repeats):
@@ -137,10 +145,7 @@ def main(argv=None) -> int:
               "machine": {"platform": platform.platform(), "python": platform.python_version(),
                           "cpus": os.cpu_count(), "processor": platform.processor()},
               "numpy": np.__version__, "targets_ms": TARGETS_MS, "targets_mb": TARGETS_MB, "rows": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_report(args.out, report)
     return 0
 
 

@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .graph import exact_knn as graph_exact_knn
+
 __all__ = ["available_backends", "resolve_backend"]
 
 _JIT = None
@@ -89,23 +91,20 @@ def _two_way(fn, first: tuple, second: tuple, parallel: bool):
     return a, fut.result()
 
 
-def exact_knn(Yn: np.ndarray, k: int, *, block_bytes: int = 32 * 1024 * 1024) -> tuple[np.ndarray, np.ndarray]:
-    """`graph.exact_knn` with the compiled top-k (same neighbours, same tie order)."""
+def exact_knn(Yn: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """`graph.exact_knn` with the compiled top-k (same neighbours, same tie order); each
+    similarity block's rows are split in two halves, the second on the helper thread for
+    large blocks."""
     J = _jit()
     n = Yn.shape[0]
-    block = max(1, min(n, block_bytes // (4 * n)))
-    idx = np.empty((n, k), dtype=np.int64)
-    sim = np.empty((n, k), dtype=np.float32)
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        S = Yn @ Yn.T if (start == 0 and stop == n) else Yn[start:stop] @ Yn.T
-        b = stop - start
-        S[np.arange(b), np.arange(start, stop)] = -np.inf  # no self loops
-        bi, bs = idx[start:stop], sim[start:stop]
+
+    def topk(S: np.ndarray, k: int, idx: np.ndarray, sim: np.ndarray) -> None:
+        b = S.shape[0]
         half = b // 2
-        _two_way(J.topk_rows, (S, k, 0, half, _TOPK_SLACK, bi, bs), (S, k, half, b, _TOPK_SLACK, bi, bs),
+        _two_way(J.topk_rows, (S, k, 0, half, _TOPK_SLACK, idx, sim), (S, k, half, b, _TOPK_SLACK, idx, sim),
                  parallel=b * n >= 4 * _PARALLEL_MIN)
-    return idx, sim
+
+    return graph_exact_knn(Yn, k, topk=topk)
 
 
 def block_cg(indptr, indices, data, diag: np.ndarray, F: np.ndarray, *, rtol: float, maxiter: int):

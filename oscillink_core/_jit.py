@@ -117,25 +117,18 @@ def topk_rows(S, k, r0, r1, slack, idx, val):
                 c6 += v >= t6
                 c7 += v >= t7
             passes += 1
-            # the largest threshold that keeps at least k entries becomes lo
-            if c7 >= k:
-                lo, c_lo = t7, c7
-            elif c6 >= k:
-                lo, c_lo, hi = t6, c6, t7
-            elif c5 >= k:
-                lo, c_lo, hi = t5, c5, t6
-            elif c4 >= k:
-                lo, c_lo, hi = t4, c4, t5
-            elif c3 >= k:
-                lo, c_lo, hi = t3, c3, t4
-            elif c2 >= k:
-                lo, c_lo, hi = t2, c2, t3
-            elif c1 >= k:
-                lo, c_lo, hi = t1, c1, t2
-            elif c0 >= k:
-                lo, c_lo, hi = t0, c0, t1
-            else:
+            # the largest threshold that keeps at least k entries becomes lo, the next one hi
+            ts = (t0, t1, t2, t3, t4, t5, t6, t7)
+            cs = (c0, c1, c2, c3, c4, c5, c6, c7)
+            m = 7
+            while m >= 0 and cs[m] < k:
+                m -= 1
+            if m < 0:
                 hi = t0
+            else:
+                lo, c_lo = ts[m], cs[m]
+                if m < 7:
+                    hi = ts[m + 1]
         cnt = 0
         for t in range(k):
             val[r, t] = -np.inf

@@ -51,13 +51,16 @@ def _topk_rows(S: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, val
 
 
-def exact_knn(Yn: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def exact_knn(Yn: np.ndarray, k: int, *, topk=None) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours by inner product of the (normalised) rows, self excluded.
 
     Parameters
     ----------
     Yn : (N, D) float32 array, rows of unit norm.
     k : neighbours per row, 1 <= k <= N - 1.
+    topk : optional ``topk(S, k, idx, sim)`` filling ``idx``/``sim`` with the top k of each row of
+        the similarity block S (self entries already -inf), in the order of `_topk_rows`; the
+        compiled backend passes its kernel here.
 
     Returns
     -------
@@ -70,9 +73,12 @@ def exact_knn(Yn: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     sim = np.empty((n, k), dtype=np.float32)
     for start in range(0, n, block):
         stop = min(n, start + block)
-        S = Yn[start:stop] @ Yn.T
+        S = Yn[start:stop] @ Yn.T  # one block of Y Y^T (a syrk when it is the whole of it)
         S[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # no self loops
-        idx[start:stop], sim[start:stop] = _topk_rows(S, k)
+        if topk is None:
+            idx[start:stop], sim[start:stop] = _topk_rows(S, k)
+        else:
+            topk(S, k, idx[start:stop], sim[start:stop])
     return idx, sim
 
 
