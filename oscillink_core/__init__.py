@@ -14,7 +14,7 @@ Quickstart
 
 __version__ = "0.1.0"
 
-from ._backend import available_backends  # noqa: E402
+from ._backend import available_backends, warmup  # noqa: E402
 from .api import RankedItem, RerankResult, rerank  # noqa: E402
 from .gates import compute_diffusion_gates  # noqa: E402
 from .lattice import Oscillink, OscillinkLattice  # noqa: E402
@@ -42,6 +42,7 @@ from .tuning import (  # noqa: E402
 
 __all__ = [
     "available_backends",
+    "warmup",
     "Oscillink",
     "OscillinkLattice",
     "rerank",

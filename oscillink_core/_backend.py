@@ -22,7 +22,7 @@ import numpy as np
 
 from .graph import exact_knn as graph_exact_knn
 
-__all__ = ["available_backends", "resolve_backend"]
+__all__ = ["available_backends", "resolve_backend", "warmup"]
 
 _JIT = None
 _JIT_ERROR: str | None = None
@@ -129,3 +129,38 @@ def block_cg(indptr, indices, data, diag: np.ndarray, F: np.ndarray, *, rtol: fl
     ff = sum(p[2] for p in parts)
     res = float(np.sqrt(sum(p[1] for p in parts) / ff)) if ff > 0 else 0.0
     return X, max(p[0] for p in parts), res
+
+
+def warmup(backend: str | None = None) -> dict:
+    """Compile (or load from numba's cache) every kernel the compiled backend uses, now rather
+    than on the first real query: a fresh environment spends about 10 s compiling on its first
+    call (see the README's Speed section). Runs one small rerank through each code path
+    (plain, chained, parallel halves) and returns ``{"backend", "seconds", "kernels"}``; with the
+    numpy backend it returns at once.
+    """
+    import time as _time
+
+    name = resolve_backend(backend)
+    t0 = _time.perf_counter()
+    if name == "numba":
+        from .api import rerank
+        from .lattice import Oscillink
+
+        rng = np.random.default_rng(0)
+        Y = rng.normal(size=(48, 16)).astype(np.float32)
+        Y[1] = Y[0]  # a near-duplicate group
+        rerank(Y[0], Y, k=5, backend="numba")
+        lat = Oscillink(Y, backend="numba")
+        lat.set_query(Y[2])
+        lat.add_chain([0, 3, 5])
+        lat.settle()
+        global _PARALLEL_MIN, _SPLIT_MIN
+        saved = (_PARALLEL_MIN, _SPLIT_MIN)
+        try:  # the two-thread code path (split columns and rows) on a tiny input
+            _PARALLEL_MIN, _SPLIT_MIN = 0, 0
+            rerank(Y[0], Y, k=5, backend="numba")
+        finally:
+            _PARALLEL_MIN, _SPLIT_MIN = saved
+    J = _jit() if name == "numba" else None
+    kernels = sorted(k for k, v in vars(J).items() if hasattr(v, "signatures")) if J is not None else []
+    return {"backend": name, "seconds": _time.perf_counter() - t0, "kernels": kernels}

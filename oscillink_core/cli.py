@@ -10,6 +10,8 @@
 ``oscillink verify RECEIPT.json [--index DIR] [--key-env VAR]``
     Check the receipt against the JSON Schema, its HMAC and, with ``--index``, that re-running
     its query reproduces it. Exit 0: every check passed; 1: a check failed; 2: bad usage.
+``oscillink warmup``
+    Compile the numba kernels now (a fresh install otherwise compiles on its first query).
 
 Errors are one line on stderr and a non-zero exit, never a traceback.
 """
@@ -380,6 +382,22 @@ def cmd_bench(a: argparse.Namespace) -> int:
     return subprocess.run(cmd, cwd=d.parent, env=env, check=False).returncode
 
 
+# ------------------------------------------------------------------------------ warmup
+def cmd_warmup(a: argparse.Namespace) -> int:
+    from ._backend import warmup
+
+    try:
+        info = warmup(a.backend)
+    except ValueError as exc:
+        raise CLIError(f"warmup: {exc}", EXIT_USAGE) from None
+    if info["backend"] == "numpy":
+        _print("backend numpy: nothing to compile")
+    else:
+        _print(f"backend numba: {len(info['kernels'])} kernels ready in {info['seconds']:.2f} s "
+               f"(compiled now or loaded from numba's cache)")
+    return EXIT_OK
+
+
 # ------------------------------------------------------------------------------ parser
 def _int_at_least(lo: int, what: str):
     """argparse type: an int >= ``lo`` (one-line error otherwise)."""
@@ -479,6 +497,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the benchmark script")
     b.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     b.set_defaults(func=cmd_bench)
+
+    w = sub.add_parser("warmup", help="compile the numba kernels now (e.g. while building an image)",
+                       description="Compile (or load from numba's cache) every compiled kernel, so that the first "
+                                   "query does not pay for it. With the numpy backend there is nothing to do.")
+    w.add_argument("--backend", default=None, help="auto (default; OSCILLINK_BACKEND), numba or numpy")
+    w.set_defaults(func=cmd_warmup)
     return p
 
 

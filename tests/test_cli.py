@@ -214,6 +214,19 @@ def test_verify_reruns_on_the_backend_the_receipt_records(capsys, index_dir, tmp
     assert code == 0 and "ok    reproduce" in out, out + err
 
 
+def test_warmup_command(capsys, monkeypatch):
+    from oscillink_core import available_backends
+
+    code, out, err = run(capsys, "warmup")
+    assert code == 0, err
+    expected = "kernels ready" if "numba" in available_backends() else "nothing to compile"
+    assert expected in out
+    code, out, err = run(capsys, "warmup", "--backend", "numpy")
+    assert code == 0 and "nothing to compile" in out
+    code, out, err = run(capsys, "warmup", "--backend", "cuda")
+    assert code == 2 and "backend must be" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.slow
 def test_query_receipt_is_deterministic(capsys, index_dir, tmp_path):
     files = [tmp_path / "a.json", tmp_path / "b.json"]

@@ -180,3 +180,15 @@ def test_backends_rank_alike_on_random_inputs(seed):
     assert a.ids == b.ids
     np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
     assert a.receipt["graph"] == b.receipt["graph"]
+
+
+def test_warmup_compiles_every_kernel_and_restores_settings():
+    from oscillink_core import _backend, warmup
+
+    before = (_backend._PARALLEL_MIN, _backend._SPLIT_MIN)
+    info = warmup("numba")
+    assert info["backend"] == "numba" and info["seconds"] >= 0
+    assert {"topk_rows", "mutual_graph", "system_arrays", "cg_columns", "state_stats", "dup_labels",
+            "n_components", "prepare_rows", "divide_rows", "rhs", "degree_scale"} <= set(info["kernels"])
+    assert (_backend._PARALLEL_MIN, _backend._SPLIT_MIN) == before
+    assert warmup("numpy") == {"backend": "numpy", "seconds": pytest.approx(0, abs=0.5), "kernels": []}
