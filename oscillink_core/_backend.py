@@ -20,8 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .graph import exact_knn as graph_exact_knn
-
 __all__ = ["available_backends", "resolve_backend", "warmup"]
 
 _JIT = None
@@ -91,20 +89,14 @@ def _two_way(fn, first: tuple, second: tuple, parallel: bool):
     return a, fut.result()
 
 
-def exact_knn(Yn: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """`graph.exact_knn` with the compiled top-k (same neighbours, same tie order); each
-    similarity block's rows are split in two halves, the second on the helper thread for
-    large blocks."""
+def compiled_topk(S: np.ndarray, k: int, idx: np.ndarray, sim: np.ndarray) -> None:
+    """The ``topk`` step of `graph.exact_knn` with the compiled kernel (same neighbours, same tie
+    order): the block's rows in two halves, the second on the helper thread for large blocks."""
     J = _jit()
-    n = Yn.shape[0]
-
-    def topk(S: np.ndarray, k: int, idx: np.ndarray, sim: np.ndarray) -> None:
-        b = S.shape[0]
-        half = b // 2
-        _two_way(J.topk_rows, (S, k, 0, half, _TOPK_SLACK, idx, sim), (S, k, half, b, _TOPK_SLACK, idx, sim),
-                 parallel=b * n >= 4 * _PARALLEL_MIN)
-
-    return graph_exact_knn(Yn, k, topk=topk)
+    b, n = S.shape
+    half = b // 2
+    _two_way(J.topk_rows, (S, k, 0, half, _TOPK_SLACK, idx, sim), (S, k, half, b, _TOPK_SLACK, idx, sim),
+             parallel=b * n >= 4 * _PARALLEL_MIN)
 
 
 def block_cg(indptr, indices, data, diag: np.ndarray, F: np.ndarray, *, rtol: float, maxiter: int):

@@ -396,7 +396,7 @@ def rhs(X, psi, gates, lamG, lamQ):
 
 
 @njit(**_OPTS)
-def state_stats(U, A, psi, gates, indptr, cols, w, scale, lamG, lamC, lamQ, with_anchor, with_edges):
+def state_stats(U, A, psi, gates, indptr, cols, w, scale, lamG, lamC, lamQ, with_anchor):
     """At state U (anchors A): cos(U_i, psi), per-node tension (lamC-weighted, summed over
     incident edges) and the anchor, coherence and query energy terms (each times its lambda)."""
     n, d = U.shape
@@ -428,7 +428,7 @@ def state_stats(U, A, psi, gates, indptr, cols, w, scale, lamG, lamC, lamQ, with
         query += np.float64(gates[i]) * max(s - 2.0 * up + pp, 0.0)
     tension = np.zeros(n, np.float64)
     coherence = 0.0
-    if with_edges and lamC != 0.0:
+    if lamC != 0.0:
         for i in range(n):
             si = scale[i]
             for p in range(indptr[i], indptr[i + 1]):

@@ -24,6 +24,7 @@ __all__ = [
     "edge_tension",
     "energy_terms",
     "upper_edges",
+    "path_energy",
 ]
 
 
@@ -89,6 +90,14 @@ def edge_tension(U: np.ndarray, i: np.ndarray, j: np.ndarray, w: np.ndarray, sca
     return np.maximum(t, 0.0)  # round-off can leave tiny negatives on near-identical pairs
 
 
+def path_energy(U: np.ndarray, chain: np.ndarray | None, weights: np.ndarray | None, lamP: float) -> float:
+    """lamP * sum_t w_t ||u_{c_t} - u_{c_t+1}||^2 over the chain (0 without one)."""
+    if lamP <= 0 or chain is None or len(chain) < 2:
+        return 0.0
+    d = U[chain[:-1]] - U[chain[1:]]
+    return lamP * float(np.einsum("i,i->", weights, np.einsum("ij,ij->i", d, d).astype(np.float64)))
+
+
 def energy_terms(U: np.ndarray, Y: np.ndarray, psi: np.ndarray, gates: np.ndarray, edges: tuple,
                  scale: np.ndarray, *, lamG: float, lamC: float, lamQ: float, lamP: float = 0.0,
                  chain: np.ndarray | None = None, chain_weights: np.ndarray | None = None) -> dict:
@@ -104,9 +113,6 @@ def energy_terms(U: np.ndarray, Y: np.ndarray, psi: np.ndarray, gates: np.ndarra
     up = np.einsum("ij,j->i", U, psi).astype(np.float64)
     pp = float(np.einsum("i,i->", psi.astype(np.float64), psi.astype(np.float64)))
     query = lamQ * float(np.einsum("i,i->", gates.astype(np.float64), np.maximum(sqnorm - 2 * up + pp, 0.0)))
-    path = 0.0
-    if lamP > 0 and chain is not None and len(chain) > 1:
-        d = U[chain[:-1]] - U[chain[1:]]
-        path = lamP * float(np.einsum("i,i->", chain_weights, np.einsum("ij,ij->i", d, d).astype(np.float64)))
+    path = path_energy(U, chain, chain_weights, lamP)
     return {"anchor": anchor, "coherence": coherence, "query": query, "path": path,
             "total": anchor + coherence + query + path}

@@ -120,14 +120,15 @@ def faiss_knn(Yn: np.ndarray, k: int, *, seed: int = 0) -> tuple[np.ndarray, np.
     return out_idx, out_sim
 
 
-def knn(Yn: np.ndarray, k: int, *, method: str = "auto", exact_max_n: int = 8192, seed: int = 0
+def knn(Yn: np.ndarray, k: int, *, method: str = "auto", exact_max_n: int = 8192, seed: int = 0, topk=None
         ) -> tuple[np.ndarray, np.ndarray, str]:
-    """Dispatch to exact or FAISS neighbours; returns (idx, sim, method_used)."""
+    """Dispatch to exact or FAISS neighbours; returns (idx, sim, method_used). ``topk`` is passed
+    to `exact_knn`."""
     n = Yn.shape[0]
     if method == "auto":
         method = "exact" if n <= exact_max_n else "faiss"
     if method == "exact":
-        return (*exact_knn(Yn, k), "exact")
+        return (*exact_knn(Yn, k, topk=topk), "exact")
     return (*faiss_knn(Yn, k, seed=seed), "faiss-ivf")
 
 

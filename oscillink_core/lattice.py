@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 from . import __version__, _backend
 from ._validation import check_embeddings, check_gates, check_ids, check_k, check_query, row_norms
-from .energy import edge_tension, energy_terms, path_laplacian, rhs, system_matrix, upper_edges
+from .energy import edge_tension, energy_terms, path_energy, path_laplacian, rhs, system_matrix, upper_edges
 from .gates import diffusion_gates_from_laplacian
 from .graph import GraphStats, graph_stats, knn, mutual_knn_graph, normalized_laplacian
 from .params import LatticeParams, resolve_params
@@ -124,20 +124,16 @@ class Oscillink:
             self._knn = (None, None)
             self._knn_method = "loaded"
         elif self._k_eff >= 1:
-            method = self._params.knn
-            if method == "auto":
-                method = "exact" if n <= self._params.exact_max_n else "faiss"
-            if J is not None and method == "exact":
-                idx, sim = _backend.exact_knn(self._Yn, self._k_eff)
-                method = "exact"
-            else:
-                idx, sim, method = knn(self._Yn, self._k_eff, method=method, seed=self._params.seed)
+            p = self._params
+            idx, sim, method = knn(self._Yn, self._k_eff, method=p.knn, exact_max_n=p.exact_max_n, seed=p.seed,
+                                   topk=_backend.compiled_topk if J is not None else None)
             self._knn = (idx, sim)
             self._knn_method = method
-            W = None if J is not None else mutual_knn_graph(idx, sim, n, edge_floor=self._params.edge_floor,
-                                                            Yn=self._Yn)
             if J is not None:
-                self._csr = J.mutual_graph(idx, self._Yn, float(self._params.edge_floor))
+                W = None
+                self._csr = J.mutual_graph(idx, self._Yn, float(p.edge_floor))
+            else:
+                W = mutual_knn_graph(idx, sim, n, edge_floor=p.edge_floor, Yn=self._Yn)
         else:
             self._knn = (np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32))
             self._knn_method = "none"
@@ -358,11 +354,7 @@ class Oscillink:
         p = self._params
         if self._backend == "numba" and (U is None or U is self._X):
             _, _, anchor, coherence, query = self._stats_u_or_x(U is None)
-            path = 0.0
-            if self._lamP > 0 and self._chain is not None:
-                dch = X[self._chain[:-1]] - X[self._chain[1:]]
-                path = self._lamP * float(np.einsum("i,i->", self._chain_w,
-                                                    np.einsum("ij,ij->i", dch, dch).astype(np.float64)))
+            path = path_energy(X, self._chain, self._chain_w, self._lamP)
             return {"anchor": anchor, "coherence": coherence, "query": query, "path": path,
                     "total": anchor + coherence + query + path}
         return energy_terms(X, self._X, self._psi, self._gates, self._edges, self._scale,
@@ -397,7 +389,7 @@ class Oscillink:
             U = self._require_settled() if at_u else self._X
             indptr, indices, data = self._csr
             cached = J.state_stats(U, self._X, self._psi, self._gates, indptr, indices, data, self._scale,
-                                   float(p.lamG), float(p.lamC), float(p.lamQ), at_u, True)
+                                   float(p.lamG), float(p.lamC), float(p.lamQ), at_u)
             if at_u:
                 self._stats_u = cached
             else:

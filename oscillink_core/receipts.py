@@ -59,9 +59,14 @@ def _frame(h: hashlib._Hash, tag: str, payload: bytes) -> None:
     h.update(payload)
 
 
-def _array_bytes(a: np.ndarray, dtype: str) -> bytes:
+def _canonical_array(a: np.ndarray, dtype: str) -> tuple[bytes, np.ndarray]:
+    """(header naming dtype and shape, the little-endian C-order array) of an array's canonical form."""
     arr = np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<"))
-    header = f"{arr.dtype.str}|{','.join(map(str, arr.shape))}|".encode("ascii")
+    return f"{arr.dtype.str}|{','.join(map(str, arr.shape))}|".encode("ascii"), arr
+
+
+def _array_bytes(a: np.ndarray, dtype: str) -> bytes:
+    header, arr = _canonical_array(a, dtype)
     return header + arr.tobytes()
 
 
@@ -72,8 +77,8 @@ def hash_ids(ids: Iterable[Any]) -> str:
 
 def array_digest(a: np.ndarray, dtype: str = "f4") -> bytes:
     """SHA-256 digest of an array's canonical bytes (dtype, shape, little-endian C-order data)."""
-    arr = np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<"))
-    h = hashlib.sha256(f"{arr.dtype.str}|{','.join(map(str, arr.shape))}|".encode("ascii"))
+    header, arr = _canonical_array(a, dtype)
+    h = hashlib.sha256(header)
     if arr.size:
         h.update(memoryview(arr.reshape(-1)).cast("B"))  # no copy; hashlib releases the GIL
     return h.digest()

@@ -192,3 +192,15 @@ def test_warmup_compiles_every_kernel_and_restores_settings():
             "n_components", "prepare_rows", "divide_rows", "rhs", "degree_scale"} <= set(info["kernels"])
     assert (_backend._PARALLEL_MIN, _backend._SPLIT_MIN) == before
     assert warmup("numpy") == {"backend": "numpy", "seconds": pytest.approx(0, abs=0.5), "kernels": []}
+
+
+def test_compiled_topk_in_blocked_exact_knn_matches_numpy(monkeypatch):
+    from oscillink_core import graph
+    from oscillink_core._backend import compiled_topk
+
+    Y, _, _ = clustered(n_rel=40, n_noise=260, d=24, seed=9)
+    Yn = (Y / np.linalg.norm(Y, axis=1, keepdims=True)).astype(np.float32)
+    monkeypatch.setattr(graph, "_BLOCK_BYTES", 4 * len(Yn) * 37)  # blocks of 37 rows
+    ref = graph.exact_knn(Yn, 6)  # same blocks: the same similarity bits to select from
+    got = graph.exact_knn(Yn, 6, topk=compiled_topk)
+    assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1])
