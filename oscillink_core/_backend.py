@@ -28,7 +28,7 @@ _LOCK = threading.Lock()
 _POOL: ThreadPoolExecutor | None = None
 # Below this many (N x D) elements a second thread costs more than it saves: right after the
 # kNN product, BLAS worker threads keep spinning on the other core for a while, so a helper
-# thread there mostly competes with them (measured on 2 CPUs: no gain at N = 1,000, 1.5x at 20,000).
+# thread there mostly competes with them (benchmarks/backend_notes.py measures both sides).
 _PARALLEL_MIN = 1 << 21
 # The solve splits its columns in two halves from this many (N x D) elements on: a rule on the
 # input's shape only, so the arithmetic (and the receipt) never depends on the threads available.
@@ -126,9 +126,10 @@ def block_cg(indptr, indices, data, diag: np.ndarray, F: np.ndarray, *, rtol: fl
 def warmup(backend: str | None = None) -> dict:
     """Compile (or load from numba's cache) every kernel the compiled backend uses, now rather
     than on the first real query: a fresh environment spends about 10 s compiling on its first
-    call (see the README's Speed section). Runs one small rerank through each code path
-    (plain, chained, parallel halves) and returns ``{"backend", "seconds", "kernels"}``; with the
-    numpy backend it returns at once.
+    call (see the README's Speed section). One small rerank (with a near-duplicate group) and one
+    chained solve reach every kernel with the argument types real calls use (the two-thread
+    halves call the same kernels with the same types). Returns ``{"backend", "seconds",
+    "kernels"}``; with the numpy backend it returns at once.
     """
     import time as _time
 
@@ -146,13 +147,6 @@ def warmup(backend: str | None = None) -> dict:
         lat.set_query(Y[2])
         lat.add_chain([0, 3, 5])
         lat.settle()
-        global _PARALLEL_MIN, _SPLIT_MIN
-        saved = (_PARALLEL_MIN, _SPLIT_MIN)
-        try:  # the two-thread code path (split columns and rows) on a tiny input
-            _PARALLEL_MIN, _SPLIT_MIN = 0, 0
-            rerank(Y[0], Y, k=5, backend="numba")
-        finally:
-            _PARALLEL_MIN, _SPLIT_MIN = saved
     J = _jit() if name == "numba" else None
     kernels = sorted(k for k, v in vars(J).items() if hasattr(v, "signatures")) if J is not None else []
     return {"backend": name, "seconds": _time.perf_counter() - t0, "kernels": kernels}
