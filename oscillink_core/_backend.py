@@ -33,7 +33,6 @@ _PARALLEL_MIN = 1 << 21
 # The solve splits its columns in two halves from this many (N x D) elements on: a rule on the
 # input's shape only, so the arithmetic (and the receipt) never depends on the threads available.
 _SPLIT_MIN = 1 << 21
-_TOPK_SLACK = 4
 
 
 def _jit():
@@ -95,7 +94,7 @@ def compiled_topk(S: np.ndarray, k: int, idx: np.ndarray, sim: np.ndarray) -> No
     J = _jit()
     b, n = S.shape
     half = b // 2
-    _two_way(J.topk_rows, (S, k, 0, half, _TOPK_SLACK, idx, sim), (S, k, half, b, _TOPK_SLACK, idx, sim),
+    _two_way(J.topk_rows, (S, k, 0, half, idx, sim), (S, k, half, b, idx, sim),
              parallel=b * n >= 4 * _PARALLEL_MIN)
 
 

@@ -65,11 +65,23 @@ def divide_rows(Y, norms):
 
 
 @njit(inline="always", **{k: v for k, v in _OPTS.items() if k != "cache"})
+def _before(v, j, w, i):
+    """Does (v, j) come before (w, i) in the top-k order: larger value first, then lower index
+    (the order of repeated argmax)?"""
+    return v > w or (v == w and j < i)
+
+
+@njit(inline="always", **{k: v for k, v in _OPTS.items() if k != "cache"})
 def _insert(val, idx, r, k, cnt, v, j):
-    """Insert (v, j) into row r's descending top list holding cnt entries (an equal value
-    stays behind the entries already there, so ties go to the lower index)."""
-    t = cnt if cnt < k else k - 1
-    while t > 0 and val[r, t - 1] < v:
+    """Offer (v, j) to row r's top list, which holds cnt entries in `_before` order; returns
+    the new count. Entries may be offered in any order."""
+    if cnt == k:
+        if not _before(v, j, val[r, k - 1], idx[r, k - 1]):
+            return cnt
+        t = k - 1
+    else:
+        t = cnt
+    while t > 0 and _before(v, j, val[r, t - 1], idx[r, t - 1]):
         val[r, t] = val[r, t - 1]
         idx[r, t] = idx[r, t - 1]
         t -= 1
@@ -78,66 +90,79 @@ def _insert(val, idx, r, k, cnt, v, j):
     return cnt + 1 if cnt < k else k
 
 
-@njit(**_OPTS)
-def topk_rows(S, k, r0, r1, slack, idx, val):
-    """Top k of rows r0..r1-1 of S into idx/val (entries to exclude, such as self, already set
-    to -inf); values descending, ties to the lower index, as with repeated argmax.
+_TOPK_LANES = 8
 
-    Per row, vectorised counting passes (8 thresholds each) narrow a bracket [lo, hi) with
-    at least k entries >= lo, until at most ``slack * k`` entries are >= lo; a last pass then
-    inserts only those entries into a sorted list of k. Rows are independent, so splitting
-    the row range over threads gives identical results.
+
+@njit(**_OPTS)
+def topk_rows(S, k, r0, r1, idx, val):
+    """Top k of rows r0..r1-1 of S into idx/val (entries to exclude, such as self, already set
+    to -inf; they are never selected, and a row with fewer than k others keeps idx = -1 in its
+    last slots); values descending, ties to the lower index, as with repeated argmax.
+
+    Per row: the entries are seen as nc = ceil(n / 8) interleaved groups (group c holds
+    columns c, c + nc, c + 2 nc, ...), and the group maxima come from seven element-wise
+    maxima of contiguous slices (vectorised); the group maxima are grouped once more the same
+    way. The k-th largest of these super-group maxima, tau, is a lower bound on the row's k-th
+    value (k maxima are k distinct entries), so only entries >= tau in groups whose maximum is
+    >= tau can be in the top k: typically one or two dozen groups of 8 entries are walked.
+    Rows are independent, so splitting the row range over threads gives identical results.
     """
     n = S.shape[1]
-    limit = slack * k
+    L = _TOPK_LANES
+    nc = (n + L - 1) // L
+    gmax = np.empty(nc, np.float32)
+    smax = np.empty((nc + L - 1) // L, np.float32)
+    top = np.empty(k, np.float32)
     for r in range(r0, r1):
-        lo = np.float32(-4.0)  # unit rows: every finite similarity is >= -1 - eps
-        hi = np.float32(4.0)
-        c_lo = n
-        passes = 0
-        while c_lo > limit and passes < 8:
-            w = (np.float64(hi) - np.float64(lo)) / 9.0
-            t0 = np.float32(lo + w)
-            t1 = np.float32(lo + 2 * w)
-            t2 = np.float32(lo + 3 * w)
-            t3 = np.float32(lo + 4 * w)
-            t4 = np.float32(lo + 5 * w)
-            t5 = np.float32(lo + 6 * w)
-            t6 = np.float32(lo + 7 * w)
-            t7 = np.float32(lo + 8 * w)
-            c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = 0
-            for j in range(n):  # branch-free: vectorised
-                v = S[r, j]
-                c0 += v >= t0
-                c1 += v >= t1
-                c2 += v >= t2
-                c3 += v >= t3
-                c4 += v >= t4
-                c5 += v >= t5
-                c6 += v >= t6
-                c7 += v >= t7
-            passes += 1
-            # the largest threshold that keeps at least k entries becomes lo, the next one hi
-            ts = (t0, t1, t2, t3, t4, t5, t6, t7)
-            cs = (c0, c1, c2, c3, c4, c5, c6, c7)
-            m = 7
-            while m >= 0 and cs[m] < k:
-                m -= 1
-            if m < 0:
-                hi = t0
-            else:
-                lo, c_lo = ts[m], cs[m]
-                if m < 7:
-                    hi = ts[m + 1]
-        cnt = 0
         for t in range(k):
             val[r, t] = -np.inf
             idx[r, t] = -1
-        for j in range(n):
-            v = S[r, j]
-            if v >= lo and v > -np.inf:
-                if cnt < k or v > val[r, k - 1]:
+        cnt = 0
+        if nc < k:  # short rows: offer every entry
+            for j in range(n):
+                v = S[r, j]
+                if v > -np.inf:
                     cnt = _insert(val, idx, r, k, cnt, v, j)
+            continue
+        for c in range(nc):
+            gmax[c] = S[r, c]
+        for lane in range(1, L):
+            base = lane * nc
+            for c in range(min(nc, n - base)):  # element-wise maximum: vectorised
+                v = S[r, base + c]
+                gmax[c] = v if v > gmax[c] else gmax[c]
+        # tau: the k-th largest of the maxima of the groups' interleaved super-groups (the same
+        # construction one level up, when there are at least k of them), else of the groups'
+        src = gmax
+        m = nc
+        nc2 = (nc + L - 1) // L
+        if nc2 >= k:
+            for c in range(nc2):
+                smax[c] = gmax[c]
+            for lane in range(1, L):
+                base = lane * nc2
+                for c in range(min(nc2, nc - base)):
+                    v = gmax[base + c]
+                    smax[c] = v if v > smax[c] else smax[c]
+            src = smax
+            m = nc2
+        for t in range(k):
+            top[t] = -np.inf
+        for c in range(m):
+            v = src[c]
+            if v > top[k - 1]:
+                t = k - 1
+                while t > 0 and top[t - 1] < v:
+                    top[t] = top[t - 1]
+                    t -= 1
+                top[t] = v
+        tau = top[k - 1]
+        for c in range(nc):
+            if gmax[c] >= tau and gmax[c] > -np.inf:
+                for j in range(c, n, nc):
+                    v = S[r, j]
+                    if v >= tau and v > -np.inf:
+                        cnt = _insert(val, idx, r, k, cnt, v, j)
 
 
 @njit(**_OPTS)

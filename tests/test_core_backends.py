@@ -109,17 +109,24 @@ def test_receipt_does_not_depend_on_the_thread_split(monkeypatch):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_compiled_topk_matches_repeated_argmax_with_ties(seed):
+@pytest.mark.parametrize("n", [7, 300, 1000])  # one group level, two levels
+@pytest.mark.parametrize("ties", [True, False])
+def test_compiled_topk_matches_repeated_argmax(seed, n, ties):
     from oscillink_core import _jit
 
     rng = np.random.default_rng(seed)
-    n = 300
-    S = rng.integers(-3, 4, size=(n, n)).astype(np.float32) / 4  # many exact ties
+    if ties:
+        S = rng.integers(-3, 4, size=(n, n)).astype(np.float32) / 4  # many exact ties
+    else:
+        S = rng.normal(size=(n, n)).astype(np.float32)
     S[np.arange(n), np.arange(n)] = -np.inf
+    S[0, : n // 2] = -np.inf  # a row with fewer finite entries
     for k in (1, 6, 17):
+        if k > int(np.isfinite(S).sum(axis=1).min()):  # exact_knn always has k finite entries per row
+            continue
         idx = np.empty((n, k), np.int64)
         val = np.empty((n, k), np.float32)
-        _jit.topk_rows(S, k, 0, n, 4, idx, val)
+        _jit.topk_rows(S, k, 0, n, idx, val)
         ref_i, ref_v = _topk_rows(S.copy(), k)
         assert np.array_equal(idx, ref_i) and np.array_equal(val, ref_v)
 
