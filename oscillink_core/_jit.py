@@ -53,10 +53,9 @@ def prepare_rows(Y):
 
 
 @njit(**_OPTS)
-def divide_rows(Y, norms):
-    """Y / norms[:, None] as a new float32 array (norms float32; the bits of numpy's division)."""
+def divide_rows(Y, norms, out):
+    """out = Y / norms[:, None] in float32 (norms float32; the bits of numpy's division)."""
     n, d = Y.shape
-    out = np.empty((n, d), np.float32)
     for i in range(n):
         c = norms[i]
         for t in range(d):
@@ -314,8 +313,9 @@ def _precondition_row(i, indptr, cols, data, dinv, R, Z):
 
 
 @njit(**_OPTS)
-def _cg(indptr, cols, data, dinv, F, X, rtol, maxiter):
-    """Preconditioned CG on contiguous F, X (all of their columns); see `cg_columns`.
+def _cg(indptr, cols, data, dinv, F, X, W, rtol, maxiter):
+    """Preconditioned CG on contiguous F, X (all of their columns), work arrays W[0..3]; see
+    `cg_columns`.
 
     Preconditioner: P^-1 = D^-1 - D^-1 O D^-1 (two Neumann terms; M = D + O, D = diag(M)).
     It is SPD for every valid M: with E = D^-1/2 O D^-1/2, P^-1 = D^-1/2 (I - E) D^-1/2 and
@@ -335,10 +335,10 @@ def _cg(indptr, cols, data, dinv, F, X, rtol, maxiter):
     if ff == 0.0:
         X[:, :] = 0.0
         return 0, 0.0, 0.0
-    R = np.empty((n, d), np.float32)
-    P = np.empty((n, d), np.float32)
-    Q = np.empty((n, d), np.float32)
-    Z = np.empty((n, d), np.float32)
+    R = W[0]
+    P = W[1]
+    Q = W[2]
+    Z = W[3]
     target2 = rtol * rtol * ff
     it = 0
     rr = 0.0
@@ -389,28 +389,31 @@ def _cg(indptr, cols, data, dinv, F, X, rtol, maxiter):
 
 
 @njit(**_OPTS)
-def cg_columns(indptr, cols, data, dinv, F, X, c0, c1, rtol, maxiter):
+def cg_columns(indptr, cols, data, dinv, F, X, W, c0, c1, rtol, maxiter):
     """Preconditioned CG (see `_cg`) for M X[:, c0:c1] = F[:, c0:c1], the block's columns
     advancing together with shared step lengths, as in `solver.block_cg`; four fused passes per
-    iteration. X[:, c0:c1] is overwritten (initial guess: Jacobi, F / diag(M)).
+    iteration. X[:, c0:c1] is overwritten (initial guess: Jacobi, F / diag(M)). W: four (n, d)
+    work arrays for the whole width (W.shape[0] == 4), or anything else to allocate them here.
 
     Stops when ||R||_F <= rtol ||F[:, c0:c1]||_F on the recursive residual, then confirms on
     the explicitly recomputed one. Returns (iterations, ||F - M X||_F^2, ||F||_F^2) of the block.
     """
+    n = F.shape[0]
     if c0 == 0 and c1 == F.shape[1]:
-        return _cg(indptr, cols, data, dinv, F, X, rtol, maxiter)
+        if W.shape[0] != 4:
+            W = np.empty((4, n, c1), np.float32)
+        return _cg(indptr, cols, data, dinv, F, X, W, rtol, maxiter)
     Fb = F[:, c0:c1].copy()  # contiguous block: the loops below vectorise
     Xb = np.empty_like(Fb)
-    out = _cg(indptr, cols, data, dinv, Fb, Xb, rtol, maxiter)
+    out = _cg(indptr, cols, data, dinv, Fb, Xb, np.empty((4, n, c1 - c0), np.float32), rtol, maxiter)
     X[:, c0:c1] = Xb
     return out
 
 
 @njit(**_OPTS)
-def rhs(X, psi, gates, lamG, lamQ):
-    """F = lamG X + lamQ diag(gates) 1 psi^T in float32."""
+def rhs(X, psi, gates, lamG, lamQ, F):
+    """F = lamG X + lamQ diag(gates) 1 psi^T in float32 (written into F)."""
     n, d = X.shape
-    F = np.empty((n, d), np.float32)
     g32 = np.float32(lamG)
     q32 = np.float32(lamQ)
     for i in range(n):

@@ -92,7 +92,7 @@ def rerank(query: Any, candidates: Any, *, k: int, ids: Sequence[Any] | None = N
     """
     t0 = time.perf_counter()
     p = resolve_params(params)
-    lat = Oscillink(candidates, ids=ids, params=p, backend=backend)
+    lat = Oscillink(candidates, ids=ids, params=p, backend=backend, _transient=True)  # dropped on return
     lat.set_query(query, gates=gates)
     info = lat.settle()
     bundle = lat.bundle(k)

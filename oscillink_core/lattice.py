@@ -48,6 +48,10 @@ _NULL_MAX_LISTED = 16
 _HASH_ASYNC_BYTES = 1 << 23
 
 
+def _ws_similarity(shape: tuple) -> np.ndarray:
+    return _backend.workspace("S", shape)
+
+
 class Oscillink:
     """Sparse coherence lattice over N candidate embeddings.
 
@@ -84,14 +88,17 @@ class Oscillink:
     def __init__(self, Y: Any, kneighbors: int | None = None, lamG: float | None = None,
                  lamC: float | None = None, lamQ: float | None = None, *, ids: Sequence[Any] | None = None,
                  params: Any = None, backend: str | None = None, _adjacency: sp.csr_array | None = None,
-                 **overrides: Any) -> None:
+                 _transient: bool = False, **overrides: Any) -> None:
         t0 = time.perf_counter()
         self._backend = _backend.resolve_backend(backend)
         J = _backend._jit() if self._backend == "numba" else None
         explicit = {name: v for name, v in (("kneighbors", kneighbors), ("lamG", lamG), ("lamC", lamC),
                                             ("lamQ", lamQ)) if v is not None}
         self._params = resolve_params(params, **explicit, **overrides)
-        self._Y, norms = self._check_rows(Y, J)
+        # _transient (rerank's lattice, discarded when it returns): with the compiled backend Y is
+        # read in place when already float32, and the lattice's arrays live in the per-thread workspace
+        self._transient = bool(_transient) and J is not None
+        self._Y, norms = self._check_rows(Y, J, self._transient)
         n, d = self._Y.shape
         self._ids = check_ids(ids, n)
         self._ids_json: bytes | None = None
@@ -110,7 +117,11 @@ class Oscillink:
         self._k_eff = int(min(k, n - 1))
         if norms.max() < 1e30 and norms.min() > 1e-30:  # float32 division is exact enough and cheaper
             n32 = norms.astype(np.float32)
-            self._Yn = J.divide_rows(self._Y, n32) if J is not None else self._Y / n32[:, None]
+            if J is not None:
+                out = _backend.workspace("Yn", (n, d)) if self._transient else np.empty((n, d), np.float32)
+                self._Yn = J.divide_rows(self._Y, n32, out)
+            else:
+                self._Yn = self._Y / n32[:, None]
         else:
             self._Yn = (self._Y / norms[:, None]).astype(np.float32)
         # the state the energy acts on: unit rows (default) or Y as given
@@ -126,7 +137,8 @@ class Oscillink:
         elif self._k_eff >= 1:
             p = self._params
             idx, sim, method = knn(self._Yn, self._k_eff, method=p.knn, exact_max_n=p.exact_max_n, seed=p.seed,
-                                   topk=_backend.compiled_topk if J is not None else None)
+                                   topk=_backend.compiled_topk if J is not None else None,
+                                   alloc=_ws_similarity if J is not None else None)
             self._knn = (idx, sim)
             self._knn_method = method
             if J is not None:
@@ -164,10 +176,17 @@ class Oscillink:
         self._timings = {"validate_ms": 1e3 * (t1 - t0), "graph_ms": 1e3 * (t2 - t1)}
 
     @staticmethod
-    def _check_rows(Y: Any, J) -> tuple[np.ndarray, np.ndarray]:
-        """Validated float32 copy of Y and its row norms (float64)."""
+    def _check_rows(Y: Any, J, transient: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Validated float32 copy of Y and its row norms (float64). ``transient``: Y itself when
+        it is already C-contiguous float32 (read, never written), else a workspace copy."""
         if J is not None and isinstance(Y, np.ndarray) and Y.ndim == 2 and Y.size and Y.dtype.kind in "fiub":
-            out = np.array(Y, dtype=np.float32, order="C", copy=True)
+            if not transient:
+                out = np.array(Y, dtype=np.float32, order="C", copy=True)
+            elif Y.dtype == np.float32 and Y.flags.c_contiguous and Y.flags.writeable:  # (one kernel type)
+                out = Y
+            else:
+                out = _backend.workspace("Y", Y.shape)
+                np.copyto(out, Y, casting="unsafe")
             sq, finite = J.prepare_rows(out)  # one pass: squared norms in float64, finiteness
             if finite and sq.min() > 0:
                 return out, np.sqrt(sq)
@@ -312,12 +331,14 @@ class Oscillink:
                 indptr, indices, data = self._csr
                 mp, mc, md, diag = J.system_arrays(indptr, indices, data, self._deg, self._scale, dvals,
                                                    float(p.lamC))
-                F = J.rhs(self._X, self._psi, self._gates, float(p.lamG), float(p.lamQ))
+                F = J.rhs(self._X, self._psi, self._gates, float(p.lamG), float(p.lamQ),
+                          _backend.workspace("F", self._X.shape))
             else:  # the chain adds entries outside the graph's pattern: build M with scipy
                 M, diag = self.system()
                 mp, mc, md = M.indptr.astype(np.int32), M.indices.astype(np.int32), M.data
                 F = self.rhs()
-            U, iters, res = _backend.block_cg(mp, mc, md, diag, F, rtol=rtol, maxiter=maxiter)
+            out = _backend.workspace("U", F.shape) if self._transient else None
+            U, iters, res = _backend.block_cg(mp, mc, md, diag, F, rtol=rtol, maxiter=maxiter, out=out)
             info = CGInfo(iterations=int(iters), residual=res, converged=bool(res <= rtol), rtol=rtol)
             if not info.converged:
                 warnings.warn(f"conjugate gradient stopped after {iters} iterations with relative residual "

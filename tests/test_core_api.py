@@ -217,7 +217,8 @@ def test_callers_arrays_are_never_modified():
     Y, psi, _ = clustered(d=16)
     Y64 = Y.astype(np.float64)
     gates = np.linspace(0.1, 1, len(Y))
-    copies = [Y64.copy(), psi.copy(), gates.copy()]
+    Y32 = np.ascontiguousarray(Y, dtype=np.float32)  # the compiled rerank reads this one in place
+    copies = [Y64.copy(), psi.copy(), gates.copy(), Y32.copy()]
     lat = Oscillink(Y64, dedup_threshold=0.9, mmr_lambda=0.7)
     lat.set_query(psi, gates=gates)
     lat.add_chain([0, 1, 2])
@@ -225,9 +226,10 @@ def test_callers_arrays_are_never_modified():
     lat.bundle(10)
     lat.receipt()
     rerank(psi, Y64, k=5, gates=gates)
-    for original, now in zip(copies, [Y64, psi, gates], strict=False):
+    rerank(psi, Y32, k=5, gates=gates)
+    for original, now in zip(copies, [Y64, psi, gates, Y32], strict=True):
         assert np.array_equal(original, now)
-    assert Y64.flags.writeable
+    assert Y64.flags.writeable and Y32.flags.writeable
 
 
 def test_params_objects_profiles_and_kwargs_agree(tmp_path):
