@@ -11,11 +11,10 @@ Usage:  python benchmarks/backend_notes.py [--out benchmarks/results/backend_not
 * ``helper_thread``: median ``rerank`` time (and its solve stage) with the second thread allowed
   and forced off, at N = 1,000 (where the default runs on one thread: the thread and the column
   split are forced on for the comparison) and N = 20,000 (where the default uses it).
-* ``workspace``: median ``rerank`` time and minor page faults per call at N = 1,000 with the
-  per-thread workspace on (the default) and off (every temporary a fresh numpy array), each back
-  to back and with another settled lattice alive in the process, every setting in fresh
-  processes. ``--before DIR`` adds an older checkout (``git worktree add DIR 4dfed7a``: its
-  kernels allocated their temporaries themselves) in the same two states.
+* ``allocation``: median ``rerank`` time and minor page faults per call at N = 1,000, back to
+  back and with another settled lattice alive in the process, each in fresh processes.
+  ``--before DIR`` adds an older checkout (``git worktree add DIR 4dfed7a``, whose kernels
+  allocated their large temporaries inside numba) in the same two states.
 * ``budget``: where the time of one ``rerank`` at N = 1,000 goes, against the dense product
   ``Y @ Y.T`` (the yardstick of the "2x Y Y^T" target): the full call and, timed alone on the
   same input, the product of the unit rows behind the exact kNN, SHA-256 of Y, the compiled
@@ -102,14 +101,12 @@ def helper_thread(n: int, repeats: int) -> dict:
     return out
 
 
-_WORKSPACE_RUN = """
+_ALLOC_RUN = """
 import resource, sys, time
 sys.path.insert(0, {bench!r})
 import numpy as np
 from speed import make_data
-from oscillink_core import Oscillink, _backend, rerank
-if not {on}:
-    _backend._WS_TOTAL_MAX = 0
+from oscillink_core import Oscillink, rerank
 Y, psi = make_data({n})
 if {alive}:
     keep = Oscillink(Y, backend="numba")
@@ -127,34 +124,32 @@ print(float(np.median(times)), (resource.getrusage(resource.RUSAGE_SELF).ru_minf
 """
 
 
-def workspace_effect(n: int = 1000, repeats: int = 60, runs: int = 3, before: str | None = None) -> dict:
+def allocation_effect(n: int = 1000, repeats: int = 60, runs: int = 3, before: str | None = None) -> dict:
     """Each setting in fresh processes (the allocator's state is the point), ``runs`` of each,
     interleaved; the median of their medians. ``before``: also time an older checkout of the
-    package (a directory holding ``oscillink_core``) in both states."""
+    package (a directory holding ``oscillink_core``)."""
     bench = str(Path(__file__).resolve().parent)
-    settings = [(on, alive, None) for on in (True, False) for alive in (False, True)]
-    if before:
-        settings += [(True, alive, before) for alive in (False, True)]
+    settings = [(tree, alive) for tree in ([None, before] if before else [None]) for alive in (False, True)]
     got: dict = {s: [] for s in settings}
     for _ in range(runs):
-        for on, alive, tree in settings:
-            code = _WORKSPACE_RUN.format(bench=bench, on=on, alive=alive, n=n, repeats=repeats)
+        for tree, alive in settings:
+            code = _ALLOC_RUN.format(bench=bench, alive=alive, n=n, repeats=repeats)
             env = {**os.environ, "OSCILLINK_BACKEND": "numba"}
             if tree:
                 env["PYTHONPATH"] = tree
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                   env=env, cwd=tree or None)
             ms, faults = proc.stdout.split()
-            got[(on, alive, tree)].append((float(ms), float(faults)))
+            got[(tree, alive)].append((float(ms), float(faults)))
     out = {}
-    for (on, alive, tree), rs in got.items():
+    for (tree, alive), rs in got.items():
         state = "another lattice alive" if alive else "back to back"
         if tree:
             rev = subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"], capture_output=True,
                                  text=True).stdout.strip() or tree
             label = f"before (checkout {rev}), {state}"
         else:
-            label = f"workspace {'on' if on else 'off'}, {state}"
+            label = f"this checkout, {state}"
         out[label] = {"median_ms": float(np.median([r[0] for r in rs])),
                       "run_medians_ms": [r[0] for r in rs],
                       "minor_faults_per_call": float(np.median([r[1] for r in rs]))}
@@ -177,7 +172,7 @@ def budget(n: int = 1000, rounds: int = 15, reps: int = 8) -> dict:
     p = lat.params
     dvals = p.lamG + p.lamQ * np.ones(n)
     mp, mc, md, diag = J.system_arrays(*lat._csr, lat._deg, lat._scale, dvals, float(p.lamC))
-    F = J.rhs(Yn, lat._psi, np.ones(n, np.float32), float(p.lamG), float(p.lamQ))
+    F = J.rhs(Yn, lat._psi, np.ones(n, np.float32), float(p.lamG), float(p.lamQ), np.empty_like(Yn))
     buf = memoryview(np.ascontiguousarray(Y)).cast("B")
     parts = {
         "rerank (the whole call)": lambda: rerank(psi, Y, k=10, light_receipt=True, backend="numba"),
@@ -206,7 +201,7 @@ def budget(n: int = 1000, rounds: int = 15, reps: int = 8) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "backend_notes.json"))
-    ap.add_argument("--before", help="an older checkout to time beside the workspace (e.g. a git worktree)")
+    ap.add_argument("--before", help="an older checkout to time beside this one (e.g. a git worktree)")
     args = ap.parse_args(argv)
 
     report: dict = {"benchmark": "oscillink-core backend notes",
@@ -222,7 +217,7 @@ def main(argv=None) -> int:
     pool.submit(lambda: None).result()
     report["thread_handoff_ms"] = median_ms(lambda: pool.submit(lambda: None).result(), 200)
     report["helper_thread"] = {str(n): helper_thread(n, reps) for n, reps in ((1000, 40), (20000, 5))}
-    report["workspace"] = workspace_effect(before=args.before)
+    report["allocation"] = allocation_effect(before=args.before)
     report["budget"] = budget()
 
     print(f"first call, empty numba cache: import {report['first_call']['empty_cache']['import_s']:.2f} s, "
@@ -233,7 +228,7 @@ def main(argv=None) -> int:
     for n, rows in report["helper_thread"].items():
         for label, r in rows.items():
             print(f"N = {n:>6} {label:<20} total {r['total_ms']:9.2f} ms  solve {r['solve_ms']:8.2f} ms")
-    for label, r in report["workspace"].items():
+    for label, r in report["allocation"].items():
         print(f"N =   1000 {label:<40} {r['median_ms']:7.2f} ms  {r['minor_faults_per_call']:7.0f} page faults/call")
     b = report["budget"]
     print(f"where the time goes at N = {b['n']} (medians of interleaved rounds):")

@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="100,1000,20000,200000")
     ap.add_argument("--backends", default="numba,numpy", help="backends to time (numpy skipped above N = 20,000)")
     ap.add_argument("--repeats", type=int, default=0, help="0: automatic per size")
-    ap.add_argument("--runs", type=int, default=3, help="processes per size up to N = 1,000 (larger: 1)")
+    ap.add_argument("--runs", type=int, default=5, help="processes per size up to N = 1,000 (larger: 1)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "speed.json"))
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--backend", default="auto", help=argparse.SUPPRESS)

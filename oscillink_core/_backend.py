@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["available_backends", "resolve_backend", "warmup", "workspace"]
+__all__ = ["available_backends", "resolve_backend", "warmup"]
 
 _JIT = None
 _JIT_ERROR: str | None = None
@@ -33,13 +33,6 @@ _PARALLEL_MIN = 1 << 21
 # The solve splits its columns in two halves from this many (N x D) elements on: a rule on the
 # input's shape only, so the arithmetic (and the receipt) never depends on the threads available.
 _SPLIT_MIN = 1 << 21
-
-# Per-thread scratch arrays (see `workspace`): a request larger than _WS_PIECE_MAX bytes, or one
-# that would take a thread's retained total past _WS_TOTAL_MAX, gets a fresh array instead.
-_WS_PIECE_MAX = 4 << 20
-_WS_TOTAL_MAX = 24 << 20
-_TLS = threading.local()
-
 
 def _jit():
     """The `_jit` module, imported on first use (importing numba takes ~0.5 s)."""
@@ -76,34 +69,6 @@ def resolve_backend(backend: str | None = None) -> str:
     return "numpy"
 
 
-def workspace(name: str, shape: tuple, dtype=np.float32) -> np.ndarray:
-    """A scratch array of ``shape`` (contents undefined), reused by later calls on this thread.
-
-    Why: a rerank at N = 1,000 needs about 12 MB of temporaries (the similarity block, the CG's
-    four work arrays, the right-hand side). Freshly allocated, each is a new mapping from the
-    operating system, and whenever the allocator hands memory back between calls (for instance
-    while another lattice is alive) every call pays about 3,000 page faults, which
-    `benchmarks/speed.py` measures as a second timing column. Reusing per-thread buffers removes
-    them. Only temporaries that no object keeps after the call come from here, each thread has
-    its own (so concurrent calls never share one), and at most _WS_TOTAL_MAX bytes are kept per
-    thread; larger requests are plain allocations.
-    """
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    bufs = getattr(_TLS, "bufs", None)
-    if bufs is None:
-        bufs = _TLS.bufs = {}
-    old = bufs.get(name)
-    if old is not None and old.nbytes >= nbytes:
-        return old[:nbytes].view(dtype).reshape(shape)
-    held = sum(b.nbytes for key, b in bufs.items() if key != name)
-    if nbytes > _WS_PIECE_MAX or held + nbytes > _WS_TOTAL_MAX:
-        return np.empty(shape, dtype)
-    buf = np.empty(nbytes, np.uint8)
-    bufs[name] = buf
-    return buf.view(dtype).reshape(shape)
-
-
 def _pool() -> ThreadPoolExecutor:
     global _POOL
     if _POOL is None:
@@ -135,8 +100,9 @@ def compiled_topk(S: np.ndarray, k: int, idx: np.ndarray, sim: np.ndarray) -> No
 def block_cg(indptr, indices, data, diag: np.ndarray, F: np.ndarray, *, rtol: float, maxiter: int,
              out: np.ndarray | None = None):
     """Solve M X = F with the compiled CG; from N x D >= 2^21 on, the columns in two fixed
-    halves, each with its own step lengths (the second half on the helper thread). The CG's
-    work arrays come from this thread's `workspace`; X is written to ``out`` when given.
+    halves, each with its own step lengths (the second half on the helper thread). X is written
+    to ``out`` when given. The CG's work arrays are allocated here, by numpy, not inside the
+    kernel (see `_jit`: numba's allocator paid page faults on every call in some states).
 
     Returns (X, iterations (the larger of the two), true relative residual ||F - M X||_F / ||F||_F).
     """
@@ -147,7 +113,7 @@ def block_cg(indptr, indices, data, diag: np.ndarray, F: np.ndarray, *, rtol: fl
     dinv = (1.0 / diag).astype(np.float32)
     h = d // 2 if (n * d >= _SPLIT_MIN and d >= 2) else d
     if h == d:
-        W = workspace("cg", (4, n, d))
+        W = np.empty((4, n, d), np.float32)
         it, rr, ff = J.cg_columns(indptr, indices, data, dinv, F, X, W, 0, d, rtol, maxiter)
         parts = [(it, rr, ff)]
     else:  # large: each half allocates its own work arrays (on its own thread)

@@ -51,7 +51,7 @@ def _topk_rows(S: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, val
 
 
-def exact_knn(Yn: np.ndarray, k: int, *, topk=None, alloc=None) -> tuple[np.ndarray, np.ndarray]:
+def exact_knn(Yn: np.ndarray, k: int, *, topk=None) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours by inner product of the (normalised) rows, self excluded.
 
     Parameters
@@ -61,8 +61,6 @@ def exact_knn(Yn: np.ndarray, k: int, *, topk=None, alloc=None) -> tuple[np.ndar
     topk : optional ``topk(S, k, idx, sim)`` filling ``idx``/``sim`` with the top k of each row of
         the similarity block S (self entries already -inf), in the order of `_topk_rows`; the
         compiled backend passes its kernel here.
-    alloc : optional ``alloc(shape)`` returning a float32 array to write each similarity block
-        into (the compiled backend passes its per-thread `workspace`); default: a new array.
 
     Returns
     -------
@@ -75,9 +73,7 @@ def exact_knn(Yn: np.ndarray, k: int, *, topk=None, alloc=None) -> tuple[np.ndar
     sim = np.empty((n, k), dtype=np.float32)
     for start in range(0, n, block):
         stop = min(n, start + block)
-        # one block of Y Y^T (a syrk when it is the whole of it, with or without out=)
-        rows = Yn[start:stop]
-        S = rows @ Yn.T if alloc is None else np.matmul(rows, Yn.T, out=alloc((stop - start, n)))
+        S = Yn[start:stop] @ Yn.T  # one block of Y Y^T (a syrk when it is the whole of it)
         S[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # no self loops
         if topk is None:
             idx[start:stop], sim[start:stop] = _topk_rows(S, k)
@@ -124,15 +120,15 @@ def faiss_knn(Yn: np.ndarray, k: int, *, seed: int = 0) -> tuple[np.ndarray, np.
     return out_idx, out_sim
 
 
-def knn(Yn: np.ndarray, k: int, *, method: str = "auto", exact_max_n: int = 8192, seed: int = 0, topk=None,
-        alloc=None) -> tuple[np.ndarray, np.ndarray, str]:
-    """Dispatch to exact or FAISS neighbours; returns (idx, sim, method_used). ``topk`` and
-    ``alloc`` are passed to `exact_knn`."""
+def knn(Yn: np.ndarray, k: int, *, method: str = "auto", exact_max_n: int = 8192, seed: int = 0, topk=None
+        ) -> tuple[np.ndarray, np.ndarray, str]:
+    """Dispatch to exact or FAISS neighbours; returns (idx, sim, method_used). ``topk`` is passed
+    to `exact_knn`."""
     n = Yn.shape[0]
     if method == "auto":
         method = "exact" if n <= exact_max_n else "faiss"
     if method == "exact":
-        return (*exact_knn(Yn, k, topk=topk, alloc=alloc), "exact")
+        return (*exact_knn(Yn, k, topk=topk), "exact")
     return (*faiss_knn(Yn, k, seed=seed), "faiss-ivf")
 
 

@@ -48,10 +48,6 @@ _NULL_MAX_LISTED = 16
 _HASH_ASYNC_BYTES = 1 << 23
 
 
-def _ws_similarity(shape: tuple) -> np.ndarray:
-    return _backend.workspace("S", shape)
-
-
 class Oscillink:
     """Sparse coherence lattice over N candidate embeddings.
 
@@ -96,7 +92,7 @@ class Oscillink:
                                             ("lamQ", lamQ)) if v is not None}
         self._params = resolve_params(params, **explicit, **overrides)
         # _transient (rerank's lattice, discarded when it returns): with the compiled backend Y is
-        # read in place when already float32, and the lattice's arrays live in the per-thread workspace
+        # read in place when it is already C-contiguous float32 (never written), not copied
         self._transient = bool(_transient) and J is not None
         self._Y, norms = self._check_rows(Y, J, self._transient)
         n, d = self._Y.shape
@@ -118,8 +114,7 @@ class Oscillink:
         if norms.max() < 1e30 and norms.min() > 1e-30:  # float32 division is exact enough and cheaper
             n32 = norms.astype(np.float32)
             if J is not None:
-                out = _backend.workspace("Yn", (n, d)) if self._transient else np.empty((n, d), np.float32)
-                self._Yn = J.divide_rows(self._Y, n32, out)
+                self._Yn = J.divide_rows(self._Y, n32, np.empty((n, d), np.float32))
             else:
                 self._Yn = self._Y / n32[:, None]
         else:
@@ -137,8 +132,7 @@ class Oscillink:
         elif self._k_eff >= 1:
             p = self._params
             idx, sim, method = knn(self._Yn, self._k_eff, method=p.knn, exact_max_n=p.exact_max_n, seed=p.seed,
-                                   topk=_backend.compiled_topk if J is not None else None,
-                                   alloc=_ws_similarity if J is not None else None)
+                                   topk=_backend.compiled_topk if J is not None else None)
             self._knn = (idx, sim)
             self._knn_method = method
             if J is not None:
@@ -178,15 +172,12 @@ class Oscillink:
     @staticmethod
     def _check_rows(Y: Any, J, transient: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Validated float32 copy of Y and its row norms (float64). ``transient``: Y itself when
-        it is already C-contiguous float32 (read, never written), else a workspace copy."""
+        it is already C-contiguous, writeable float32 (read, never written)."""
         if J is not None and isinstance(Y, np.ndarray) and Y.ndim == 2 and Y.size and Y.dtype.kind in "fiub":
-            if not transient:
-                out = np.array(Y, dtype=np.float32, order="C", copy=True)
-            elif Y.dtype == np.float32 and Y.flags.c_contiguous and Y.flags.writeable:  # (one kernel type)
-                out = Y
+            if transient and Y.dtype == np.float32 and Y.flags.c_contiguous and Y.flags.writeable:
+                out = Y  # (writeable: a read-only array would compile another kernel type)
             else:
-                out = _backend.workspace("Y", Y.shape)
-                np.copyto(out, Y, casting="unsafe")
+                out = np.array(Y, dtype=np.float32, order="C", copy=True)
             sq, finite = J.prepare_rows(out)  # one pass: squared norms in float64, finiteness
             if finite and sq.min() > 0:
                 return out, np.sqrt(sq)
@@ -332,13 +323,12 @@ class Oscillink:
                 mp, mc, md, diag = J.system_arrays(indptr, indices, data, self._deg, self._scale, dvals,
                                                    float(p.lamC))
                 F = J.rhs(self._X, self._psi, self._gates, float(p.lamG), float(p.lamQ),
-                          _backend.workspace("F", self._X.shape))
+                          np.empty(self._X.shape, np.float32))
             else:  # the chain adds entries outside the graph's pattern: build M with scipy
                 M, diag = self.system()
                 mp, mc, md = M.indptr.astype(np.int32), M.indices.astype(np.int32), M.data
                 F = self.rhs()
-            out = _backend.workspace("U", F.shape) if self._transient else None
-            U, iters, res = _backend.block_cg(mp, mc, md, diag, F, rtol=rtol, maxiter=maxiter, out=out)
+            U, iters, res = _backend.block_cg(mp, mc, md, diag, F, rtol=rtol, maxiter=maxiter)
             info = CGInfo(iterations=int(iters), residual=res, converged=bool(res <= rtol), rtol=rtol)
             if not info.converged:
                 warnings.warn(f"conjugate gradient stopped after {iters} iterations with relative residual "
