@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import make_data, write_report  # noqa: E402
+from speed import git_rev, machine_info, make_data, median_ms, write_report  # noqa: E402
 
 _FIRST_CALL = """
 import time
@@ -64,15 +63,6 @@ def first_call() -> dict:
             imp, first, backend = proc.stdout.split()
             out[label] = {"import_s": float(imp), "first_rerank_s": float(first), "backend": backend}
     return out
-
-
-def median_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(1e3 * (time.perf_counter() - t0))
-    return float(np.median(times))
 
 
 def helper_thread(n: int, repeats: int) -> dict:
@@ -145,9 +135,7 @@ def allocation_effect(n: int = 1000, repeats: int = 60, runs: int = 3, before: s
     for (tree, alive), rs in got.items():
         state = "another lattice alive" if alive else "back to back"
         if tree:
-            rev = subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"], capture_output=True,
-                                 text=True).stdout.strip() or tree
-            label = f"before (checkout {rev}), {state}"
+            label = f"before (checkout {git_rev(tree) or tree}), {state}"
         else:
             label = f"this checkout, {state}"
         out[label] = {"median_ms": float(np.median([r[0] for r in rs])),
@@ -189,7 +177,7 @@ def budget(n: int = 1000, rounds: int = 15, reps: int = 8) -> dict:
     times: dict[str, list[float]] = {name: [] for name in parts}
     for _ in range(rounds):
         for name, fn in parts.items():
-            times[name].append(median_ms(fn, reps))
+            times[name].append(median_ms(fn, reps)[0])
     ms = {name: float(np.median(v)) for name, v in times.items()}
     yard = ms["Y @ Y.T (the yardstick)"]
     product = ms["unit rows @ their transpose (kNN product)"]
@@ -206,16 +194,15 @@ def main(argv=None) -> int:
 
     report: dict = {"benchmark": "oscillink-core backend notes",
                     "command": "python benchmarks/backend_notes.py " + " ".join(argv or sys.argv[1:]),
-                    "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                                "cpus": os.cpu_count()}}
+                    "machine": machine_info()}
     report["first_call"] = first_call()
     Y, _ = make_data(1000)
     buf = memoryview(np.ascontiguousarray(Y)).cast("B")
-    ms = median_ms(lambda: hashlib.sha256(buf).digest(), 50)
+    ms = median_ms(lambda: hashlib.sha256(buf).digest(), 50)[0]
     report["sha256_gb_per_s"] = len(buf) / (ms / 1e3) / 1e9
     pool = ThreadPoolExecutor(max_workers=1)
     pool.submit(lambda: None).result()
-    report["thread_handoff_ms"] = median_ms(lambda: pool.submit(lambda: None).result(), 200)
+    report["thread_handoff_ms"] = median_ms(lambda: pool.submit(lambda: None).result(), 200)[0]
     report["helper_thread"] = {str(n): helper_thread(n, reps) for n, reps in ((1000, 40), (20000, 5))}
     report["allocation"] = allocation_effect(before=args.before)
     report["budget"] = budget()

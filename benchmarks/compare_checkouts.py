@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
-import platform
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import make_data, write_report  # noqa: E402
+from speed import git_rev, machine_info, make_data, write_report  # noqa: E402
 
 _STAGES = ("validate_ms", "graph_ms", "solve_ms", "bundle_ms", "receipt_ms")
 
@@ -90,10 +87,8 @@ def main(argv=None) -> int:
 
     if Path(before.__file__).resolve().parent == Path(this.__file__).resolve().parent:
         raise SystemExit("--before points at this checkout")
-    rev = subprocess.run(["git", "-C", args.before, "rev-parse", "--short", "HEAD"], capture_output=True,
-                         text=True).stdout.strip() or args.before
-    here = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True).stdout.strip()
+    rev = git_rev(args.before) or args.before
+    here = git_rev(Path(__file__).resolve().parent)
     rows = [compare(before, this, int(n), args.rounds, args.per_round) for n in args.sizes.split(",")]
     print(f"before = {rev}, this = {here} (plus uncommitted changes, if any); median ms per rerank")
     hdr = (f"{'N':>6} {'before':>8} {'this':>8} {'this/before':>11} {'faults/call':>14}   "
@@ -108,8 +103,7 @@ def main(argv=None) -> int:
     report = {"benchmark": "oscillink-core checkout comparison",
               "command": "python benchmarks/compare_checkouts.py " + " ".join(argv or sys.argv[1:]),
               "before": rev, "this": here,
-              "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                          "cpus": os.cpu_count()},
+              "machine": machine_info(),
               "rows": rows}
     write_report(args.out, report)
     return 0

@@ -52,6 +52,20 @@ def write_report(path: str | Path, report: dict) -> None:
     print(f"wrote {out}")
 
 
+def machine_info(**extra) -> dict:
+    """The machine block of a benchmark's JSON report."""
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(), **extra}
+
+
+def git_rev(path: str | Path) -> str:
+    """Short commit of the checkout holding ``path`` ("" when git cannot tell)."""
+    try:
+        return subprocess.run(["git", "-C", str(path), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def median_ms(fn, repeats: int) -> tuple[float, list[float]]:
     times = []
     for _ in range(repeats):
@@ -142,8 +156,7 @@ def main(argv=None) -> int:
               f"{r['cg_iterations']:>5} {r['knn']:>9} {r['peak_rss_mb']:>8.0f} {TARGETS_MB.get(n, float('nan')):>9.0f}")
     report = {"benchmark": "oscillink-core speed",
               "command": "python benchmarks/speed.py " + " ".join(argv or sys.argv[1:]),
-              "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                          "cpus": os.cpu_count(), "processor": platform.processor()},
+              "machine": machine_info(processor=platform.processor()),
               "numpy": np.__version__, "targets_ms": TARGETS_MS, "targets_mb": TARGETS_MB, "rows": rows}
     write_report(args.out, report)
     return 0

@@ -97,29 +97,35 @@ def compiled_topk(S: np.ndarray, k: int, idx: np.ndarray, sim: np.ndarray) -> No
              parallel=b * n >= 4 * _PARALLEL_MIN)
 
 
-def block_cg(indptr, indices, data, diag: np.ndarray, F: np.ndarray, *, rtol: float, maxiter: int,
-             out: np.ndarray | None = None):
+def _cg_part(indptr, indices, data, dinv, F, X, c0: int, c1: int, rtol: float, maxiter: int):
+    """The compiled CG on columns c0:c1 of F into X: contiguous copies when a part, and every
+    array allocated by numpy (numba's allocator paid page faults on each call in some states)."""
+    whole = c0 == 0 and c1 == F.shape[1]
+    Fb = F if whole else np.ascontiguousarray(F[:, c0:c1])
+    Xb = X if whole else np.empty_like(Fb)
+    W = np.empty((4, *Fb.shape), np.float32)
+    out = _jit().cg_columns(indptr, indices, data, dinv, Fb, Xb, W, rtol, maxiter)
+    if not whole:
+        X[:, c0:c1] = Xb
+    return out
+
+
+def block_cg(indptr, indices, data, diag: np.ndarray, F: np.ndarray, *, rtol: float, maxiter: int):
     """Solve M X = F with the compiled CG; from N x D >= 2^21 on, the columns in two fixed
-    halves, each with its own step lengths (the second half on the helper thread). X is written
-    to ``out`` when given. The CG's work arrays are allocated here, by numpy, not inside the
-    kernel (see `_jit`: numba's allocator paid page faults on every call in some states).
+    halves, each with its own step lengths (the second half on the helper thread).
 
     Returns (X, iterations (the larger of the two), true relative residual ||F - M X||_F / ||F||_F).
     """
-    J = _jit()
     n, d = F.shape
     F = np.ascontiguousarray(F, dtype=np.float32)
-    X = np.empty_like(F) if out is None else out
+    X = np.empty_like(F)
     dinv = (1.0 / diag).astype(np.float32)
     h = d // 2 if (n * d >= _SPLIT_MIN and d >= 2) else d
+    args = (indptr, indices, data, dinv, F, X)
     if h == d:
-        W = np.empty((4, n, d), np.float32)
-        it, rr, ff = J.cg_columns(indptr, indices, data, dinv, F, X, W, 0, d, rtol, maxiter)
-        parts = [(it, rr, ff)]
-    else:  # large: each half allocates its own work arrays (on its own thread)
-        W = np.empty((0, 0, 0), np.float32)
-        args = (indptr, indices, data, dinv, F, X, W)
-        parts = list(_two_way(J.cg_columns, (*args, 0, h, rtol, maxiter), (*args, h, d, rtol, maxiter),
+        parts = [_cg_part(*args, 0, d, rtol, maxiter)]
+    else:
+        parts = list(_two_way(_cg_part, (*args, 0, h, rtol, maxiter), (*args, h, d, rtol, maxiter),
                               parallel=n * d >= _PARALLEL_MIN))
     ff = sum(p[2] for p in parts)
     res = float(np.sqrt(sum(p[1] for p in parts) / ff)) if ff > 0 else 0.0

@@ -92,6 +92,19 @@ def _insert(val, idx, r, k, cnt, v, j):
 _TOPK_LANES = 8
 
 
+@njit(inline="always", **{k: v for k, v in _OPTS.items() if k != "cache"})
+def _group_max(x, n, nc, out):
+    """out[c] = max(x[c], x[c + nc], x[c + 2 nc], ...) over the first n entries of x: the
+    interleaved groups' maxima as element-wise maxima of contiguous slices (vectorised)."""
+    for c in range(nc):
+        out[c] = x[c]
+    for lane in range(1, _TOPK_LANES):
+        base = lane * nc
+        for c in range(min(nc, n - base)):
+            v = x[base + c]
+            out[c] = v if v > out[c] else out[c]
+
+
 @njit(**_OPTS)
 def topk_rows(S, k, r0, r1, idx, val):
     """Top k of rows r0..r1-1 of S into idx/val (entries to exclude, such as self, already set
@@ -107,11 +120,12 @@ def topk_rows(S, k, r0, r1, idx, val):
     Rows are independent, so splitting the row range over threads gives identical results.
     """
     n = S.shape[1]
-    L = _TOPK_LANES
-    nc = (n + L - 1) // L
+    nc = (n + _TOPK_LANES - 1) // _TOPK_LANES
+    nc2 = (nc + _TOPK_LANES - 1) // _TOPK_LANES
     gmax = np.empty(nc, np.float32)
-    smax = np.empty((nc + L - 1) // L, np.float32)
-    top = np.empty(k, np.float32)
+    smax = np.empty(nc2, np.float32)
+    topv = np.empty((1, k), np.float32)  # the k largest (super-)group maxima
+    topi = np.empty((1, k), np.int64)
     for r in range(r0, r1):
         for t in range(k):
             val[r, t] = -np.inf
@@ -123,39 +137,17 @@ def topk_rows(S, k, r0, r1, idx, val):
                 if v > -np.inf:
                     cnt = _insert(val, idx, r, k, cnt, v, j)
             continue
-        for c in range(nc):
-            gmax[c] = S[r, c]
-        for lane in range(1, L):
-            base = lane * nc
-            for c in range(min(nc, n - base)):  # element-wise maximum: vectorised
-                v = S[r, base + c]
-                gmax[c] = v if v > gmax[c] else gmax[c]
-        # tau: the k-th largest of the maxima of the groups' interleaved super-groups (the same
-        # construction one level up, when there are at least k of them), else of the groups'
-        src = gmax
-        m = nc
-        nc2 = (nc + L - 1) // L
+        _group_max(S[r], n, nc, gmax)
+        # tau: the k-th largest of the super-group maxima (the same construction one level up)
+        # when there are at least k of them, else of the group maxima
+        src, m = gmax, nc
         if nc2 >= k:
-            for c in range(nc2):
-                smax[c] = gmax[c]
-            for lane in range(1, L):
-                base = lane * nc2
-                for c in range(min(nc2, nc - base)):
-                    v = gmax[base + c]
-                    smax[c] = v if v > smax[c] else smax[c]
-            src = smax
-            m = nc2
-        for t in range(k):
-            top[t] = -np.inf
+            _group_max(gmax, nc, nc2, smax)
+            src, m = smax, nc2
+        got = 0
         for c in range(m):
-            v = src[c]
-            if v > top[k - 1]:
-                t = k - 1
-                while t > 0 and top[t - 1] < v:
-                    top[t] = top[t - 1]
-                    t -= 1
-                top[t] = v
-        tau = top[k - 1]
+            got = _insert(topv, topi, 0, k, got, src[c], c)
+        tau = topv[0, k - 1]
         for c in range(nc):
             if gmax[c] >= tau and gmax[c] > -np.inf:
                 for j in range(c, n, nc):
@@ -313,9 +305,14 @@ def _precondition_row(i, indptr, cols, data, dinv, R, Z):
 
 
 @njit(**_OPTS)
-def _cg(indptr, cols, data, dinv, F, X, W, rtol, maxiter):
-    """Preconditioned CG on contiguous F, X (all of their columns), work arrays W[0..3]; see
-    `cg_columns`.
+def cg_columns(indptr, cols, data, dinv, F, X, W, rtol, maxiter):
+    """Preconditioned CG for M X = F, all columns of the contiguous F advancing together with
+    shared step lengths, as in `solver.block_cg`; four fused passes per iteration. X is
+    overwritten (initial guess: Jacobi, F / diag(M)); W holds four (n, d) work arrays. Every
+    array comes from the caller (numpy allocates them: see `_backend.block_cg`).
+
+    Stops when ||R||_F <= rtol ||F||_F on the recursive residual, then confirms on the
+    explicitly recomputed one. Returns (iterations, ||F - M X||_F^2, ||F||_F^2).
 
     Preconditioner: P^-1 = D^-1 - D^-1 O D^-1 (two Neumann terms; M = D + O, D = diag(M)).
     It is SPD for every valid M: with E = D^-1/2 O D^-1/2, P^-1 = D^-1/2 (I - E) D^-1/2 and
@@ -386,28 +383,6 @@ def _cg(indptr, cols, data, dinv, F, X, W, rtol, maxiter):
     if not fresh:
         rr = _residual(indptr, cols, data, X, F, R)
     return it, rr, ff
-
-
-@njit(**_OPTS)
-def cg_columns(indptr, cols, data, dinv, F, X, W, c0, c1, rtol, maxiter):
-    """Preconditioned CG (see `_cg`) for M X[:, c0:c1] = F[:, c0:c1], the block's columns
-    advancing together with shared step lengths, as in `solver.block_cg`; four fused passes per
-    iteration. X[:, c0:c1] is overwritten (initial guess: Jacobi, F / diag(M)). W: four (n, d)
-    work arrays for the whole width (W.shape[0] == 4), or anything else to allocate them here.
-
-    Stops when ||R||_F <= rtol ||F[:, c0:c1]||_F on the recursive residual, then confirms on
-    the explicitly recomputed one. Returns (iterations, ||F - M X||_F^2, ||F||_F^2) of the block.
-    """
-    n = F.shape[0]
-    if c0 == 0 and c1 == F.shape[1]:
-        if W.shape[0] != 4:
-            W = np.empty((4, n, c1), np.float32)
-        return _cg(indptr, cols, data, dinv, F, X, W, rtol, maxiter)
-    Fb = F[:, c0:c1].copy()  # contiguous block: the loops below vectorise
-    Xb = np.empty_like(Fb)
-    out = _cg(indptr, cols, data, dinv, Fb, Xb, np.empty((4, n, c1 - c0), np.float32), rtol, maxiter)
-    X[:, c0:c1] = Xb
-    return out
 
 
 @njit(**_OPTS)

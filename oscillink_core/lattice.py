@@ -93,8 +93,7 @@ class Oscillink:
         self._params = resolve_params(params, **explicit, **overrides)
         # _transient (rerank's lattice, discarded when it returns): with the compiled backend Y is
         # read in place when it is already C-contiguous float32 (never written), not copied
-        self._transient = bool(_transient) and J is not None
-        self._Y, norms = self._check_rows(Y, J, self._transient)
+        self._Y, norms = self._check_rows(Y, J, bool(_transient))
         n, d = self._Y.shape
         self._ids = check_ids(ids, n)
         self._ids_json: bytes | None = None
