@@ -20,6 +20,20 @@ Usage:  python benchmarks/backend_notes.py [--out benchmarks/results/backend_not
   same input, the product of the unit rows behind the exact kNN, SHA-256 of Y, the compiled
   top-k on that product, the mutual graph and the compiled CG solve. All are measured in
   interleaved rounds in one process, so drift hits them alike.
+* ``blas_spin``: how much CPU the process burns (in cores) while its only Python thread sleeps,
+  right after ``Y @ Y.T`` and after an idle second: OpenBLAS's worker threads spin-wait for new
+  work after a call, which is why a second thread of ours gains nothing at N = 1,000.
+* ``alternatives``: designs tried for the "2x Y Y^T" target at N = 1,000. The kNN step (product
+  and compiled top-k) with the whole product (numpy runs ``A @ A.T`` as one symmetric rank-k
+  update) against row panels whose top-k runs while the panel is in cache (same neighbours,
+  checked; the similarities differ in the last bits, as the sums run in another order), in
+  interleaved rounds; and the CG iterations to the default tolerance on the same system
+  (float64, from the Jacobi guess the kernel uses) with the Jacobi, two-term Neumann (the
+  kernel's) and symmetric Gauss-Seidel preconditioners.
+
+``--only SECTION[,SECTION]`` runs just those sections and replaces them in the existing report
+(each section so run records its commit and command under ``provenance``; sections without an
+entry there come from the run named by the top-level ``command``).
 Inputs come from `benchmarks/speed.py`'s generator. Each measurement is a median over repeats.
 """
 
@@ -27,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -186,46 +201,201 @@ def budget(n: int = 1000, rounds: int = 15, reps: int = 8) -> dict:
             "all_but_the_product_ms": rest, "all_but_the_product_over_yardstick": rest / yard}
 
 
+def _sha256_gb_per_s() -> float:
+    Y, _ = make_data(1000)
+    buf = memoryview(np.ascontiguousarray(Y)).cast("B")
+    ms = median_ms(lambda: hashlib.sha256(buf).digest(), 50)[0]
+    return len(buf) / (ms / 1e3) / 1e9
+
+
+def _thread_handoff_ms() -> float:
+    pool = ThreadPoolExecutor(max_workers=1)
+    pool.submit(lambda: None).result()
+    try:
+        return median_ms(lambda: pool.submit(lambda: None).result(), 200)[0]
+    finally:
+        pool.shutdown()
+
+
+def blas_spin(n: int = 1000, waits_ms: tuple = (10, 50, 200), repeats: int = 5, idle_s: float = 1.0) -> dict:
+    """Cores' worth of CPU the process uses while the calling thread sleeps ``wait`` ms, right
+    after ``Y @ Y.T`` and after ``idle_s`` seconds with no BLAS call (median of ``repeats``)."""
+    Y, _ = make_data(n)
+    Y @ Y.T
+    out: dict = {}
+    for label, call in (("right after Y @ Y.T", True), (f"after {idle_s:g} s idle", False)):
+        row = {}
+        for w in waits_ms:
+            busy = []
+            for _ in range(repeats):
+                time.sleep(idle_s)
+                if call:
+                    Y @ Y.T
+                c0, t0 = time.process_time(), time.perf_counter()
+                time.sleep(w / 1e3)
+                busy.append((time.process_time() - c0) / (time.perf_counter() - t0))
+            row[f"{w} ms"] = float(np.median(busy))
+        out[label] = row
+    return {"n": n, "cores_busy_while_sleeping": out}
+
+
+def _pcg_iterations(M, F: np.ndarray, pinv, X0: np.ndarray, rtol: float, maxiter: int = 200) -> list[float]:
+    """Plain block PCG (shared step lengths over all columns, as the kernel) in float64; the
+    relative residual after each iteration, starting with X0's."""
+    R = F - M @ X0
+    ff = float(np.sum(F * F))
+    hist = [float(np.sqrt(np.sum(R * R) / ff))]
+    Z = pinv(R)
+    P = Z.copy()
+    rz = float(np.sum(R * Z))
+    while hist[-1] > rtol and len(hist) <= maxiter:
+        Q = M @ P
+        a = rz / float(np.sum(P * Q))
+        R -= a * Q
+        hist.append(float(np.sqrt(np.sum(R * R) / ff)))
+        Z = pinv(R)
+        rz_new = float(np.sum(R * Z))
+        P = Z + (rz_new / rz) * P
+        rz = rz_new
+    return hist
+
+
+def alternatives(n: int = 1000, rounds: int = 15, reps: int = 8) -> dict:
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import spsolve_triangular
+
+    from oscillink_core import Oscillink, _backend, graph
+
+    Y, psi = make_data(n)
+    lat = Oscillink(Y, backend="numba")
+    lat.set_query(psi)
+    lat.settle()
+    Yn = lat.unit_rows
+    k = lat.params.kneighbors
+    default = graph._BLOCK_BYTES
+    layouts = {"whole product, then its top-k (default)": default,
+               "panels of 500 rows, each then its top-k": 4 * n * 500,
+               "panels of 250 rows, each then its top-k": 4 * n * 250}
+    ref = None
+    times: dict[str, list[float]] = {name: [] for name in layouts}
+    try:
+        for name, block in layouts.items():
+            graph._BLOCK_BYTES = block
+            got = graph.exact_knn(Yn, k, topk=_backend.compiled_topk)
+            if ref is None:
+                ref = got
+            elif not np.array_equal(ref[0], got[0]):  # similarities differ in the last bits (sum order)
+                raise AssertionError(f"{name}: neighbours differ from the whole product's")
+        for _ in range(rounds):
+            for name, block in layouts.items():
+                graph._BLOCK_BYTES = block
+                times[name].append(median_ms(lambda: graph.exact_knn(Yn, k, topk=_backend.compiled_topk), reps)[0])
+    finally:
+        graph._BLOCK_BYTES = default
+    knn_ms = {name: float(np.median(v)) for name, v in times.items()}
+
+    M, diag = lat.system()
+    M = sp.csr_array(M, dtype=np.float64)
+    F = lat.rhs().astype(np.float64)
+    dinv = (1.0 / diag)[:, None]
+    off = M - sp.diags_array(M.diagonal())
+    lower = sp.csr_array(sp.tril(M, format="csr"))
+    upper = sp.csr_array(sp.triu(M, format="csr"))
+    dmat = sp.diags_array(M.diagonal())
+
+    def sgs(R):
+        return spsolve_triangular(upper, dmat @ spsolve_triangular(lower, R, lower=True), lower=False)
+
+    pre = {"Jacobi": lambda R: dinv * R,
+           "two-term Neumann (the kernel's)": lambda R: dinv * R - dinv * (off @ (dinv * R)),
+           "symmetric Gauss-Seidel": sgs}
+    rtol = lat.params.rtol
+    cg = {}
+    for name, fn in pre.items():
+        hist = _pcg_iterations(M, F, fn, dinv * F, rtol)
+        cg[name] = {"iterations": len(hist) - 1, "relative_residuals": hist}
+    return {"n": n, "knn_step_ms": knn_ms, "cg_to_rtol": {"rtol": rtol, "start": "Jacobi guess F / diag(M)",
+                                                           "preconditioners": cg}}
+
+
+_SECTIONS = ("first_call", "sha256_gb_per_s", "thread_handoff_ms", "helper_thread", "allocation", "budget",
+             "blas_spin", "alternatives")
+
+
+def _print_sections(report: dict, names) -> None:
+    if "first_call" in names:
+        fc = report["first_call"]
+        print(f"first call, empty numba cache: import {fc['empty_cache']['import_s']:.2f} s, "
+              f"first rerank {fc['empty_cache']['first_rerank_s']:.2f} s")
+        print(f"first call, filled cache:      import {fc['filled_cache']['import_s']:.2f} s, "
+              f"first rerank {fc['filled_cache']['first_rerank_s']:.2f} s")
+    if "sha256_gb_per_s" in names:
+        print(f"SHA-256: {report['sha256_gb_per_s']:.2f} GB/s")
+    if "thread_handoff_ms" in names:
+        print(f"thread hand-off: {report['thread_handoff_ms']:.3f} ms")
+    if "helper_thread" in names:
+        for n, rows in report["helper_thread"].items():
+            for label, r in rows.items():
+                print(f"N = {n:>6} {label:<20} total {r['total_ms']:9.2f} ms  solve {r['solve_ms']:8.2f} ms")
+    if "allocation" in names:
+        for label, r in report["allocation"].items():
+            print(f"N =   1000 {label:<40} {r['median_ms']:7.2f} ms  "
+                  f"{r['minor_faults_per_call']:7.0f} page faults/call")
+    if "budget" in names:
+        b = report["budget"]
+        print(f"where the time goes at N = {b['n']} (medians of interleaved rounds):")
+        for name, v in b["ms"].items():
+            print(f"  {name:<44} {v:7.3f} ms  {b['ratio_to_yardstick'][name]:5.2f}x Y @ Y.T")
+        print(f"  everything but the kNN product: {b['all_but_the_product_ms']:.3f} ms = "
+              f"{b['all_but_the_product_over_yardstick']:.2f}x Y @ Y.T (2x overall needs <= 1x)")
+    if "blas_spin" in names:
+        print("cores busy while the calling thread sleeps:")
+        for label, row in report["blas_spin"]["cores_busy_while_sleeping"].items():
+            print(f"  {label:<22} " + "  ".join(f"{w}: {v:4.2f}" for w, v in row.items()))
+    if "alternatives" in names:
+        a = report["alternatives"]
+        print(f"kNN step (product + top-k) at N = {a['n']}:")
+        for name, v in a["knn_step_ms"].items():
+            print(f"  {name:<44} {v:7.3f} ms")
+        print(f"CG iterations to rtol {a['cg_to_rtol']['rtol']:g}:")
+        for name, r in a["cg_to_rtol"]["preconditioners"].items():
+            print(f"  {name:<32} {r['iterations']:3d}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "backend_notes.json"))
     ap.add_argument("--before", help="an older checkout to time beside this one (e.g. a git worktree)")
+    ap.add_argument("--only", help="comma-separated sections to run and replace in the existing report: "
+                    + ", ".join(_SECTIONS))
     args = ap.parse_args(argv)
+    names = _SECTIONS if not args.only else tuple(x.strip() for x in args.only.split(","))
+    unknown = sorted(set(names) - set(_SECTIONS))
+    if unknown:
+        ap.error(f"unknown section(s) {unknown}; choose from {', '.join(_SECTIONS)}")
 
-    report: dict = {"benchmark": "oscillink-core backend notes",
-                    "command": "python benchmarks/backend_notes.py " + " ".join(argv or sys.argv[1:]),
-                    "machine": machine_info()}
-    report["first_call"] = first_call()
-    Y, _ = make_data(1000)
-    buf = memoryview(np.ascontiguousarray(Y)).cast("B")
-    ms = median_ms(lambda: hashlib.sha256(buf).digest(), 50)[0]
-    report["sha256_gb_per_s"] = len(buf) / (ms / 1e3) / 1e9
-    pool = ThreadPoolExecutor(max_workers=1)
-    pool.submit(lambda: None).result()
-    report["thread_handoff_ms"] = median_ms(lambda: pool.submit(lambda: None).result(), 200)[0]
-    report["helper_thread"] = {str(n): helper_thread(n, reps) for n, reps in ((1000, 40), (20000, 5))}
-    report["allocation"] = allocation_effect(before=args.before)
-    report["budget"] = budget()
-
-    print(f"first call, empty numba cache: import {report['first_call']['empty_cache']['import_s']:.2f} s, "
-          f"first rerank {report['first_call']['empty_cache']['first_rerank_s']:.2f} s")
-    print(f"first call, filled cache:      import {report['first_call']['filled_cache']['import_s']:.2f} s, "
-          f"first rerank {report['first_call']['filled_cache']['first_rerank_s']:.2f} s")
-    print(f"SHA-256: {report['sha256_gb_per_s']:.2f} GB/s; thread hand-off: {report['thread_handoff_ms']:.3f} ms")
-    for n, rows in report["helper_thread"].items():
-        for label, r in rows.items():
-            print(f"N = {n:>6} {label:<20} total {r['total_ms']:9.2f} ms  solve {r['solve_ms']:8.2f} ms")
-    for label, r in report["allocation"].items():
-        print(f"N =   1000 {label:<40} {r['median_ms']:7.2f} ms  {r['minor_faults_per_call']:7.0f} page faults/call")
-    b = report["budget"]
-    print(f"where the time goes at N = {b['n']} (medians of interleaved rounds):")
-    for name, v in b["ms"].items():
-        print(f"  {name:<44} {v:7.3f} ms  {b['ratio_to_yardstick'][name]:5.2f}x Y @ Y.T")
-    print(f"  everything but the kNN product: {b['all_but_the_product_ms']:.3f} ms = "
-          f"{b['all_but_the_product_over_yardstick']:.2f}x Y @ Y.T (2x overall needs <= 1x)")
+    command = "python benchmarks/backend_notes.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    report: dict = {"benchmark": "oscillink-core backend notes", "command": command, "machine": machine_info()}
+    if args.only and Path(args.out).exists():
+        report = json.loads(Path(args.out).read_text())
+    prov = report.setdefault("provenance", {})
+    rev = git_rev(Path(__file__).parent)
+    runners = {
+        "first_call": first_call,
+        "sha256_gb_per_s": _sha256_gb_per_s,
+        "thread_handoff_ms": _thread_handoff_ms,
+        "helper_thread": lambda: {str(n): helper_thread(n, reps) for n, reps in ((1000, 40), (20000, 5))},
+        "allocation": lambda: allocation_effect(before=args.before),
+        "budget": budget,
+        "blas_spin": blas_spin,
+        "alternatives": alternatives,
+    }
+    for name in names:
+        report[name] = runners[name]()
+        prov[name] = {"commit": rev, "command": command}
+    _print_sections(report, names)
     write_report(args.out, report)
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
