@@ -20,6 +20,7 @@ __all__ = [
     "knn",
     "mutual_knn_graph",
     "normalized_laplacian",
+    "csr_graph_stats",
     "graph_stats",
     "GraphStats",
 ]
@@ -229,7 +230,14 @@ class GraphStats:
 def graph_stats(W: sp.csr_array) -> GraphStats:
     """Undirected edge count, connected components, isolated nodes and degrees."""
     n = W.shape[0]
-    deg = np.diff(W.indptr)
-    ncomp = int(connected_components(W, directed=False)[0]) if n else 0
-    return GraphStats(edges=int(W.nnz // 2), components=ncomp, isolated=int(np.sum(deg == 0)),
-                      mean_degree=float(deg.mean()) if n else 0.0, max_degree=int(deg.max()) if n else 0)
+    return csr_graph_stats(W.indptr, int(connected_components(W, directed=False)[0]) if n else 0)
+
+
+def csr_graph_stats(indptr: np.ndarray, components: int) -> GraphStats:
+    """`graph_stats` from a symmetric adjacency's CSR row pointers and its component count
+    (the compiled backend counts components itself and keeps no scipy array)."""
+    n = indptr.size - 1
+    deg = np.diff(indptr)
+    return GraphStats(edges=int(indptr[n] // 2) if n else 0, components=int(components),
+                      isolated=int(np.sum(deg == 0)), mean_degree=float(deg.mean()) if n else 0.0,
+                      max_degree=int(deg.max()) if n else 0)

@@ -13,7 +13,6 @@ by settling from the anchors Y to U*; it is the only deltaH this package reports
 
 from __future__ import annotations
 
-import hashlib
 import time
 import warnings
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from . import __version__, _backend
 from ._validation import check_embeddings, check_gates, check_ids, check_k, check_query, row_norms
 from .energy import edge_tension, energy_terms, path_energy, path_laplacian, rhs, system_matrix, upper_edges
 from .gates import diffusion_gates_from_laplacian
-from .graph import GraphStats, graph_stats, knn, mutual_knn_graph, normalized_laplacian
+from .graph import GraphStats, csr_graph_stats, graph_stats, knn, mutual_knn_graph, normalized_laplacian
 from .params import LatticeParams, resolve_params
 from .ranking import rank_settled, row_cosine, scores
 from .receipts import (
@@ -34,6 +33,7 @@ from .receipts import (
     RECEIPT_VERSION,
     array_digest,
     canonical_json,
+    hash_ids,
     round_float,
     sign_receipt,
     state_signature,
@@ -527,7 +527,7 @@ class Oscillink:
             "state_sig": self.state_sig(k_used, bundle_block),
             "params": p.to_dict(),
             "inputs": {"n": self.N, "d": self.D, "k": k_used,
-                       "candidate_set_hash": hashlib.sha256(self._ids_canonical()).hexdigest(),
+                       "candidate_set_hash": hash_ids(self._ids, ids_json=self._ids_canonical()),
                        "gates": {"mode": self._gate_mode, "min": round_float(g.min()),
                                  "max": round_float(g.max()), "mean": round_float(g.mean())}},
             "energy": {**{name: round_float(v) for name, v in at_u.items()},
@@ -554,11 +554,7 @@ class Oscillink:
         if self._backend != "numba":
             return graph_stats(self._W)
         indptr, indices, _ = self._csr
-        n = self.N
-        deg = np.diff(indptr)
-        return GraphStats(edges=int(indices.size // 2), components=int(_backend._jit().n_components(indptr, indices)),
-                          isolated=int(np.sum(deg == 0)), mean_degree=float(deg.mean()) if n else 0.0,
-                          max_degree=int(deg.max()) if n else 0)
+        return csr_graph_stats(indptr, _backend._jit().n_components(indptr, indices))
 
     def chain_receipt(self, chain: Sequence[int] | None = None, z_th: float = 2.5) -> dict:
         """Verdict on a chain of candidates: is every link as coherent as the graph around it?

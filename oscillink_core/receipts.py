@@ -70,9 +70,10 @@ def _array_bytes(a: np.ndarray, dtype: str) -> bytes:
     return header + arr.tobytes()
 
 
-def hash_ids(ids: Iterable[Any]) -> str:
-    """SHA-256 of the canonical JSON list of candidate ids (order matters)."""
-    return hashlib.sha256(canonical_json(list(ids))).hexdigest()
+def hash_ids(ids: Iterable[Any], *, ids_json: bytes | None = None) -> str:
+    """SHA-256 of the canonical JSON list of candidate ids (order matters); ``ids_json`` may pass
+    that encoding when already computed (``canonical_json(list(ids))``)."""
+    return hashlib.sha256(ids_json if ids_json is not None else canonical_json(list(ids))).hexdigest()
 
 
 def array_digest(a: np.ndarray, dtype: str = "f4") -> bytes:

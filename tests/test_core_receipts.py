@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import subprocess
@@ -46,6 +47,8 @@ def test_receipt_validates_and_is_json():
     for key in ("anchor", "coherence", "query", "path", "total", "total_at_Y", "deltaH"):
         assert key in r["energy"]
     assert r["graph"]["edges"] > 0 and r["inputs"]["n"] == 100
+    ids = [f"p{i}" for i in range(100)]
+    assert r["inputs"]["candidate_set_hash"] == hashlib.sha256(canonical_json(ids)).hexdigest()
     assert [b["id"] for b in r["bundle"]] == [b["id"] for b in lat.bundle(5)]
     assert r["chain"]["nodes"] == ["p0", "p1", "p2"]
 
