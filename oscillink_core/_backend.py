@@ -97,14 +97,14 @@ def compiled_topk(S: np.ndarray, k: int, idx: np.ndarray, sim: np.ndarray) -> No
              parallel=b * n >= 4 * _PARALLEL_MIN)
 
 
-def _cg_part(indptr, indices, data, dinv, F, X, c0: int, c1: int, rtol: float, maxiter: int):
+def _cg_part(indptr, indices, data, dinv, pdata, F, X, c0: int, c1: int, rtol: float, maxiter: int):
     """The compiled CG on columns c0:c1 of F into X: contiguous copies when a part, and every
     array allocated by numpy (numba's allocator paid page faults on each call in some states)."""
     whole = c0 == 0 and c1 == F.shape[1]
     Fb = F if whole else np.ascontiguousarray(F[:, c0:c1])
     Xb = X if whole else np.empty_like(Fb)
     W = np.empty((4, *Fb.shape), np.float32)
-    out = _jit().cg_columns(indptr, indices, data, dinv, Fb, Xb, W, rtol, maxiter)
+    out = _jit().cg_columns(indptr, indices, data, dinv, pdata, Fb, Xb, W, rtol, maxiter)
     if not whole:
         X[:, c0:c1] = Xb
     return out
@@ -120,8 +120,9 @@ def block_cg(indptr, indices, data, diag: np.ndarray, F: np.ndarray, *, rtol: fl
     F = np.ascontiguousarray(F, dtype=np.float32)
     X = np.empty_like(F)
     dinv = (1.0 / diag).astype(np.float32)
+    pdata = _jit().neumann_matrix(indptr, indices, data, dinv, np.empty(data.shape, np.float32))
     h = d // 2 if (n * d >= _SPLIT_MIN and d >= 2) else d
-    args = (indptr, indices, data, dinv, F, X)
+    args = (indptr, indices, data, dinv, pdata, F, X)
     if h == d:
         parts = [_cg_part(*args, 0, d, rtol, maxiter)]
     else:

@@ -261,15 +261,72 @@ def system_arrays(indptr, cols, w, deg, scale, dvals, lamC):
 
 @njit(inline="always", **{k: v for k, v in _OPTS.items() if k != "cache"})
 def _spmm_row(i, indptr, cols, data, X, out):
-    """out[i] = (M X)[i]."""
+    """out[i] = (A X)[i] for the CSR matrix (indptr, cols, data). The row's entries are taken
+    four at a time (then three, two, one) in storage order, so out[i] is loaded and stored once
+    per four entries rather than once per entry; the order is fixed, so results repeat exactly.
+    (Written out case by case: LLVM vectorises these loops better than a generic helper's.)"""
     d = X.shape[1]
-    for t in range(d):
-        out[i, t] = 0.0
-    for p in range(indptr[i], indptr[i + 1]):
-        a = data[p]
-        j = cols[p]
+    p = indptr[i]
+    end = indptr[i + 1]
+    first = True
+    while p < end:
+        m = end - p
+        if m >= 4:
+            a0 = data[p]
+            a1 = data[p + 1]
+            a2 = data[p + 2]
+            a3 = data[p + 3]
+            j0 = cols[p]
+            j1 = cols[p + 1]
+            j2 = cols[p + 2]
+            j3 = cols[p + 3]
+            if first:
+                for t in range(d):
+                    out[i, t] = a0 * X[j0, t] + a1 * X[j1, t] + a2 * X[j2, t] + a3 * X[j3, t]
+            else:
+                for t in range(d):
+                    out[i, t] += a0 * X[j0, t] + a1 * X[j1, t] + a2 * X[j2, t] + a3 * X[j3, t]
+            p += 4
+        elif m == 3:
+            a0 = data[p]
+            a1 = data[p + 1]
+            a2 = data[p + 2]
+            j0 = cols[p]
+            j1 = cols[p + 1]
+            j2 = cols[p + 2]
+            if first:
+                for t in range(d):
+                    out[i, t] = a0 * X[j0, t] + a1 * X[j1, t] + a2 * X[j2, t]
+            else:
+                for t in range(d):
+                    out[i, t] += a0 * X[j0, t] + a1 * X[j1, t] + a2 * X[j2, t]
+            p += 3
+        elif m == 2:
+            a0 = data[p]
+            a1 = data[p + 1]
+            j0 = cols[p]
+            j1 = cols[p + 1]
+            if first:
+                for t in range(d):
+                    out[i, t] = a0 * X[j0, t] + a1 * X[j1, t]
+            else:
+                for t in range(d):
+                    out[i, t] += a0 * X[j0, t] + a1 * X[j1, t]
+            p += 2
+        else:
+            a0 = data[p]
+            j0 = cols[p]
+            if first:
+                for t in range(d):
+                    out[i, t] = a0 * X[j0, t]
+            else:
+                for t in range(d):
+                    out[i, t] += a0 * X[j0, t]
+            p += 1
+        first = False
+    if first:  # an empty row
         for t in range(d):
-            out[i, t] += a * X[j, t]
+            out[i, t] = 0.0
 
 
 @njit(**_OPTS)
@@ -286,30 +343,31 @@ def _residual(indptr, cols, data, X, F, R):
     return s
 
 
-@njit(inline="always", **{k: v for k, v in _OPTS.items() if k != "cache"})
-def _precondition_row(i, indptr, cols, data, dinv, R, Z):
-    """Z[i] = (D^-1 - D^-1 O D^-1) R, row i: the first two terms of the Neumann series of
-    M^-1 = (D + O)^-1 around D = diag(M) (O: M's off-diagonal part)."""
-    d = R.shape[1]
-    for t in range(d):
-        Z[i, t] = R[i, t]
-    for p in range(indptr[i], indptr[i + 1]):
-        j = cols[p]
-        if j != i:
-            a = -data[p] * dinv[j]
-            for t in range(d):
-                Z[i, t] += a * R[j, t]
-    c = dinv[i]
-    for t in range(d):
-        Z[i, t] *= c
+@njit(**_OPTS)
+def neumann_matrix(indptr, cols, data, dinv, out):
+    """The preconditioner P^-1 = D^-1 - D^-1 O D^-1 as CSR values on M's own pattern (M = D + O,
+    D = diag(M)), written into ``out``: dinv_i on the diagonal, -dinv_i m_ij dinv_j off it. Each
+    value is the float64 product rounded once to float32, so P^-1 is exactly symmetric when M is."""
+    n = indptr.shape[0] - 1
+    for i in range(n):
+        di = np.float64(dinv[i])
+        for p in range(indptr[i], indptr[i + 1]):
+            j = cols[p]
+            if j == i:
+                out[p] = dinv[i]
+            else:
+                out[p] = np.float32(-(di * np.float64(data[p]) * np.float64(dinv[j])))
+    return out
 
 
 @njit(**_OPTS)
-def cg_columns(indptr, cols, data, dinv, F, X, W, rtol, maxiter):
+def cg_columns(indptr, cols, data, dinv, pdata, F, X, W, rtol, maxiter):
     """Preconditioned CG for M X = F, all columns of the contiguous F advancing together with
     shared step lengths, as in `solver.block_cg`; four fused passes per iteration. X is
-    overwritten (initial guess: Jacobi, F / diag(M)); W holds four (n, d) work arrays. Every
-    array comes from the caller (numpy allocates them: see `_backend.block_cg`).
+    overwritten (initial guess: Jacobi, F / diag(M)); W holds four (n, d) work arrays; ``pdata``
+    holds the preconditioner's values on M's pattern (`neumann_matrix`), so applying it is one
+    sparse product like M's. Every array comes from the caller (numpy allocates them: see
+    `_backend.block_cg`).
 
     Stops when ||R||_F <= rtol ||F||_F on the recursive residual, then confirms on the
     explicitly recomputed one. Returns (iterations, ||F - M X||_F^2, ||F||_F^2).
@@ -348,7 +406,7 @@ def cg_columns(indptr, cols, data, dinv, F, X, W, rtol, maxiter):
         fresh = False
         rz = 0.0
         for i in range(n):
-            _precondition_row(i, indptr, cols, data, dinv, R, P)
+            _spmm_row(i, indptr, cols, pdata, R, P)
             for t in range(d):
                 rz += np.float64(R[i, t]) * np.float64(P[i, t])
         while it < maxiter:
@@ -371,7 +429,7 @@ def cg_columns(indptr, cols, data, dinv, F, X, W, rtol, maxiter):
                 break
             rz_new = 0.0
             for i in range(n):  # Z = P^-1 R and <R, Z>
-                _precondition_row(i, indptr, cols, data, dinv, R, Z)
+                _spmm_row(i, indptr, cols, pdata, R, Z)
                 for t in range(d):
                     rz_new += np.float64(R[i, t]) * np.float64(Z[i, t])
             beta = rz_new / rz if rz > 0 else 0.0

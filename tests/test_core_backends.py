@@ -81,6 +81,56 @@ def test_numba_solution_satisfies_the_system():
     np.testing.assert_allclose(lat.U, dense, atol=1e-4)
 
 
+def test_compiled_sparse_product_matches_scipy_for_every_row_length():
+    """The kernels' sparse product takes a row's entries four at a time, then three, two, one:
+    rows of 0 to 11 entries cover every case and their combinations."""
+    import scipy.sparse as sp
+
+    from oscillink_core import _backend
+
+    J = _backend._jit()
+    rng = np.random.default_rng(7)
+    n, d = 60, 37  # d not a multiple of the vector width
+    rows, cols = [], []
+    for i in range(n):
+        m = i % 12
+        c = rng.choice(n, size=m, replace=False)
+        rows += [i] * m
+        cols += c.tolist()
+    A = sp.csr_array((rng.normal(size=len(rows)).astype(np.float32), (rows, cols)), shape=(n, n))
+    A.sort_indices()
+    assert set(np.diff(A.indptr)) == set(range(12))
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    F = rng.normal(size=(n, d)).astype(np.float32)
+    R = np.full((n, d), np.nan, np.float32)  # every entry must be written, empty rows included
+    rr = J._residual(A.indptr.astype(np.int32), A.indices.astype(np.int32), A.data, X, F, R)
+    want = F.astype(np.float64) - A.astype(np.float64) @ X.astype(np.float64)
+    np.testing.assert_allclose(R, want, rtol=1e-5, atol=1e-5)
+    assert rr == pytest.approx(float((want**2).sum()), rel=1e-5)
+
+
+def test_compiled_preconditioner_is_the_two_term_neumann_series_and_symmetric():
+    from oscillink_core import _backend
+
+    J = _backend._jit()
+    Y, psi, _ = clustered(n_rel=20, n_noise=80, d=24, seed=4)
+    lat = Oscillink(Y, backend="numba")
+    lat.set_query(psi, gates=np.linspace(0.3, 1.0, len(Y)))
+    M, diag = lat.system()
+    M.sort_indices()
+    dinv = (1.0 / diag).astype(np.float32)
+    ind, ptr = M.indices.astype(np.int32), M.indptr.astype(np.int32)
+    P = J.neumann_matrix(ptr, ind, M.data, dinv, np.empty(M.data.shape, np.float32))
+    Pm = M.copy()
+    Pm.data = P
+    Pd = Pm.toarray().astype(np.float64)
+    Dinv = np.diag(dinv.astype(np.float64))
+    O = M.toarray().astype(np.float64) - np.diag(np.diag(M.toarray().astype(np.float64)))
+    np.testing.assert_allclose(Pd, Dinv - Dinv @ O @ Dinv, rtol=1e-6, atol=1e-9)
+    assert np.array_equal(Pd, Pd.T)  # exactly symmetric, so CG's theory applies as stated
+    assert np.linalg.eigvalsh(Pd).min() > 0
+
+
 def test_numba_chain_prior_uses_the_chain_system():
     Y, psi, _ = clustered(n_rel=20, n_noise=60, d=32, seed=2)
     a, b = _pair(Y, psi)
@@ -196,7 +246,8 @@ def test_warmup_compiles_every_kernel_and_restores_settings():
     info = warmup("numba")
     assert info["backend"] == "numba" and info["seconds"] >= 0
     assert {"topk_rows", "mutual_graph", "system_arrays", "cg_columns", "state_stats", "dup_labels",
-            "n_components", "prepare_rows", "divide_rows", "rhs", "degree_scale"} <= set(info["kernels"])
+            "n_components", "prepare_rows", "divide_rows", "rhs", "degree_scale",
+            "neumann_matrix"} <= set(info["kernels"])
     assert (_backend._PARALLEL_MIN, _backend._SPLIT_MIN) == before
     assert warmup("numpy") == {"backend": "numpy", "seconds": pytest.approx(0, abs=0.5), "kernels": []}
 
