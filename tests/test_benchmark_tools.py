@@ -52,3 +52,17 @@ def test_backend_notes_only_replaces_the_named_sections(tmp_path):
     assert got["provenance"]["thread_handoff_ms"]["command"].endswith(f"--only thread_handoff_ms --out {out}")
     with pytest.raises(SystemExit):
         backend_notes.main(["--only", "no_such_section", "--out", str(out)])
+
+
+def test_backend_notes_product_in_context_times_the_real_call_and_restores_the_package():
+    import oscillink_core.graph as graph
+
+    original = graph.exact_knn
+    out = backend_notes.product_in_context(n=120, rounds=2, reps=2)
+    assert graph.exact_knn is original
+    assert out["calls_inside"] == 4  # rounds x reps; the warm-up call is not counted
+    assert set(out["ms"]) == {"rerank", "Y @ Y.T back to back (the yardstick)",
+                              "unit rows @ their transpose, back to back",
+                              "kNN product inside rerank", "top-k inside rerank"}
+    assert all(v > 0 for v in out["ms"].values())
+    assert out["ms"]["kNN product inside rerank"] < out["ms"]["rerank"]
