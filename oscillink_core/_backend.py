@@ -120,7 +120,9 @@ def block_cg(indptr, indices, data, diag: np.ndarray, F: np.ndarray, *, rtol: fl
     F = np.ascontiguousarray(F, dtype=np.float32)
     X = np.empty_like(F)
     dinv = (1.0 / diag).astype(np.float32)
-    pdata = _jit().neumann_matrix(indptr, indices, data, dinv, np.empty(data.shape, np.float32))
+    pdata = np.empty(data.shape, np.float32)
+    if _jit().neumann_matrix(indptr, indices, data, dinv, pdata) != n:
+        raise RuntimeError("block_cg: every row of M must store its diagonal entry (got a pattern without)")
     h = d // 2 if (n * d >= _SPLIT_MIN and d >= 2) else d
     args = (indptr, indices, data, dinv, pdata, F, X)
     if h == d:

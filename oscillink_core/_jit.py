@@ -347,17 +347,21 @@ def _residual(indptr, cols, data, X, F, R):
 def neumann_matrix(indptr, cols, data, dinv, out):
     """The preconditioner P^-1 = D^-1 - D^-1 O D^-1 as CSR values on M's own pattern (M = D + O,
     D = diag(M)), written into ``out``: dinv_i on the diagonal, -dinv_i m_ij dinv_j off it. Each
-    value is the float64 product rounded once to float32, so P^-1 is exactly symmetric when M is."""
+    value is the float64 product rounded once to float32, so P^-1 is exactly symmetric when M is.
+    Returns how many rows store their diagonal entry (the caller checks it is every row: the
+    pattern must hold the diagonal for P^-1 to be the series above)."""
     n = indptr.shape[0] - 1
+    found = 0
     for i in range(n):
         di = np.float64(dinv[i])
         for p in range(indptr[i], indptr[i + 1]):
             j = cols[p]
             if j == i:
                 out[p] = dinv[i]
+                found += 1
             else:
                 out[p] = np.float32(-(di * np.float64(data[p]) * np.float64(dinv[j])))
-    return out
+    return found
 
 
 @njit(**_OPTS)

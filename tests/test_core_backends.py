@@ -110,6 +110,8 @@ def test_compiled_sparse_product_matches_scipy_for_every_row_length():
 
 
 def test_compiled_preconditioner_is_the_two_term_neumann_series_and_symmetric():
+    import scipy.sparse as sp
+
     from oscillink_core import _backend
 
     J = _backend._jit()
@@ -120,7 +122,8 @@ def test_compiled_preconditioner_is_the_two_term_neumann_series_and_symmetric():
     M.sort_indices()
     dinv = (1.0 / diag).astype(np.float32)
     ind, ptr = M.indices.astype(np.int32), M.indptr.astype(np.int32)
-    P = J.neumann_matrix(ptr, ind, M.data, dinv, np.empty(M.data.shape, np.float32))
+    P = np.empty(M.data.shape, np.float32)
+    assert J.neumann_matrix(ptr, ind, M.data, dinv, P) == M.shape[0]  # every diagonal entry stored
     Pm = M.copy()
     Pm.data = P
     Pd = Pm.toarray().astype(np.float64)
@@ -129,6 +132,11 @@ def test_compiled_preconditioner_is_the_two_term_neumann_series_and_symmetric():
     np.testing.assert_allclose(Pd, Dinv - Dinv @ O @ Dinv, rtol=1e-6, atol=1e-9)
     assert np.array_equal(Pd, Pd.T)  # exactly symmetric, so CG's theory applies as stated
     assert np.linalg.eigvalsh(Pd).min() > 0
+    no_diag = sp.csr_array(M - sp.diags_array(M.diagonal()))
+    no_diag.eliminate_zeros()
+    with pytest.raises(RuntimeError, match="diagonal"):
+        _backend.block_cg(no_diag.indptr.astype(np.int32), no_diag.indices.astype(np.int32),
+                          no_diag.data.astype(np.float32), diag, lat.rhs(), rtol=1e-5, maxiter=50)
 
 
 def test_numba_chain_prior_uses_the_chain_system():
