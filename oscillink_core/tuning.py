@@ -34,11 +34,11 @@ recall denominator, as in BEIR) and the set of ``traps``. Builders:
 * :func:`queries_from_rows` / :func:`queries_from_jsonl` -- rows ``{query_id, query, id, text,
   label, trap}`` (the JSONL the benchmark and the CLI use), grouped by ``query_id`` in file order;
   texts are embedded with a caller-supplied ``embed`` function (e.g.
-  `oscillink_core.embeddings.embed`) unless rows carry ``vector`` / ``query_vector``.
+  `oscillink_core.app.embeddings.embed`) unless rows carry ``vector`` / ``query_vector``.
 
 A CLI ``oscillink tune DATA.jsonl --out profile.json`` therefore needs only::
 
-    from oscillink_core.embeddings import embed
+    from oscillink_core.app.embeddings import embed
     queries = queries_from_jsonl("DATA.jsonl", embed=embed)
     result = tune(queries, metric="ndcg@10", k=10, folds=5, seed=0, profile_path="profile.json")
     print(result.summary())
@@ -290,7 +290,7 @@ def queries_from_rows(rows: Iterable[Mapping[str, Any]], *, embed: Callable[[lis
         embedding as ``vector`` or else ``text`` (embedded with ``embed``); ``label`` and
         ``trap``. The query embedding comes from ``query_vectors[query_id]``, else a row's
         ``query_vector``, else its ``query`` text (embedded with ``embed``).
-    embed : function ``list[str] -> (n, D)`` array, e.g. `oscillink_core.embeddings.embed`;
+    embed : function ``list[str] -> (n, D)`` array, e.g. `oscillink_core.app.embeddings.embed`;
         every distinct text is embedded once, in one call.
     query_vectors : optional mapping query_id -> (D,) vector.
     gain : optional ``row -> gain`` function. The default: 0 for a trap row (``trap`` truthy);

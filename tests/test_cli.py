@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oscillink_core.cli import main
-from oscillink_core.ingest import SourceError, chunk_text, read_sources
+from oscillink_core.app.cli import main
+from oscillink_core.app.ingest import SourceError, chunk_text, read_sources
+from oscillink_core.app.store import hash_ingest_receipt
 from oscillink_core.receipts import canonical_json, strip_timings
-from oscillink_core.store import hash_ingest_receipt
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "examples" / "data" / "demo_corpus.jsonl"
@@ -168,7 +168,7 @@ def test_ingest_receipt_records_what_was_built(index_dir):
     rec = json.loads((index_dir / "ingest_receipt.json").read_text("utf-8"))
     import hashlib
 
-    from oscillink_core.embeddings import MODEL_NAME, model_fingerprint
+    from oscillink_core.app.embeddings import MODEL_NAME, model_fingerprint
 
     assert rec["chunks"] == 24 == rec["index"]["ntotal"] == rec["store"]["count"]
     assert rec["model"] == {"name": MODEL_NAME, "fingerprint": model_fingerprint(), "dim": 384, "normalized": True}
@@ -413,7 +413,7 @@ def test_make_demo_runs_end_to_end(capsys, tmp_path):
 
 
 def test_bench_lists_and_runs_scripts_passing_args_and_exit_code(capfd, tmp_path, monkeypatch):
-    import oscillink_core.cli as cli
+    import oscillink_core.app.cli as cli
 
     bench = tmp_path / "benchmarks"
     (bench / "quality").mkdir(parents=True)

@@ -253,7 +253,7 @@ def cached_embed(name: str, texts: list[str], *, verbose: bool = True) -> np.nda
     The side file ``<name>.json`` records the model fingerprint and one SHA-1 per text; rows
     whose text is unchanged are reused, only new or changed texts are embedded.
     """
-    from oscillink_core.embeddings import MODEL_NAME, embed, model_fingerprint
+    from oscillink_core.app.embeddings import MODEL_NAME, embed, model_fingerprint
 
     CACHE.mkdir(parents=True, exist_ok=True)
     npy, meta_path = CACHE / f"{name}.npy", CACHE / f"{name}.json"

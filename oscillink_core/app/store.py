@@ -51,7 +51,7 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def _canonical(obj: Any) -> bytes:
-    from .receipts import canonical_json
+    from oscillink_core import canonical_json
 
     return canonical_json(obj)
 
@@ -140,7 +140,7 @@ class IndexStore:
         if hash_ingest_receipt(receipt) != recorded:
             raise IndexDirError(f"{d / RECEIPT_FILE}: contents do not match its receipt_sha256 (edited or damaged)")
         if key is not None and "signature" in receipt:
-            from .receipts import verify_receipt
+            from oscillink_core import verify_receipt
 
             if not verify_receipt(receipt, key):
                 raise IndexDirError(f"{d / RECEIPT_FILE}: HMAC signature does not verify under the given key")
@@ -238,9 +238,9 @@ def run_query(store: IndexStore, question: str, *, k: int = 5, fetch_k: int = 50
 
     ``query_vec`` replaces embedding ``question`` (used by `reproduce` with the recorded vector).
     """
-    from . import rerank
+    from oscillink_core import rerank, sign_receipt
+
     from .embeddings import MODEL_NAME
-    from .receipts import sign_receipt
 
     if not isinstance(question, str) or not question.strip():
         raise ValueError("the question is empty")
@@ -301,7 +301,7 @@ def reproduce(receipt: dict, store: IndexStore) -> tuple[QueryOutcome, dict]:
     # bit for bit); receipts from before the field existed came from the numpy backend
     solver = receipt.get("solver") if isinstance(receipt.get("solver"), dict) else {}
     backend = solver.get("backend", "numpy")
-    from ._backend import available_backends
+    from oscillink_core import available_backends
 
     if backend not in available_backends():
         raise ValueError(f"the receipt was produced by the {backend!r} backend, which is not available here "
@@ -350,8 +350,9 @@ def load_questions(path: str | os.PathLike) -> list[dict]:
 
 def labelled_queries(store: IndexStore, questions: list[dict], *, fetch_k: int = 50) -> list:
     """`tuning.LabelledQuery` objects: each question's FAISS top ``fetch_k`` from ``store``, labelled."""
+    from oscillink_core import LabelledQuery
+
     from .embeddings import embed
-    from .tuning import LabelledQuery
 
     vecs = embed([q["question"] for q in questions])
     out = []

@@ -309,9 +309,9 @@ def build_index(paths: Sequence[str | os.PathLike], index_dir: str | os.PathLike
     import faiss
     import numpy as np
 
-    from . import __version__
+    from oscillink_core import __version__, sign_receipt
+
     from .embeddings import EMBED_DIM, MODEL_NAME, model_fingerprint
-    from .receipts import sign_receipt
 
     t0 = time.perf_counter()
     out = Path(index_dir)

@@ -160,7 +160,7 @@ def cmd_query(a: argparse.Namespace) -> int:
     store = IndexStore.open(a.index, key=key)
     params = None
     if a.params:
-        from .params import resolve_params
+        from oscillink_core import resolve_params
 
         params = resolve_params(a.params)
     out = run_query(store, a.question, k=a.k, fetch_k=a.fetch_k, params=params, sign_key=key)
@@ -184,7 +184,7 @@ def cmd_query(a: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ verify
 def cmd_verify(a: argparse.Namespace) -> int:
-    from .receipts import canonical_json, strip_timings, validate_receipt, verify_receipt
+    from oscillink_core import canonical_json, strip_timings, validate_receipt, verify_receipt
 
     key = _key_from_env(a.key_env)
     path = Path(a.receipt)
@@ -293,7 +293,7 @@ def _verdict(results) -> int:
 
 # ------------------------------------------------------------------------------ tune
 def cmd_tune(a: argparse.Namespace) -> int:
-    from .tuning import queries_from_jsonl, tune
+    from oscillink_core import queries_from_jsonl, tune
 
     if (a.data is None) == (a.index is None):
         raise CLIError("tune: give either DATA.jsonl or --index DIR with --questions FILE", EXIT_USAGE)
@@ -333,7 +333,7 @@ def cmd_tune(a: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ bench
 def _benchmarks_dir() -> Path | None:
     """The source checkout's benchmarks/ (benchmarks are not part of the installed wheel)."""
-    for root in (Path(__file__).resolve().parents[1], Path.cwd()):
+    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
         d = root / "benchmarks"
         if d.is_dir():
             return d
@@ -384,7 +384,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ warmup
 def cmd_warmup(a: argparse.Namespace) -> int:
-    from ._backend import warmup
+    from oscillink_core import warmup
 
     try:
         info = warmup(a.backend)
@@ -417,7 +417,8 @@ _nonneg_int = _int_at_least(0, "an integer >= 0")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from oscillink_core import __version__
+
     from .ingest import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 
     p = _Parser(prog=PROG, description="oscillink-core: coherence reranking for RAG with verifiable receipts.")
