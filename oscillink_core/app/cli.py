@@ -504,6 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "query does not pay for it. With the numpy backend there is nothing to do.")
     w.add_argument("--backend", default=None, help="auto (default; OSCILLINK_BACKEND), numba or numpy")
     w.set_defaults(func=cmd_warmup)
+    from .service.cli import add_commands as add_service_commands  # serve, keys (issue 15)
+
+    add_service_commands(sub)
     return p
 
 
