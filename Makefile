@@ -41,6 +41,7 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/speed.py
 	$(PY) benchmarks/langchain_overhead.py
+	$(PY) benchmarks/compare_published.py
 	$(PY) benchmarks/quality/run.py
 
 # re-execute the notebooks and save their outputs (the test suite executes them without saving)
