@@ -84,7 +84,8 @@ def percentiles(lat: list[float]) -> dict:
     return {f"p{q}_ms": round(float(np.percentile(a, q)), 2) for q in (50, 95, 99)}
 
 
-async def load(url: str, path: str, body: bytes, key: str, conc: int, duration: float, warmup: float) -> dict:
+async def load(url: str, path: str, body: bytes, key: str, conc: int, duration: float, warmup: float,
+               min_requests: int = 0) -> dict:
     import httpx
 
     lat: list[float] = []
@@ -98,8 +99,12 @@ async def load(url: str, path: str, body: bytes, key: str, conc: int, duration: 
         async def worker():
             while True:
                 t0 = time.perf_counter()
-                if t0 >= t_end:
+                # stop at the window's end, but not before min_requests were started inside it (slow
+                # endpoints on a loaded machine would otherwise measure nothing)
+                if t0 >= t_end and len(done) + inflight[0] >= min_requests:
                     return
+                if t0 >= t_measure:
+                    inflight[0] += 1
                 try:
                     r = await c.post(path, content=body, headers=headers)
                     code = r.status_code
@@ -107,6 +112,7 @@ async def load(url: str, path: str, body: bytes, key: str, conc: int, duration: 
                     code = type(exc).__name__
                 t1 = time.perf_counter()
                 if t0 >= t_measure:  # started inside the window (finishing may run past it)
+                    inflight[0] -= 1
                     done.append(t1)
                     if code == 200:
                         lat.append(t1 - t0)
@@ -114,6 +120,7 @@ async def load(url: str, path: str, body: bytes, key: str, conc: int, duration: 
                         errors[str(code)] = errors.get(str(code), 0) + 1
 
         done: list[float] = []
+        inflight = [0]
         await asyncio.gather(*(worker() for _ in range(conc)))
     span = max(max(done) - t_measure, duration) if done else duration
     return {"concurrency": conc, "completed": len(lat), "errors": errors, "span_s": round(span, 2),
@@ -151,6 +158,10 @@ def main() -> None:
                     help="concurrency levels for the text endpoint (default: --concurrency)")
     ap.add_argument("--states", default="memory,redis")
     ap.add_argument("--endpoints", default="vector,text")
+    ap.add_argument("--min-requests", type=int, default=1,
+                    help="measured requests per point at least (a point runs past --duration until then)")
+    ap.add_argument("--merge", action="store_true",
+                    help="replace only the measured (state, endpoint, concurrency) points in --out")
     ap.add_argument("--repeats", type=int, default=100, help="in-process baseline repeats")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "service_load.json"))
     a = ap.parse_args()
@@ -196,7 +207,7 @@ def main() -> None:
                     levels = [int(c) for c in a.text_concurrency.split(",")] \
                         if (ep == "text" and a.text_concurrency) else concs
                     for conc in levels:
-                        r = asyncio.run(load(url, path, body, key, conc, a.duration, a.warmup))
+                        r = asyncio.run(load(url, path, body, key, conc, a.duration, a.warmup, a.min_requests))
                         r = {"state": state, "endpoint": ep, "path": path, **r}
                         if conc == 1 and "p50_ms" in r:
                             r["overhead_ratio"] = round(r["p50_ms"] / base[ep]["median_ms"], 2)
@@ -220,6 +231,14 @@ def main() -> None:
            "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
            "command": "python benchmarks/service_load.py " + " ".join(sys.argv[1:])}
+    if a.merge and Path(a.out).exists():
+        old = json.loads(Path(a.out).read_text("utf-8"))
+        new_keys = {(p["state"], p["endpoint"], p["concurrency"]) for p in results}
+        kept = [p for p in old["points"] if (p["state"], p["endpoint"], p["concurrency"]) not in new_keys]
+        out["points"] = kept + results
+        out["runs"] = [*old.get("runs", [{"command": old.get("command"), "in_process": old.get("in_process"),
+                                          "machine": old.get("machine")}]),
+                       {"command": out["command"], "in_process": base, "machine": out["machine"]}]
     Path(a.out).write_text(json.dumps(out, indent=2) + "\n", "utf-8")
     print(f"wrote {a.out}")
 
