@@ -2,7 +2,7 @@
 
 >>> from oscillink_core.app.service import Settings, create_app
 >>> app = create_app(Settings(state="memory", keys_file="/nonexistent/keys.json"))
->>> sorted(r.path for r in app.routes if r.path.startswith("/v1"))[:3]
+>>> sorted(p for p in app.openapi()["paths"] if p.startswith("/v1"))[:3]
 ['/v1/bundle', '/v1/chain/receipt', '/v1/feedback']
 """
 
