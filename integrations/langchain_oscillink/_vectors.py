@@ -348,6 +348,9 @@ def store_vectors(store: Any, docs: Sequence[Document]) -> tuple[np.ndarray | No
 
 def _search_sync(store: Any, qvec: list[float], query: str, fetch_k: int,
                  search_kwargs: Mapping[str, Any]) -> tuple[list, str]:
+    if _is_chroma(store):  # searches by vector under this name; the scores are Chroma's distances
+        return (store.similarity_search_by_vector_with_relevance_scores(qvec, k=fetch_k, **search_kwargs),
+                "similarity_search_by_vector_with_relevance_scores")
     if hasattr(store, "similarity_search_with_score_by_vector"):
         return (store.similarity_search_with_score_by_vector(qvec, k=fetch_k, **search_kwargs),
                 "similarity_search_with_score_by_vector")

@@ -44,3 +44,13 @@ def handler() -> RecordingHandler:
 def stores():
     """(embeddings, FAISS store, InMemoryVectorStore, corpus rows) with the real model (slow tests only)."""
     return real_stores()
+
+
+@pytest.fixture(scope="session")
+def chroma_server():
+    """A real ``chroma run`` server on a free loopback port, for the whole session."""
+    from tests._chroma_server import start_chroma
+
+    server = start_chroma()
+    yield server
+    server.stop()

@@ -127,3 +127,13 @@ def recorder():
     root.add_event_handler(rec)
     yield rec
     root.event_handlers.remove(rec)
+
+
+@pytest.fixture(scope="session")
+def chroma_server():
+    """A real ``chroma run`` server on a free loopback port, for the whole session."""
+    from tests._chroma_server import start_chroma
+
+    server = start_chroma()
+    yield server
+    server.stop()
