@@ -105,8 +105,9 @@ def _run_inputs(query: str, n: int, top_n: int | None, component: str) -> dict:
 
 def _run_outputs(info: dict) -> dict:
     return {key: info[key] for key in ("n_candidates", "n_ranked", "n_returned", "duplicates_dropped",
-                                       "below_threshold", "items", "bundle_flags", "vectors", "embed_ms", "fetch_ms",
-                                       "rerank_ms", "core_ms", "solve_ms", "total_ms", "cg_iterations", "state_sig")
+                                       "below_threshold", "items", "bundle_flags", "screened", "vectors", "embed_ms",
+                                       "fetch_ms", "rerank_ms", "core_ms", "solve_ms", "total_ms", "cg_iterations",
+                                       "state_sig")
             if key in info}
 
 

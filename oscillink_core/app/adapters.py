@@ -206,7 +206,9 @@ def result_metadata(source: Mapping[str, Any], item: Any, *, first_stage: float 
 
 def trace_summary(ranked: Ranked, *, n_in: int, n_ranked: int) -> dict:
     """What a tracing UI shows for one rerank: counts, each kept item's id / rank / score and, when
-    the bundle carries them, its ``flags`` and ``action``; the ids dropped by the threshold; timings."""
+    the bundle carries them, its ``flags`` and ``action``; ``screened`` (the candidates the core's
+    screening kept out, with their flags and action, when the receipt has a ``screen`` block); the
+    ids dropped by the threshold; timings."""
     bundle = {b.get("id"): b for b in ranked.receipt.get("bundle", [])}
     items = []
     for it in ranked.items:
@@ -218,7 +220,10 @@ def trace_summary(ranked: Ranked, *, n_in: int, n_ranked: int) -> dict:
         items.append(row)
     flagged = {b.get("id"): {k: copy.deepcopy(b[k]) for k in ("flags", "action") if k in b}
                for b in ranked.receipt.get("bundle", []) if "flags" in b or "action" in b}
+    screen = ranked.receipt.get("screen")
+    screened = copy.deepcopy(screen.get("screened", [])) if isinstance(screen, dict) else []
     return {"n_candidates": n_in, "n_ranked": n_ranked, "n_returned": len(ranked.items),
             "duplicates_dropped": n_in - n_ranked, "below_threshold": list(ranked.below_threshold),
-            "items": items, "bundle_flags": flagged, "state_sig": ranked.receipt.get("state_sig"),
+            "items": items, "bundle_flags": flagged, "screened": screened,
+            "state_sig": ranked.receipt.get("state_sig"),
             **{k: v for k, v in ranked.timings.items() if v is not None}}
