@@ -300,6 +300,12 @@ def build_chroma_index(paths: Sequence[Any], url: str, *, chunk_size: int, chunk
                         "chunk_order": "sources in the order given (directories sorted), records in file order"},
         "timings_ms": {"read_ms": round(1e3 * (t1 - t0), 3), "embed_ms": round(1e3 * (t2 - t1), 3)},
     }
+    from . import ingest as _ingest
+
+    published = getattr(_ingest, "published_ingest_fields", None)  # the published flat names, where defined
+    if published is not None:
+        receipt.update(published(MODEL_NAME, EMBED_DIM, receipt["index"]["sha256"], receipt["store"]["sha256"],
+                                 len(chunks)))
     receipt["receipt_sha256"] = hash_ingest_receipt(receipt)
     if sign_key is not None:
         receipt = sign_receipt(receipt, sign_key)
