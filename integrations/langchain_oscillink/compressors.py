@@ -28,8 +28,9 @@ class OscillinkCompressor(BaseDocumentCompressor):
     The documents and the query are embedded (or, with ``vectorstore``, the documents' vectors
     are taken from the store by ``Document.id``), a sparse mutual-kNN lattice is settled over
     them and the ``top_n`` best are returned as new `Document` objects. The caller's documents
-    are never modified. Each returned document carries, in its metadata: ``oscillink_score``
-    (float), ``oscillink_rank`` (int, 1 = best), ``retrieval_score`` (the cosine of query and
+    are never modified. Each returned document carries, in its metadata: ``relevance_score``
+    and ``oscillink_score`` (the score the ranking used), ``oscillink_rank`` (int, 1 = best),
+    ``retrieval_score`` (the cosine of query and
     passage vectors: LangChain retrievers do not hand their own scores to compressors),
     ``retrieval_rank`` (1-based input position) and the receipt under ``receipt_key``; the
     receipt's ``state_sig`` binds the candidate ids and the bundle, and ``provenance`` says

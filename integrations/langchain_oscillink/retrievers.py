@@ -37,11 +37,12 @@ class OscillinkRetriever(BaseRetriever):
     with a ``reason``). See `langchain_oscillink._vectors` for the FAISS index types that can and
     cannot give their vectors back.
 
-    Every returned document is new; its metadata is the stored metadata plus
-    ``oscillink_score`` (float), ``oscillink_rank`` (int, 1 = best), ``retrieval_score`` (the
-    score the store returned, as a float: a similarity for `InMemoryVectorStore`, an L2 distance
-    for a default FAISS store, see ``provenance.score_source``), ``retrieval_rank`` and the
-    receipt under ``receipt_key``.
+    Every returned document is new; its metadata is a deep copy of the stored metadata plus
+    ``relevance_score`` (the score the ranking used; ``oscillink_score`` holds the same value),
+    ``oscillink_rank`` (int, 1 = best), the store's first-stage value as ``retrieval_score`` when
+    it is a similarity (`InMemoryVectorStore`, FAISS inner product, Qdrant Cosine/Dot) or of unknown
+    kind and as ``retrieval_distance`` when it is a distance (FAISS L2, Chroma), ``retrieval_rank``
+    and the receipt under ``receipt_key``. Chroma and Qdrant stores give their vectors back too.
 
     Setup:
         .. code-block:: bash

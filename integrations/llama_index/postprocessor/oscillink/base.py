@@ -98,13 +98,15 @@ class OscillinkPostprocessor(BaseNodePostprocessor):
     embeds ``query_bundle.embedding_strs`` (``aquery`` passes a fresh bundle without one). Vectors and
     query must come from the same embedding model as the index; a dimension mismatch raises.
 
-    Returned nodes are copies with plain float scores; their metadata gets ``oscillink_score``,
-    ``oscillink_rank``, ``retrieval_score`` (whatever score the retriever reported: a similarity, or an
-    L2 distance for a FAISS L2 index) and the receipt as a JSON string under ``receipt_key``. All four
-    keys are excluded from embedding metadata, so a reranked node embeds as before; from LLM metadata
-    the receipt is always excluded and the scores unless ``scores_in_llm_metadata=True``. Nodes with a
-    repeated node id are dropped after their first occurrence (the core needs unique ids); the receipt
-    counts them.
+    Returned nodes are deep copies whose score is the relevance score the ranking used; their metadata
+    gets ``relevance_score`` (same value), ``oscillink_score``, ``oscillink_rank``, the retriever's
+    first-stage score as ``retrieval_score`` (a similarity or unknown kind) or ``retrieval_distance``
+    (a FAISS L2 distance) when ``keep_retrieval_score``, ``retrieval_rank`` and the receipt as a JSON
+    string under ``receipt_key``. These keys are excluded from embedding metadata, so a reranked node
+    embeds as before; from LLM metadata the receipt is always excluded and the scores unless
+    ``scores_in_llm_metadata=True``. Repeated inputs (same node id and text) are ranked once, at their
+    first position; the receipt counts them. ``top_n=None`` returns every node, ``score_threshold``
+    drops nodes scored below it.
 
     Serialisation: ``to_dict``/``from_dict`` keep ``top_n``, ``params``, ``receipt_key`` and
     ``scores_in_llm_metadata``. The signing key, ``embed_model`` and ``vector_store`` are secrets or
