@@ -224,8 +224,9 @@ def published_environment(version: str, venv: Path | None, src: Path | None) -> 
         src = CACHE / f"src-{version}"
         if not (src / "oscillink").is_dir():
             url = next((u.split(",", 1)[1].strip() for u in meta["urls"] if u.lower().startswith("source")), None)
-            raise SystemExit(f"pass --published-src DIR: a checkout of the release's source ({url or 'the wheel names none'}) "
-                             f"at tag v{version}, or put one at {src}; this script downloads nothing but the wheel")
+            raise SystemExit(f"pass --published-src DIR: a checkout of the release's source "
+                             f"({url or 'the wheel names none'}) at tag v{version}, or put one at {src}; "
+                             "this script downloads nothing but the wheel")
     src = src.resolve()
     check_source_tree(src, {rel: _site_file(py, rel) for rel in prov["wheel_files"]}, meta["version"])
     env["PYTHONPATH"] = str(src)
