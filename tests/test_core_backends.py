@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from oscillink_core import Oscillink, rerank
-from oscillink_core._backend import available_backends, resolve_backend
+from oscillink_core._backend import available_backends
+from oscillink_core._kernels import resolve_backend
 from oscillink_core.graph import _topk_rows
 from oscillink_core.receipts import canonical_json, strip_timings
 
@@ -134,9 +135,11 @@ def test_compiled_preconditioner_is_the_two_term_neumann_series_and_symmetric():
     assert np.linalg.eigvalsh(Pd).min() > 0
     no_diag = sp.csr_array(M - sp.diags_array(M.diagonal()))
     no_diag.eliminate_zeros()
+    from oscillink_core._kernels import compiled_cg
+
     with pytest.raises(RuntimeError, match="diagonal"):
-        _backend.block_cg(no_diag.indptr.astype(np.int32), no_diag.indices.astype(np.int32),
-                          no_diag.data.astype(np.float32), diag, lat.rhs(), rtol=1e-5, maxiter=50)
+        compiled_cg(no_diag.indptr.astype(np.int32), no_diag.indices.astype(np.int32),
+                    no_diag.data.astype(np.float32), diag, lat.rhs(), rtol=1e-5, maxiter=50)
 
 
 def test_numba_chain_prior_uses_the_chain_system():
@@ -196,6 +199,7 @@ def test_backend_choice_and_errors(monkeypatch):
     assert resolve_backend() == "numpy"
     assert Oscillink(np.eye(4, dtype=np.float32) + 0.1).backend == "numpy"
     monkeypatch.setenv("OSCILLINK_BACKEND", "auto")
+    assert resolve_backend(wait=True) == "numba"  # waits for the kernels; from then on "auto" is numba
     assert resolve_backend() == "numba"
     with pytest.raises(ValueError, match="backend must be"):
         resolve_backend("cuda")
@@ -216,10 +220,12 @@ def test_numba_path_rejects_non_finite_and_zero_rows(bad):
 
 
 def test_without_numba_auto_falls_back_to_numpy(monkeypatch):
-    from oscillink_core import _backend
+    from oscillink_core import _backend, _kernels
 
     monkeypatch.setattr(_backend, "_JIT", None)
     monkeypatch.setattr(_backend, "_JIT_ERROR", "No module named 'numba'")
+    monkeypatch.setattr(_kernels, "_READY", __import__("threading").Event())
+    monkeypatch.setattr(_kernels, "_NUMBA", None)
     monkeypatch.delenv("OSCILLINK_BACKEND", raising=False)
     assert _backend.available_backends() == ["numpy"]
     assert resolve_backend() == "numpy"
@@ -285,3 +291,39 @@ def test_rerank_results_do_not_alias_the_callers_or_later_calls():
     assert not np.shares_memory(lat._Y, Y)
     again = rerank(psi, Y.copy(), k=8, backend="numba", sign_key="k")  # same values, other memory
     assert canonical_json(strip_timings(again.receipt)) == kept[0]
+
+
+def test_auto_answers_on_numpy_until_the_kernels_are_loaded_then_switches(monkeypatch):
+    """The default never waits for compilation: before the kernels are loaded a new lattice runs
+    on numpy (and the loading starts on a background thread); once loaded, on numba. Receipts
+    record which one ran. (Deterministic: the thread starts inside the first call's choice.)"""
+    import threading
+
+    from oscillink_core import _kernels
+
+    monkeypatch.delenv("OSCILLINK_BACKEND", raising=False)
+    monkeypatch.setattr(_kernels, "_READY", threading.Event())
+    monkeypatch.setattr(_kernels, "_COMPILER", None)
+    Y, psi, _ = clustered(seed=12)
+    first = rerank(psi, Y, k=5)
+    assert first.receipt["solver"]["backend"] == "numpy"
+    thread = _kernels._COMPILER
+    assert thread is not None and thread.name == "oscillink-compile"
+    thread.join(600)
+    assert _kernels.compiled_ready()
+    later = rerank(psi, Y, k=5)
+    assert later.receipt["solver"]["backend"] == "numba"
+    assert strip_timings(rerank(psi, Y, k=5, backend="numpy").receipt) == strip_timings(first.receipt)
+    assert _kernels._COMPILER is thread  # started once per process
+
+
+def test_explicit_numba_waits_and_auto_with_wait_loads_now(monkeypatch):
+    import threading
+
+    from oscillink_core import _kernels
+
+    monkeypatch.setattr(_kernels, "_READY", threading.Event())
+    monkeypatch.setattr(_kernels, "_COMPILER", None)
+    assert Oscillink(np.eye(6, dtype=np.float32) + 0.1, backend="numba").backend == "numba"
+    assert _kernels._COMPILER is None  # an explicit request compiles in the calling thread
+    assert _kernels.resolve_backend("auto", wait=True) == "numba" and _kernels.compiled_ready()
