@@ -55,6 +55,12 @@ def faiss_dir(source, tmp_path_factory) -> Path:
     return d
 
 
+@pytest.fixture(autouse=True)
+def _one_backend(monkeypatch):
+    """One backend for the whole comparison (auto switches to numba once its kernels are loaded)."""
+    monkeypatch.setenv("OSCILLINK_BACKEND", "numpy")
+
+
 @pytest.fixture
 def key(monkeypatch):
     monkeypatch.setenv(KEY_VAR, "test-key-123")

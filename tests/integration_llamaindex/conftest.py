@@ -137,3 +137,10 @@ def chroma_server():
     server = start_chroma()
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _one_backend(monkeypatch):
+    """Pin the solver backend: the default ("auto") switches from numpy to numba once the kernels are
+    loaded in the background, and tests here compare receipts and scores of separate calls exactly."""
+    monkeypatch.setenv("OSCILLINK_BACKEND", "numpy")
