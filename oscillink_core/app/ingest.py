@@ -232,9 +232,12 @@ def _records_csv(p: Path, text: str, text_field: str, info: SourceInfo) -> Itera
         if dup:
             raise SourceError(f"{p}:1: header names column(s) {', '.join(map(repr, dup))} more than once")
         info.multiline_records = 0
-        line = reader.line_num
-        for row in reader:
-            start, line = line + 1, reader.line_num
+        while True:
+            start = reader.line_num + 1  # the line the next record starts on (named in errors)
+            row = next(reader, None)
+            if row is None:
+                break
+            line = reader.line_num
             if not row:  # a blank line
                 continue
             if len(row) != len(header):
@@ -326,14 +329,39 @@ def _embed_all(texts: list[str], progress: bool | None) -> Any:
     if tqdm is not None and progress is not False:
         bar = tqdm(total=len(texts), unit="chunk", desc="embedding", file=sys.stderr,
                    disable=None if progress is None else False, leave=False)
+    # The batches run in a worker thread and the main thread waits for it: a signal (Ctrl-C,
+    # SIGTERM) is handled by the main thread at once, instead of after the current batch's torch
+    # call returns (many seconds on a loaded machine). On interrupt the worker stops after its batch.
+    import threading
+
+    failure: list[BaseException] = []
+    cancel = threading.Event()
+
+    def work() -> None:
+        try:
+            for i in range(0, len(texts), EMBED_BATCH):
+                if cancel.is_set():
+                    return
+                fault_point("embedding")
+                out[i:i + EMBED_BATCH] = embed(texts[i:i + EMBED_BATCH], batch_size=EMBED_BATCH)
+                if bar is not None:
+                    bar.update(min(EMBED_BATCH, len(texts) - i))
+        except BaseException as exc:  # re-raised in the main thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=work, name="oscillink-embed", daemon=True)
     try:
-        for i in range(0, len(texts), EMBED_BATCH):
-            out[i:i + EMBED_BATCH] = embed(texts[i:i + EMBED_BATCH], batch_size=EMBED_BATCH)
-            if bar is not None:
-                bar.update(min(EMBED_BATCH, len(texts) - i))
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.2)  # returns to the interpreter often, so signals are handled promptly
+    except BaseException:
+        cancel.set()
+        raise
     finally:
-        if bar is not None:
+        if bar is not None and not worker.is_alive():
             bar.close()
+    if failure:
+        raise failure[0]
     return out
 
 

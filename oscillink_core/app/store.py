@@ -35,6 +35,7 @@ import os
 import re
 import secrets
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,8 +66,9 @@ class IndexBusyError(IndexDirError):
 
 # Test hook (fault injection): OSCILLINK_FAULT_AT=STEP[:kill|stop] makes the writing process
 # SIGKILL (default) or SIGSTOP itself when it reaches STEP, so tests can stop a real process
-# at each step of a commit deterministically. Steps, in order: locked, embedded, store-written,
-# index-written, receipt-written, committed, cleaned.
+# at each step of a commit deterministically ("hang" blocks forever, ignoring Ctrl-C). Steps,
+# in order: locked, embedding (before each batch, in the embedding thread), embedded,
+# store-written, index-written, receipt-written, committed, cleaned.
 FAULT_ENV = "OSCILLINK_FAULT_AT"
 _DATA_RE = re.compile(r"^(index\.[0-9a-f]{16}\.faiss|chunks\.[0-9a-f]{16}\.jsonl)$")
 _TMP_RE = re.compile(r"^\.(ingest_receipt\.json|index(\.[0-9a-f]{16})?\.faiss|chunks(\.[0-9a-f]{16})?\.jsonl)"
@@ -78,8 +80,19 @@ def fault_point(step: str) -> None:
     if not spec:
         return
     name, _, action = spec.partition(":")
-    if name == step:
-        os.kill(os.getpid(), signal.SIGSTOP if action == "stop" else signal.SIGKILL)
+    if name != step:
+        return
+    if action == "hang":  # stand-in for a long computation that ignores Ctrl-C (a torch batch)
+        print(f"oscillink-fault: hanging at {step}", file=sys.stderr, flush=True)
+        import threading
+
+        never = threading.Event()
+        while True:
+            try:
+                never.wait()
+            except KeyboardInterrupt:
+                continue
+    os.kill(os.getpid(), signal.SIGSTOP if action == "stop" else signal.SIGKILL)
 
 
 def _fsync_dir(d: Path) -> None:
