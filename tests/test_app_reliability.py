@@ -387,7 +387,10 @@ def test_tune_rejects_ids_not_in_the_index(capsys, plain_index, tmp_path):
 @pytest.mark.slow
 def test_embedding_prints_no_loading_bar():
     code = "from oscillink_core.app.embeddings import embed; print(embed(['bees']).shape)"
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env(), timeout=600)
+    fresh = env()  # as a user's process starts: the CLI's main() (run in this test process) set this one
+    for var in ("HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):
+        fresh.pop(var, None)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, env=fresh, timeout=600)
     assert p.returncode == 0 and b"(1, 384)" in p.stdout
     assert b"Loading weights" not in p.stderr and p.stderr.strip() == b"", p.stderr.decode()
 

@@ -160,13 +160,16 @@ def index_lock(path: str | os.PathLike) -> Iterator[bool]:
         os.close(fd)  # releases the lock
 
 
-def _referenced(d: Path) -> set[str]:
-    """Names of the data files the current receipt of ``d`` names (empty if there is none)."""
+def _referenced(d: Path) -> set[str] | None:
+    """Names of the data files the current receipt of ``d`` names: empty if there is no receipt,
+    None if there is one that cannot be read (then no data file is considered unreferenced)."""
+    if not (d / RECEIPT_FILE).exists():
+        return set()
     try:
         rec = json.loads((d / RECEIPT_FILE).read_text("utf-8"))
-        return {str(rec["index"]["file"]), str(rec["store"]["file"])}
-    except (OSError, ValueError, KeyError, TypeError):
-        return set()
+        return {str(rec["index"].get("file", INDEX_FILE)), str(rec["store"].get("file", CHUNKS_FILE))}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def clean_index_dir(d: Path, *, keep: set[str] | None = None) -> list[str]:
@@ -181,7 +184,8 @@ def clean_index_dir(d: Path, *, keep: set[str] | None = None) -> list[str]:
     for p in d.iterdir():
         name = p.name
         legacy = name in (INDEX_FILE, CHUNKS_FILE) and (d / RECEIPT_FILE).exists()
-        if _TMP_RE.match(name) or ((_DATA_RE.match(name) or legacy) and name not in keep):
+        orphan = keep is not None and (_DATA_RE.match(name) or legacy) and name not in keep
+        if _TMP_RE.match(name) or orphan:
             try:
                 p.unlink()
                 removed.append(name)
