@@ -575,8 +575,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code
     except SystemExit as exc:  # --help / --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # clean-up (temporaries, the index lock) ran while this unwound
         _err(f"{PROG}: interrupted")
+        if argv is None:  # the console script: skip the interpreter's teardown of torch & co. (seconds)
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            os._exit(130)
         return 130
     except BrokenPipeError:  # the reader went away (`oscillink query ... | head -1`): not an error
         _silence_stdout()
