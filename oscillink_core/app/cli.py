@@ -491,8 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--compare", action="store_true", help="show the plain cosine top-k beside the oscillink bundle")
     q.add_argument("--json", action="store_true", help="print JSON (items, receipt; cosine top-k with --compare)")
     q.add_argument("--params", metavar="PROFILE", help="a tuning profile JSON (default: the built-in parameters)")
-    q.add_argument("--key-env", metavar="VAR", help="sign the receipt with HMAC-SHA256 using the key in $VAR "
-                                                    "(and check a signed ingest receipt with it)")
+    q.add_argument("--key-env", metavar="VAR", help="sign the receipt with HMAC-SHA256 using the key in $VAR; "
+                                                    "the index must then carry an ingest receipt signed with it")
     q.add_argument("--receipt-out", metavar="FILE", help="write the settle receipt to FILE")
     q.set_defaults(func=cmd_query)
 
@@ -504,7 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "verified (a signature that was not checked, or an unsigned receipt not re-run).")
     v.add_argument("receipt", metavar="RECEIPT.json")
     v.add_argument("--index", metavar="DIR", help="re-run the query against this index and compare")
-    v.add_argument("--key-env", metavar="VAR", help="check the HMAC with the key in $VAR")
+    v.add_argument("--key-env", metavar="VAR", help="check the HMAC with the key in $VAR (with --index, the "
+                                                    "index's ingest receipt must be signed with it too)")
     v.set_defaults(func=cmd_verify)
 
     t = sub.add_parser("tune", help="fit lattice parameters on labelled queries (writes a profile)",
