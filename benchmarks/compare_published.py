@@ -9,7 +9,7 @@ kNN k = 6, a bundle of 10, light receipts, each package with its own default ene
 
 * published: ``lat = OscillinkLattice(Y, kneighbors=6); lat.set_receipt_detail("light");
   lat.set_query(psi); lat.settle(); lat.bundle(k=10); lat.receipt()`` (the sequence of its README);
-* this package: ``rerank(psi, Y, k=10, light_receipt=True)`` (default backend).
+* this package: ``rerank(psi, Y, k=10, light_receipt=True)`` (default backend, after ``warmup()``).
 
 Each package runs in its own worker process with its own interpreter (the published one in an
 isolated virtualenv), both started before timing begins and fed the same arrays from one file.
@@ -74,7 +74,9 @@ def _published_call(Y: np.ndarray, psi: np.ndarray):
 
 
 def _this_call(Y: np.ndarray, psi: np.ndarray):
-    from oscillink_core import rerank
+    from oscillink_core import rerank, warmup
+
+    warmup()  # the default backend answers on numpy until numba's kernels are loaded: time the loaded state
 
     def call():
         res = rerank(psi, Y, k=BUNDLE_K, light_receipt=True)

@@ -490,6 +490,9 @@ def run_query(store: IndexStore, question: str, *, k: int = 5, fetch_k: int = 50
     # ingest_receipt.index_sha256 == settle_receipt.meta.parent_ingest_sig
     receipt["meta"] = {"parent_ingest_sig": store.index_sha256,
                        "candidate_set_hash": receipt["inputs"]["candidate_set_hash"]}
+    served = getattr(store, "query_provenance", None)
+    if served is not None:  # a served store (vectorstores.ChromaIndexStore): the candidates as fetched
+        receipt["provenance"]["served_store"] = served(rows, Y)
     if sign_key is not None:
         receipt = sign_receipt(receipt, sign_key)
     items = [_row(store, int(rows[it.index]), rank=it.rank, score=it.score, cosine=it.cosine, align=it.align,
