@@ -36,8 +36,13 @@ test-fast: setup
 demo: setup
 	$(PY) examples/demo.py
 
+# the user-facing benchmarks; each prints a table and writes JSON to benchmarks/results/
+# (quality/run.py embeds its corpora into .cache/quality/ on the first run: about 30 min on 2 CPUs)
 bench: setup
 	$(PY) benchmarks/speed.py
+	$(PY) benchmarks/langchain_overhead.py
+	$(PY) benchmarks/compare_published.py
+	$(PY) benchmarks/quality/run.py
 
 # re-execute the notebooks and save their outputs (the test suite executes them without saving)
 notebooks: setup

@@ -12,15 +12,15 @@ Quickstart
 5
 """
 
-__version__ = "0.1.0"
-
-from ._backend import available_backends, warmup  # noqa: E402
-from .api import RankedItem, RerankResult, rerank  # noqa: E402
-from .gates import compute_diffusion_gates  # noqa: E402
-from .lattice import Oscillink, OscillinkLattice  # noqa: E402
-from .params import LatticeParams, load_profile, resolve_params, save_profile  # noqa: E402
-from .persistence import load, save  # noqa: E402
-from .receipts import (  # noqa: E402
+from ._backend import available_backends
+from ._kernels import warmup
+from ._version import __version__
+from .api import RankedItem, RerankResult, rerank
+from .gates import compute_diffusion_gates
+from .lattice import Oscillink, OscillinkLattice, load
+from .params import LatticeParams, load_profile, resolve_params, save_profile
+from .persistence import save
+from .receipts import (
     canonical_json,
     receipt_schema,
     sign_receipt,
@@ -28,8 +28,8 @@ from .receipts import (  # noqa: E402
     validate_receipt,
     verify_receipt,
 )
-from .solver import ConvergenceWarning  # noqa: E402
-from .tuning import (  # noqa: E402
+from .solver import ConvergenceWarning
+from .tuning import (
     FeedbackEvent,
     LabelledQuery,
     OnlineTuner,

@@ -1,11 +1,13 @@
-"""Backend choice and the Python side of the compiled kernels (`_jit`).
+"""Loading numba's kernels (`_jit`), the helper thread, and the name of the backend asked for.
 
-``backend="numba"`` (the default when numba is installed: ``pip install
-'oscillink-core[fast]'``) runs the hot path in compiled kernels; ``backend="numpy"`` runs
-the vectorised numpy/scipy path. Both compute the same quantities; they agree to the CG
-tolerance, not bit for bit, so receipts record the backend (``solver.backend``) and
-`verify` re-runs with the one recorded. ``OSCILLINK_BACKEND=numpy|numba|auto`` sets the
-process-wide default.
+``backend="numba"`` runs the hot path in compiled kernels (``pip install
+'oscillink-core[fast]'``); ``backend="numpy"`` runs the vectorised numpy/scipy path; "auto"
+(the default) uses the compiled kernels once they are ready (see `_kernels.resolve_backend`).
+Both compute the same quantities; they agree to the CG tolerance, not bit for bit, so
+receipts record the backend (``solver.backend``) and `verify` re-runs with the one recorded.
+``OSCILLINK_BACKEND=numpy|numba|auto`` sets the process-wide default.
+
+This module imports nothing of the package: `_kernels` builds on it.
 
 Work is split over at most two threads, always in the same fixed pieces (two halves of the
 rows for the top-k, two halves of the columns for the solve), so results do not depend on
@@ -20,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["available_backends", "resolve_backend", "warmup"]
+__all__ = ["available_backends", "requested_backend", "compiled_topk"]
 
 _JIT = None
 _JIT_ERROR: str | None = None
@@ -54,19 +56,13 @@ def available_backends() -> list[str]:
     return ["numba", "numpy"] if _jit() is not None else ["numpy"]
 
 
-def resolve_backend(backend: str | None = None) -> str:
-    """Turn None / "auto" / a name into the backend to use, with a clear error when unusable."""
+def requested_backend(backend: str | None = None) -> str:
+    """The backend asked for: ``backend``, else ``OSCILLINK_BACKEND``, else "auto"; validated."""
     choice = backend if backend is not None else os.environ.get("OSCILLINK_BACKEND", "auto")
     choice = str(choice).strip().lower() or "auto"
     if choice not in ("auto", "numba", "numpy"):
         raise ValueError(f"backend must be 'auto', 'numba' or 'numpy'; got {choice!r}")
-    if choice == "numpy":
-        return "numpy"
-    if _jit() is not None:
-        return "numba"
-    if choice == "numba":
-        raise ValueError(f"backend='numba' needs numba: pip install 'oscillink-core[fast]' ({_JIT_ERROR})")
-    return "numpy"
+    return choice
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -95,70 +91,3 @@ def compiled_topk(S: np.ndarray, k: int, idx: np.ndarray, sim: np.ndarray) -> No
     half = b // 2
     _two_way(J.topk_rows, (S, k, 0, half, idx, sim), (S, k, half, b, idx, sim),
              parallel=b * n >= 4 * _PARALLEL_MIN)
-
-
-def _cg_part(indptr, indices, data, dinv, pdata, F, X, c0: int, c1: int, rtol: float, maxiter: int):
-    """The compiled CG on columns c0:c1 of F into X: contiguous copies when a part, and every
-    array allocated by numpy (numba's allocator paid page faults on each call in some states)."""
-    whole = c0 == 0 and c1 == F.shape[1]
-    Fb = F if whole else np.ascontiguousarray(F[:, c0:c1])
-    Xb = X if whole else np.empty_like(Fb)
-    W = np.empty((4, *Fb.shape), np.float32)
-    out = _jit().cg_columns(indptr, indices, data, dinv, pdata, Fb, Xb, W, rtol, maxiter)
-    if not whole:
-        X[:, c0:c1] = Xb
-    return out
-
-
-def block_cg(indptr, indices, data, diag: np.ndarray, F: np.ndarray, *, rtol: float, maxiter: int):
-    """Solve M X = F with the compiled CG; from N x D >= 2^21 on, the columns in two fixed
-    halves, each with its own step lengths (the second half on the helper thread).
-
-    Returns (X, iterations (the larger of the two), true relative residual ||F - M X||_F / ||F||_F).
-    """
-    n, d = F.shape
-    F = np.ascontiguousarray(F, dtype=np.float32)
-    X = np.empty_like(F)
-    dinv = (1.0 / diag).astype(np.float32)
-    pdata = np.empty(data.shape, np.float32)
-    if _jit().neumann_matrix(indptr, indices, data, dinv, pdata) != n:
-        raise RuntimeError("block_cg: every row of M must store its diagonal entry (got a pattern without)")
-    h = d // 2 if (n * d >= _SPLIT_MIN and d >= 2) else d
-    args = (indptr, indices, data, dinv, pdata, F, X)
-    if h == d:
-        parts = [_cg_part(*args, 0, d, rtol, maxiter)]
-    else:
-        parts = list(_two_way(_cg_part, (*args, 0, h, rtol, maxiter), (*args, h, d, rtol, maxiter),
-                              parallel=n * d >= _PARALLEL_MIN))
-    ff = sum(p[2] for p in parts)
-    res = float(np.sqrt(sum(p[1] for p in parts) / ff)) if ff > 0 else 0.0
-    return X, max(p[0] for p in parts), res
-
-
-def warmup(backend: str | None = None) -> dict:
-    """Compile (or load from numba's cache) every kernel the compiled backend uses, now rather
-    than on the first real query: a fresh environment spends about 10 s compiling on its first
-    call (see the README's Speed section). One small rerank (with a near-duplicate group) and one
-    chained solve reach every kernel with the argument types real calls use (the two-thread
-    halves call the same kernels with the same types). Returns ``{"backend", "seconds",
-    "kernels"}``; with the numpy backend it returns at once.
-    """
-    import time as _time
-
-    name = resolve_backend(backend)
-    t0 = _time.perf_counter()
-    if name == "numba":
-        from .api import rerank
-        from .lattice import Oscillink
-
-        rng = np.random.default_rng(0)
-        Y = rng.normal(size=(48, 16)).astype(np.float32)
-        Y[1] = Y[0]  # a near-duplicate group
-        rerank(Y[0], Y, k=5, backend="numba")
-        lat = Oscillink(Y, backend="numba")
-        lat.set_query(Y[2])
-        lat.add_chain([0, 3, 5])
-        lat.settle()
-    J = _jit() if name == "numba" else None
-    kernels = sorted(k for k, v in vars(J).items() if hasattr(v, "signatures")) if J is not None else []
-    return {"backend": name, "seconds": _time.perf_counter() - t0, "kernels": kernels}

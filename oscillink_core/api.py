@@ -104,7 +104,7 @@ def rerank(query: Any, candidates: Any, *, k: int, ids: Sequence[Any] | None = N
     lat.set_query(query, gates=gates)
     info = lat.settle()
     bundle = lat.bundle(k)
-    receipt = lat.receipt(light=light_receipt, sign_key=sign_key)
+    receipt = lat.receipt(bundle=bundle, light=light_receipt, sign_key=sign_key)
     total = 1e3 * (time.perf_counter() - t0)
     items = tuple(RankedItem(**{**{key: b[key] for key in RankedItem.__dataclass_fields__}, "flags": tuple(b["flags"])})
                   for b in bundle)

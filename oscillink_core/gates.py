@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from ._validation import check_embeddings, check_query
 from .graph import knn, mutual_knn_graph, normalized_laplacian
 from .ranking import row_cosine
-from .solver import block_cg
+from .solver import block_cg, warn_unconverged
 
 __all__ = ["compute_diffusion_gates", "diffusion_gates_from_laplacian"]
 
@@ -30,7 +30,8 @@ def diffusion_gates_from_laplacian(L: sp.csr_array, cosine: np.ndarray, *, gamma
     if not np.any(s > 0):
         return np.zeros(n, dtype=np.float32)
     A = sp.csr_array((L + gamma * sp.eye_array(n, format="csr")).astype(np.float64))
-    h, _ = block_cg(A, s.reshape(-1, 1), rtol=rtol, maxiter=10 * n + 100)
+    h, info = block_cg(A, s.reshape(-1, 1), rtol=rtol, maxiter=10 * n + 100)
+    warn_unconverged(info)
     h = np.maximum(h.reshape(-1), 0.0)
     top = h.max()
     return (h / top if top > 0 else h).astype(np.float32)

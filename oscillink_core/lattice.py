@@ -1,7 +1,9 @@
 """The `Oscillink` lattice: validates, builds the sparse graph, settles, ranks, explains.
 
-The class holds state and calls the pure functions of `graph`, `energy`, `solver`,
-`ranking` and `receipts`; it does no I/O except in `save`/`load`.
+The class holds state and orchestrates; the work is done by the pure functions of `graph`,
+`energy`, `ranking` and `receipts` and by one kernel object (`_kernels.Kernels`: numba or
+numpy, chosen once in the constructor). It does no I/O; `save`/`load` go through its own state
+round trip (`state_dict` / `from_state`) and `persistence`.
 
 Which state each number comes from
 ----------------------------------
@@ -9,23 +11,33 @@ Which state each number comes from
 no partial or time-stepped state. Scores, the bundle, energies, null points and chain
 verdicts are all evaluated at U*. ``deltaH = H(Y) - H(U*) >= 0`` is the energy released
 by settling from the anchors Y to U*; it is the only deltaH this package reports.
+
+Threads
+-------
+An `Oscillink` object holds one query at a time, so it belongs to one thread at a time: a
+call made while another thread is inside a call on the same object, or a call that would mix
+another thread's query (set after this thread's own ``set_query``) into this thread's
+results, raises `RuntimeError` instead of returning a wrong bundle. Give each thread its own
+lattice, or use `rerank`, which builds a fresh lattice per call and is safe to call from any
+number of threads.
 """
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from . import __version__, _backend
-from ._validation import check_embeddings, check_gates, check_ids, check_k, check_query, row_norms
-from .energy import edge_tension, energy_terms, path_energy, path_laplacian, rhs, system_matrix, upper_edges
+from . import _backend, _kernels, persistence
+from ._validation import check_gates, check_ids, check_k, check_query
+from ._version import __version__
+from .energy import edge_tension, energy_terms, path_energy, path_laplacian, rhs, system_matrix
 from .gates import diffusion_gates_from_laplacian
-from .graph import GraphStats, csr_graph_stats, graph_stats, knn, mutual_knn_graph, normalized_laplacian
 from .params import LatticeParams, resolve_params
 from .ranking import rank_settled, row_cosine, scores, screen_kwargs, screen_ranking
 from .receipts import (
@@ -38,14 +50,80 @@ from .receipts import (
     sign_receipt,
     state_signature,
 )
-from .solver import CGInfo, ConvergenceWarning, block_cg
+from .solver import CGInfo, warn_unconverged
 
-__all__ = ["Oscillink", "OscillinkLattice"]
+__all__ = ["Oscillink", "OscillinkLattice", "load"]
 
 _NULL_Z = 3.0
 _NULL_MAX_LISTED = 16
 # inputs at least this large are hashed on the helper thread, in parallel with the graph and solve
 _HASH_ASYNC_BYTES = 1 << 23
+_STATE_FORMAT = "oscillink-core/lattice-state"
+_STATE_VERSION = 2
+
+
+class _OneThreadAtATime:
+    """Detects use of one lattice by several threads, and makes it fail loudly.
+
+    Two rules, checked on entry to every public call: no other thread is inside a call on
+    the object (overlap), and no other thread changed the query, gates or chain since this
+    thread last used the object (interleaving: thread A's ``set_query``, thread B's
+    ``set_query``, thread A's ``settle`` would settle B's query). A thread that has not used
+    the object before may pick it up (a hand-off), and a thread may always set a new query.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+        self._depth = 0
+        self._gen = 0
+        self._seen = threading.local()
+
+    def enter(self, name: str, mutates: bool) -> None:
+        me = threading.get_ident()
+        with self._lock:
+            if self._owner is not None and self._owner != me:
+                raise RuntimeError(
+                    f"Oscillink.{name}() was called while another thread is inside a call on the same lattice. "
+                    "An Oscillink object holds one query at a time and belongs to one thread at a time: give "
+                    "each thread its own lattice, or use rerank() (a fresh lattice per call, thread-safe).")
+            if self._depth == 0 and not mutates:
+                seen = getattr(self._seen, "gen", None)
+                if seen is not None and seen != self._gen:
+                    raise RuntimeError(
+                        f"Oscillink.{name}(): another thread changed this lattice's query, gates or chain since "
+                        "this thread last used it, so this call would mix two threads' queries (a wrong bundle). "
+                        "Give each thread its own lattice, or use rerank() (thread-safe); call set_query() "
+                        "again to take the lattice over.")
+            self._owner = me
+            self._depth += 1
+
+    def exit(self, mutates: bool) -> None:
+        with self._lock:
+            self._depth -= 1
+            if mutates:
+                self._gen += 1
+            self._seen.gen = self._gen
+            if self._depth == 0:
+                self._owner = None
+
+
+def _exclusive(mutates: bool = False):
+    """Wrap a public method in the one-thread-at-a-time check (``mutates``: it changes the query,
+    the gates or the chain)."""
+    def deco(fn):
+        name = fn.__name__
+
+        @functools.wraps(fn)
+        def wrapper(self, *args, **kwargs):
+            guard = self._guard
+            guard.enter(name, mutates)
+            try:
+                return fn(self, *args, **kwargs)
+            finally:
+                guard.exit(mutates)
+        return wrapper
+    return deco
 
 
 class Oscillink:
@@ -61,7 +139,15 @@ class Oscillink:
     backend : "auto" (default; ``OSCILLINK_BACKEND`` overrides), "numba" (compiled kernels,
         ``pip install 'oscillink-core[fast]'``) or "numpy". Both compute the same quantities
         and agree to the solver tolerance (not bit for bit); the receipt records which one ran.
+        "auto" never waits for compilation: until numba's kernels are loaded in the process
+        (on a background thread, or by `warmup`) it runs on numpy. "numba" waits for them.
     **overrides : any other `LatticeParams` field.
+
+    Notes
+    -----
+    Not for sharing between threads: an object holds one query, so it belongs to one thread
+    at a time, and misuse raises `RuntimeError` (see the module docstring). `rerank` is
+    thread-safe.
 
     Examples
     --------
@@ -86,14 +172,14 @@ class Oscillink:
                  params: Any = None, backend: str | None = None, _adjacency: sp.csr_array | None = None,
                  _transient: bool = False, **overrides: Any) -> None:
         t0 = time.perf_counter()
-        self._backend = _backend.resolve_backend(backend)
-        J = _backend._jit() if self._backend == "numba" else None
+        self._guard = _OneThreadAtATime()
+        self._kernels = K = _kernels.kernels_for(backend)
         explicit = {name: v for name, v in (("kneighbors", kneighbors), ("lamG", lamG), ("lamC", lamC),
                                             ("lamQ", lamQ)) if v is not None}
-        self._params = resolve_params(params, **explicit, **overrides)
+        self._params = p = resolve_params(params, **explicit, **overrides)
         # _transient (rerank's lattice, discarded when it returns): with the compiled backend Y is
         # read in place when it is already C-contiguous float32 (never written), not copied
-        self._Y, norms = self._check_rows(Y, J, bool(_transient))
+        self._Y, self._Yn = K.prepare_rows(Y, bool(_transient))
         n, d = self._Y.shape
         self._ids = check_ids(ids, n)
         self._ids_json: bytes | None = None
@@ -105,55 +191,26 @@ class Oscillink:
             self._y_future = _backend._pool().submit(array_digest, self._Y)
         else:
             self._y_digest = array_digest(self._Y)
-        k = self._params.kneighbors
         if kneighbors is not None and n > 1 and kneighbors >= n:
             raise ValueError(f"kneighbors={kneighbors} must be < N={n} (a node cannot have N neighbours); "
                              f"pass a smaller value or leave it unset to clip to N-1")
-        self._k_eff = int(min(k, n - 1))
-        if norms.max() < 1e30 and norms.min() > 1e-30:  # float32 division is exact enough and cheaper
-            n32 = norms.astype(np.float32)
-            if J is not None:
-                self._Yn = J.divide_rows(self._Y, n32, np.empty((n, d), np.float32))
-            else:
-                self._Yn = self._Y / n32[:, None]
-        else:
-            self._Yn = (self._Y / norms[:, None]).astype(np.float32)
+        self._k_eff = int(min(p.kneighbors, n - 1))
         # the state the energy acts on: unit rows (default) or Y as given
-        self._X = self._Yn if self._params.normalize else self._Y
+        self._X = self._Yn if p.normalize else self._Y
         t1 = time.perf_counter()
-        self._Wc: sp.csr_array | None = None
-        self._Lc: sp.csr_array | None = None
-        self._edges_c: tuple | None = None
         if _adjacency is not None:
-            W = _adjacency
             self._knn = (None, None)
             self._knn_method = "loaded"
+            self._graph = K.graph_from_adjacency(_adjacency, p)
         elif self._k_eff >= 1:
-            p = self._params
-            idx, sim, method = knn(self._Yn, self._k_eff, method=p.knn, exact_max_n=p.exact_max_n, seed=p.seed,
-                                   topk=_backend.compiled_topk if J is not None else None)
+            idx, sim, method = K.knn(self._Yn, self._k_eff, p)
             self._knn = (idx, sim)
             self._knn_method = method
-            if J is not None:
-                W = None
-                self._csr = J.mutual_graph(idx, self._Yn, float(p.edge_floor))
-            else:
-                W = mutual_knn_graph(idx, sim, n, edge_floor=p.edge_floor, Yn=self._Yn)
+            self._graph = K.graph(idx, sim, self._Yn, p)
         else:
             self._knn = (np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32))
             self._knn_method = "none"
-            W = sp.csr_array((n, n), dtype=np.float32)
-        if W is not None:
-            W.indptr = W.indptr.astype(np.int32, copy=False)
-            W.indices = W.indices.astype(np.int32, copy=False)
-            W.data = W.data.astype(np.float32, copy=False)
-            self._Wc = W
-            self._csr = (W.indptr, W.indices, W.data)
-        if J is not None:
-            self._deg, self._scale = J.degree_scale(self._csr[0], self._csr[2], float(self._params.degree_reg))
-        else:  # the numpy path builds L (and its degree scaling) up front, as it always has
-            self._Lc, self._scale = normalized_laplacian(self._W, degree_reg=self._params.degree_reg)
-            self._edges_c = upper_edges(self._W)
+            self._graph = K.graph_from_adjacency(sp.csr_array((n, n), dtype=np.float32), p)
         t2 = time.perf_counter()
         self._psi: np.ndarray | None = None
         self._psi_raw: np.ndarray | None = None
@@ -164,50 +221,29 @@ class Oscillink:
         self._lamP = 0.0
         self._U: np.ndarray | None = None
         self._cg: CGInfo | None = None
-        self._stats_u: tuple | None = None
-        self._stats_x: tuple | None = None
+        self._stats_u: _kernels.StateStats | None = None
+        self._stats_x: _kernels.StateStats | None = None
+        self._last_bundle: tuple[int, list[dict]] | None = None
         self._timings = {"validate_ms": 1e3 * (t1 - t0), "graph_ms": 1e3 * (t2 - t1)}
 
-    @staticmethod
-    def _check_rows(Y: Any, J, transient: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Validated float32 copy of Y and its row norms (float64). ``transient``: Y itself when
-        it is already C-contiguous, writeable float32 (read, never written)."""
-        if J is not None and isinstance(Y, np.ndarray) and Y.ndim == 2 and Y.size and Y.dtype.kind in "fiub":
-            if transient and Y.dtype == np.float32 and Y.flags.c_contiguous and Y.flags.writeable:
-                out = Y  # (writeable: a read-only array would compile another kernel type)
-            else:
-                out = np.array(Y, dtype=np.float32, order="C", copy=True)
-            sq, finite = J.prepare_rows(out)  # one pass: squared norms in float64, finiteness
-            if finite and sq.min() > 0:
-                return out, np.sqrt(sq)
-        out = check_embeddings(Y)  # the numpy checks, which name the problem
-        return out, row_norms(out)
-
-    # ---------------------------------------------------------------- lazily built graph objects
+    # ---------------------------------------------------------------- scipy views of the graph
     @property
     def _W(self) -> sp.csr_array:
-        if self._Wc is None:
-            indptr, indices, data = self._csr
-            self._Wc = sp.csr_array((data, indices, indptr), shape=(self.N, self.N))
-        return self._Wc
+        return self._graph.W
 
     @property
     def _L(self) -> sp.csr_array:
-        if self._Lc is None:
-            self._Lc, _ = normalized_laplacian(self._W, degree_reg=self._params.degree_reg)
-        return self._Lc
+        return self._graph.L
 
     @property
     def _edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if self._edges_c is None:
-            self._edges_c = upper_edges(self._W)
-        return self._edges_c
+        return self._graph.edges
 
     # ---------------------------------------------------------------- properties
     @property
     def backend(self) -> str:
         """The backend running the hot path: "numba" or "numpy"."""
-        return self._backend
+        return self._kernels.name
 
     @property
     def N(self) -> int:
@@ -244,18 +280,24 @@ class Oscillink:
         return self._require_settled().copy()
 
     # ---------------------------------------------------------------- query and chain
+    @_exclusive(mutates=True)
     def set_query(self, psi: Any, gates: Any = None) -> None:
         """Set the query embedding psi (D,) and optional per-candidate gates (N,) in [0, 1].
 
         Without gates, B = I when ``params.gating == "uniform"`` and the diffusion gates of
         `compute_diffusion_gates` when it is ``"diffusion"``.
         """
-        self._psi_raw = check_query(psi, self.D)
-        qn = np.linalg.norm(self._psi_raw.astype(np.float64))
-        self._psi = (self._psi_raw / qn).astype(np.float32) if self._params.normalize else self._psi_raw
+        self._apply_query(check_query(psi, self.D), None if gates is None else check_gates(gates, self.N))
+
+    def _apply_query(self, psi_raw: np.ndarray, gates: np.ndarray | None, gate_mode: str | None = None) -> None:
+        """Set the validated query (float32) and gates; the one place psi is normalised.
+        ``gate_mode``: the mode recorded with restored ``gates`` (default "user")."""
+        self._psi_raw = psi_raw
+        qn = np.linalg.norm(psi_raw.astype(np.float64))
+        self._psi = (psi_raw / qn).astype(np.float32) if self._params.normalize else psi_raw
         if gates is not None:
-            self._gates = check_gates(gates, self.N)
-            self._gate_mode = "user"
+            self._gates = gates
+            self._gate_mode = gate_mode or "user"
         elif self._params.gating == "diffusion":
             cos = row_cosine(self._Yn, self._psi)
             self._gates = diffusion_gates_from_laplacian(self._L, cos, gamma=self._params.gate_gamma,
@@ -266,12 +308,14 @@ class Oscillink:
             self._gate_mode = "uniform"
         self._invalidate()
 
+    @_exclusive(mutates=True)
     def set_gates(self, gates: Any) -> None:
         """Replace the gates only (query unchanged)."""
         self._gates = check_gates(gates, self.N)
         self._gate_mode = "user"
         self._invalidate()
 
+    @_exclusive(mutates=True)
     def add_chain(self, chain: Sequence[int], lamP: float = 0.2, weights: Sequence[float] | None = None) -> None:
         """Add a path prior lamP * sum_t w_t ||u_{c_t} - u_{c_t+1}||^2 over the chain's nodes."""
         c = np.asarray(list(chain))
@@ -294,53 +338,41 @@ class Oscillink:
         self._lamP = float(lamP)
         self._invalidate()
 
+    @_exclusive(mutates=True)
     def clear_chain(self) -> None:
         self._chain = None
         self._chain_w = None
         self._lamP = 0.0
         self._invalidate()
 
+    def _chain_spec(self) -> tuple | None:
+        return None if self._chain is None else (self._chain, self._chain_w, self._lamP)
+
     # ---------------------------------------------------------------- solve
+    @_exclusive()
     def settle(self, *, rtol: float | None = None, maxiter: int | None = None, tol: float | None = None,
                max_iters: int | None = None) -> dict:
         """Solve M U* = F for the stationary state (``tol``/``max_iters`` are accepted aliases).
 
         Returns ``{"iterations", "residual", "converged", "rtol", "solve_ms"}``; the residual is
-        the true relative residual ||M U* - F||_F / ||F||_F.
+        the true relative residual ||M U* - F||_F / ||F||_F. Warns (`ConvergenceWarning`) when
+        the solve stopped at ``maxiter`` above ``rtol``.
         """
         if self._psi is None:
             raise ValueError("call set_query(psi) before settle()")
         rtol = rtol if rtol is not None else (tol if tol is not None else self._params.rtol)
         maxiter = maxiter if maxiter is not None else (max_iters if max_iters is not None else self._params.maxiter)
         t0 = time.perf_counter()
-        if self._backend == "numba":
-            J = _backend._jit()
-            p = self._params
-            if self._chain is None:
-                dvals = p.lamG + p.lamQ * self._gates.astype(np.float64)
-                indptr, indices, data = self._csr
-                mp, mc, md, diag = J.system_arrays(indptr, indices, data, self._deg, self._scale, dvals,
-                                                   float(p.lamC))
-                F = J.rhs(self._X, self._psi, self._gates, float(p.lamG), float(p.lamQ),
-                          np.empty(self._X.shape, np.float32))
-            else:  # the chain adds entries outside the graph's pattern: build M with scipy
-                M, diag = self.system()
-                mp, mc, md = M.indptr.astype(np.int32), M.indices.astype(np.int32), M.data
-                F = self.rhs()
-            U, iters, res = _backend.block_cg(mp, mc, md, diag, F, rtol=rtol, maxiter=maxiter)
-            info = CGInfo(iterations=int(iters), residual=res, converged=bool(res <= rtol), rtol=rtol)
-            if not info.converged:
-                warnings.warn(f"conjugate gradient stopped after {iters} iterations with relative residual "
-                              f"{res:.3g} > rtol {rtol:.3g}", ConvergenceWarning, stacklevel=2)
-        else:
-            M, diag = self.system()
-            F = self.rhs()
-            U, info = block_cg(M, F, rtol=rtol, maxiter=maxiter, inv_diag=1.0 / diag)
+        K = self._kernels
+        system = K.system(self._graph, self._X, self._psi, self._gates, self._params, self._chain_spec())
+        U, info = K.solve(system, rtol=rtol, maxiter=maxiter)
+        warn_unconverged(info, stacklevel=4)
         self._U, self._cg = U, info
         self._timings["solve_ms"] = 1e3 * (time.perf_counter() - t0)
         return {"iterations": info.iterations, "residual": info.residual, "converged": info.converged,
                 "rtol": info.rtol, "solve_ms": self._timings["solve_ms"]}
 
+    @_exclusive()
     def system(self) -> tuple[sp.csr_array, np.ndarray]:
         """The SPD matrix M (float32 CSR) and its diagonal for the current query, gates and chain."""
         p = self._params
@@ -348,12 +380,14 @@ class Oscillink:
         return system_matrix(self._L, self._gates, lamG=p.lamG, lamC=p.lamC, lamQ=p.lamQ,
                              lamP=self._lamP, Lp=Lp)
 
+    @_exclusive()
     def rhs(self) -> np.ndarray:
         """F = lamG Y + lamQ B 1 psi^T."""
         if self._psi is None:
             raise ValueError("call set_query(psi) first")
         return rhs(self._X, self._psi, self._gates, lamG=self._params.lamG, lamQ=self._params.lamQ)
 
+    @_exclusive()
     def energy(self, U: Any = None) -> dict:
         """Energy terms of H at ``U`` (default U*), each multiplied by its lambda."""
         if self._psi is None:
@@ -361,45 +395,32 @@ class Oscillink:
         X = self._require_settled() if U is None else np.asarray(U, dtype=np.float32)
         if X.shape != self._Y.shape:
             raise ValueError(f"U must have shape {self._Y.shape}; got {X.shape}")
-        p = self._params
-        if self._backend == "numba" and (U is None or U is self._X):
-            _, _, anchor, coherence, query = self._stats_u_or_x(U is None)
+        if U is None or U is self._X:
+            s = self._stats(U is None)
             path = path_energy(X, self._chain, self._chain_w, self._lamP)
-            return {"anchor": anchor, "coherence": coherence, "query": query, "path": path,
-                    "total": anchor + coherence + query + path}
-        return energy_terms(X, self._X, self._psi, self._gates, self._edges, self._scale,
+            return {"anchor": s.anchor, "coherence": s.coherence, "query": s.query, "path": path,
+                    "total": s.anchor + s.coherence + s.query + path}
+        p = self._params
+        return energy_terms(X, self._X, self._psi, self._gates, self._edges, self._graph.scale,
                             lamG=p.lamG, lamC=p.lamC, lamQ=p.lamQ, lamP=self._lamP,
                             chain=self._chain, chain_weights=self._chain_w)
 
     # ---------------------------------------------------------------- ranking
+    @_exclusive()
     def components(self) -> dict:
         """Per-candidate score components at U*: align, cosine, score, gate, degree, tension."""
-        U = self._require_settled()
-        if self._backend == "numba":
-            align, node_t, _, _, _ = self._stats_u_or_x(True)
-            cosine = self._cosine()
-            return {"align": align, "cosine": cosine, "score": scores(align, cosine, self._params.coh_weight),
-                    "gate": self._gates.astype(np.float64), "degree": np.diff(self._csr[0]), "tension": node_t}
-        align = row_cosine(U, self._psi)
-        cosine = row_cosine(self._Yn, self._psi)
-        i, j, w = self._edges
-        t = self._params.lamC * edge_tension(U, i, j, w, self._scale)
-        node_t = np.bincount(i, weights=t, minlength=self.N) + np.bincount(j, weights=t, minlength=self.N)
-        return {"align": align, "cosine": cosine, "score": scores(align, cosine, self._params.coh_weight),
-                "gate": self._gates.astype(np.float64), "degree": np.diff(self._W.indptr),
-                "tension": node_t}
+        self._require_settled()
+        s = self._stats(True)
+        cosine = self._cosine()
+        return {"align": s.align, "cosine": cosine, "score": scores(s.align, cosine, self._params.coh_weight),
+                "gate": self._gates.astype(np.float64), "degree": self._graph.degree, "tension": s.tension}
 
-    def _stats_u_or_x(self, at_u: bool) -> tuple:
-        """Compiled statistics at U* (at_u) or at the anchors X: (cos with psi, node tension,
-        anchor, coherence and query terms), cached until the state changes."""
+    def _stats(self, at_u: bool) -> _kernels.StateStats:
+        """Statistics at U* (at_u) or at the anchors X, cached until the state changes."""
         cached = self._stats_u if at_u else self._stats_x
         if cached is None:
-            J = _backend._jit()
-            p = self._params
             U = self._require_settled() if at_u else self._X
-            indptr, indices, data = self._csr
-            cached = J.state_stats(U, self._X, self._psi, self._gates, indptr, indices, data, self._scale,
-                                   float(p.lamG), float(p.lamC), float(p.lamQ), at_u)
+            cached = self._kernels.state_stats(self._graph, U, self._X, self._psi, self._gates, self._params, at_u)
             if at_u:
                 self._stats_u = cached
             else:
@@ -408,25 +429,25 @@ class Oscillink:
 
     def _cosine(self) -> np.ndarray:
         """cos(Y_i, psi) for every candidate (float64)."""
-        if self._backend == "numba" and self._params.normalize:
-            return self._stats_u_or_x(False)[0]  # X is the unit rows: its alignment is the cosine
+        if self._params.normalize:
+            return self._stats(False).align  # X is the unit rows: its alignment is the cosine
         return row_cosine(self._Yn, self._psi)
 
+    @_exclusive()
     def bundle(self, k: int = 5) -> list[dict]:
         """Top-k candidates, best first: ``[{"id", "index", "rank", "score", "align", ...}]``.
 
         ``k`` larger than N returns all N. Values are plain Python floats and ints.
         ``near_duplicate_of`` names the representative of the item's near-duplicate group
-        (None for representatives and items without near-duplicates).
+        (None for representatives and items without near-duplicates). Pass the list to
+        ``receipt(bundle=...)`` to record it.
         """
         k = check_k(k, self.N)
         t0 = time.perf_counter()
         c = self.components()
         p = self._params
         idx, sim = self._knn_lists() if (p.dedup_threshold is not None and self._k_eff >= 1) else (None, None)
-        labels = None
-        if self._backend == "numba" and idx is not None and idx.size:
-            labels = _backend._jit().dup_labels(idx, sim, np.float32(p.dedup_threshold))
+        labels = self._kernels.dup_labels(idx, sim, p.dedup_threshold) if idx is not None else None
         order, score, rep = rank_settled(c["align"], c["cosine"], self._Yn, idx, sim, k, coh_weight=p.coh_weight,
                                          mmr_lambda=p.mmr_lambda, dedup_threshold=p.dedup_threshold,
                                          dup_keep=p.dup_keep, dup_action=p.dup_action, labels=labels)
@@ -454,6 +475,7 @@ class Oscillink:
         """The candidate embeddings scaled to unit norm (a copy)."""
         return self._Yn.copy()
 
+    @_exclusive()
     def knn_lists(self) -> tuple[np.ndarray, np.ndarray]:
         """The directed kNN lists (indices, cosines) behind the graph, as copies."""
         idx, sim = self._knn_lists()
@@ -462,17 +484,17 @@ class Oscillink:
     def _knn_lists(self) -> tuple[np.ndarray, np.ndarray]:
         """The directed kNN lists behind the graph (recomputed if the lattice was loaded without them)."""
         if self._knn[0] is None:
-            idx, sim, _ = knn(self._Yn, self._k_eff, method=self._params.knn,
-                              exact_max_n=self._params.exact_max_n, seed=self._params.seed)
+            idx, sim, _ = self._kernels.knn(self._Yn, self._k_eff, self._params)
             self._knn = (idx, sim)
         return self._knn
 
     # ---------------------------------------------------------------- receipts
+    @_exclusive()
     def null_points(self, z_threshold: float = _NULL_Z) -> dict:
         """Edges whose tension at U* is extreme among the existing edges (z-score > threshold)."""
         U = self._require_settled()
         i, j, w = self._edges
-        t = self._params.lamC * edge_tension(U, i, j, w, self._scale)
+        t = self._params.lamC * edge_tension(U, i, j, w, self._graph.scale)
         if t.size < 2 or float(t.std()) == 0.0:
             return {"z_threshold": z_threshold, "count": 0, "edges": []}
         z = (t - t.mean()) / t.std()
@@ -482,6 +504,7 @@ class Oscillink:
                   "tension": round_float(t[e]), "z": round_float(z[e])} for e in hit[:_NULL_MAX_LISTED]]
         return {"z_threshold": z_threshold, "count": int(hit.size), "edges": edges}
 
+    @_exclusive()
     def state_sig(self, k: int | None = None, bundle: list | None = None) -> str:
         """SHA-256 over every input that determines the result, and the bundle (see
         `receipts.state_signature`)."""
@@ -490,11 +513,11 @@ class Oscillink:
         if self._y_future is not None:
             self._y_digest = self._y_future.result()
             self._y_future = None
-        indptr, indices, data = self._csr
+        g = self._graph
         return state_signature(Y_digest=self._y_digest, ids=self._ids, ids_json=self._ids_canonical(),
                                psi=self._psi_raw, gates=self._gates,
                                params=self._params.to_dict(), k=k if k is not None else 0,
-                               indptr=indptr, indices=indices, data=data,
+                               indptr=g.indptr, indices=g.indices, data=g.data,
                                chain=self._chain_block(), bundle=bundle)
 
     def _ids_canonical(self) -> bytes:
@@ -508,21 +531,35 @@ class Oscillink:
         return {"nodes": [self._ids[int(c)] for c in self._chain], "weights": [float(x) for x in self._chain_w],
                 "lamP": self._lamP}
 
-    def receipt(self, *, k: int | None = None, light: bool = False, sign_key: bytes | str | None = None) -> dict:
+    @_exclusive()
+    def receipt(self, *, k: int | None = None, light: bool = False, sign_key: bytes | str | None = None,
+                bundle: list[dict] | None = None) -> dict:
         """JSON-serialisable receipt of the settled state (see the package README and schema).
 
-        The bundle recorded is that of the last `bundle` call (or a fresh ``bundle(k)`` when
-        ``k`` is given or none was made). ``light=True`` omits null points (cheaper).
+        Parameters
+        ----------
+        bundle : the bundle to record, as returned by `bundle` for the current state (its
+            length is the recorded ``k``). Default: a fresh ``bundle(k)`` when ``k`` is given,
+            else the bundle of the last `bundle` call since the state last changed, else
+            ``bundle(min(5, N))``.
+        k : bundle size when no bundle is passed.
+        light : omit the null points (cheaper).
+        sign_key : HMAC key; the receipt then carries a ``signature`` block.
         """
         self._require_settled()
-        if k is not None or not hasattr(self, "_last_bundle"):
-            self.bundle(k if k is not None else min(5, self.N))
-        k_used, bundle = self._last_bundle
+        if bundle is not None:
+            if k is not None and k != len(bundle):
+                raise ValueError(f"k={k} does not match the bundle passed ({len(bundle)} items)")
+            k_used = len(bundle)
+        else:
+            if k is not None or self._last_bundle is None:
+                self.bundle(k if k is not None else min(5, self.N))
+            k_used, bundle = self._last_bundle
         t0 = time.perf_counter()
         p = self._params
         at_u = self.energy()
         at_y = self.energy(self._X)
-        stats = self._graph_stats()
+        stats = self._kernels.graph_stats(self._graph)
         g = self._gates
         bundle_block = [{"id": b["id"], "score": round_float(b["score"]), "flags": b["flags"], "action": b["action"]}
                         for b in bundle]
@@ -540,8 +577,8 @@ class Oscillink:
             "energy": {**{name: round_float(v) for name, v in at_u.items()},
                        "total_at_Y": round_float(at_y["total"]),
                        "deltaH": round_float(at_y["total"] - at_u["total"])},
-            "solver": {"method": "block-pcg-neumann2" if self._backend == "numba" else "block-pcg-jacobi",
-                       "backend": self._backend, "dtype": "float32",
+            "solver": {"method": self._kernels.solver_method,
+                       "backend": self._kernels.name, "dtype": "float32",
                        "iterations": self._cg.iterations,
                        "residual": round_float(self._cg.residual, 6), "rtol": self._cg.rtol,
                        "converged": self._cg.converged},
@@ -558,12 +595,7 @@ class Oscillink:
         rec["timings_ms"] = {name: round(v, 4) for name, v in sorted(self._timings.items())}
         return sign_receipt(rec, sign_key) if sign_key is not None else rec
 
-    def _graph_stats(self) -> GraphStats:
-        if self._backend != "numba":
-            return graph_stats(self._W)
-        indptr, indices, _ = self._csr
-        return csr_graph_stats(indptr, _backend._jit().n_components(indptr, indices))
-
+    @_exclusive()
     def chain_receipt(self, chain: Sequence[int] | None = None, z_th: float = 2.5) -> dict:
         """Verdict on a chain of candidates: is every link as coherent as the graph around it?
 
@@ -610,18 +642,64 @@ class Oscillink:
                 "reference": {"edges": int(ref.size), "mean": round_float(mu), "std": round_float(sd)},
                 "weakest_link": links[w], "links": links}
 
-    # ---------------------------------------------------------------- persistence
-    def save(self, path) -> None:
-        """Write the lattice (Y, ids, params, graph, query, gates, chain) to an .npz file."""
-        from .persistence import save
-
-        save(self, path)
+    # ---------------------------------------------------------------- state round trip
+    @_exclusive()
+    def state_dict(self) -> dict:
+        """Everything that determines this lattice's results, as plain data: ``{"meta": {...}
+        (JSON-serialisable), "arrays": {name: ndarray}}``. `from_state` rebuilds an equal
+        lattice: the same graph, query, gates (and their mode), chain, kNN lists and backend,
+        so ``settle()`` gives the same U* and ``state_sig`` bit for bit. Arrays are copies."""
+        g = self._graph
+        meta = {"format": _STATE_FORMAT, "version": _STATE_VERSION, "params": self._params.to_dict(),
+                "ids": list(self._ids), "gate_mode": self._gate_mode, "lamP": self._lamP, "k_eff": self._k_eff,
+                "knn_method": self._knn_method, "backend": self._kernels.name, "has_query": self._psi is not None}
+        arrays = {"Y": self._Y.copy(), "gates": self._gates.copy(), "W_indptr": g.indptr.copy(),
+                  "W_indices": g.indices.copy(), "W_data": g.data.copy()}
+        if self._psi_raw is not None:
+            arrays["psi"] = self._psi_raw.copy()
+        if self._chain is not None:
+            arrays["chain"] = self._chain.copy()
+            arrays["chain_weights"] = self._chain_w.copy()
+        if self._knn[0] is not None:
+            arrays["knn_idx"], arrays["knn_sim"] = self._knn[0].copy(), self._knn[1].copy()
+        return {"meta": meta, "arrays": arrays}
 
     @classmethod
-    def load(cls, path) -> Oscillink:
-        from .persistence import load
+    def from_state(cls, state: dict, *, backend: str | None = None) -> Oscillink:
+        """The lattice `state_dict` described. ``backend``: run on another backend than the one
+        recorded (default: the recorded one; "auto" for version-1 states, which did not record it)."""
+        try:
+            meta, arrays = state["meta"], state["arrays"]
+            if meta.get("format") not in (_STATE_FORMAT, "oscillink-core/lattice"):
+                raise ValueError(f"not an oscillink-core lattice state (format {meta.get('format')!r})")
+            Y = arrays["Y"]
+            n = Y.shape[0]
+            W = sp.csr_array((arrays["W_data"], arrays["W_indices"], arrays["W_indptr"]), shape=(n, n))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"incomplete lattice state: missing {exc}") from None
+        lat = cls(Y, ids=meta["ids"], params=resolve_params(meta["params"]), _adjacency=W,
+                  backend=backend if backend is not None else meta.get("backend", "auto"))
+        lat._k_eff = int(meta["k_eff"])
+        lat._knn_method = meta["knn_method"]
+        if "knn_idx" in arrays:
+            lat._knn = (np.asarray(arrays["knn_idx"]), np.asarray(arrays["knn_sim"]))
+        if "chain" in arrays:
+            lat.add_chain(np.asarray(arrays["chain"]).tolist(), lamP=float(meta["lamP"]),
+                          weights=np.asarray(arrays["chain_weights"]).tolist())
+        if "psi" in arrays:
+            gates = check_gates(arrays["gates"], n)
+            lat._apply_query(check_query(arrays["psi"], lat.D), gates, meta.get("gate_mode", "user"))
+        return lat
 
-        return load(path)
+    # ---------------------------------------------------------------- persistence
+    def save(self, path) -> None:
+        """Write the lattice (its `state_dict`) to an .npz file; `load` restores it exactly."""
+        persistence.save(self, path)
+
+    @classmethod
+    def load(cls, path, *, backend: str | None = None) -> Oscillink:
+        """Read a lattice written by `save` (see `from_state` for ``backend``)."""
+        return cls.from_state(persistence.load_state(path), backend=backend)
 
     # ---------------------------------------------------------------- internals
     def _invalidate(self) -> None:
@@ -629,8 +707,7 @@ class Oscillink:
         self._cg = None
         self._stats_u = None
         self._stats_x = None
-        if hasattr(self, "_last_bundle"):
-            del self._last_bundle
+        self._last_bundle = None
 
     def _require_settled(self) -> np.ndarray:
         if self._U is None:
@@ -640,7 +717,13 @@ class Oscillink:
     def __repr__(self) -> str:
         p = self._params
         return (f"Oscillink(N={self.N}, D={self.D}, kneighbors={self._k_eff}, lamG={p.lamG}, lamC={p.lamC}, "
-                f"lamQ={p.lamQ}, edges={self._csr[1].size // 2}{', settled' if self._U is not None else ''})")
+                f"lamQ={p.lamQ}, edges={self._graph.indices.size // 2}{', settled' if self._U is not None else ''})")
+
+
+def load(path, *, backend: str | None = None) -> Oscillink:
+    """Read a lattice written by `save` / `Oscillink.save`: same graph, query, gates, chain and
+    backend, so ``settle()`` reproduces the saved lattice's results and ``state_sig`` exactly."""
+    return Oscillink.load(path, backend=backend)
 
 
 #: Name used by the published ``oscillink`` package; same class.

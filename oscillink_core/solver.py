@@ -23,7 +23,7 @@ try:  # scipy's CSR x dense kernel, used to multiply into preallocated memory
 except ImportError:  # pragma: no cover - private API moved: fall back to M @ X
     _csr_matvecs = None
 
-__all__ = ["block_cg", "CGInfo", "ConvergenceWarning"]
+__all__ = ["block_cg", "CGInfo", "ConvergenceWarning", "warn_unconverged"]
 
 
 class ConvergenceWarning(UserWarning):
@@ -32,6 +32,8 @@ class ConvergenceWarning(UserWarning):
 
 @dataclass(frozen=True)
 class CGInfo:
+    """What a solve returns besides the solution (both backends return this one type)."""
+
     iterations: int
     residual: float  # true relative residual ||M X - F||_F / ||F||_F
     converged: bool
@@ -82,7 +84,8 @@ def block_cg(M: sp.csr_array, F: np.ndarray, *, x0: np.ndarray | None = None, rt
     F : (N, D) right-hand sides.
     x0 : (N, D) initial guess; default Jacobi guess F / diag(M).
     rtol : relative Frobenius tolerance.
-    maxiter : iteration cap; a ConvergenceWarning is issued when it is reached.
+    maxiter : iteration cap; when it is reached above the tolerance, ``info.converged`` is False
+        (this function does not warn: the caller does, with `warn_unconverged`).
     inv_diag : (N,) inverse of diag(M) (Jacobi preconditioner); computed when None.
 
     Returns
@@ -150,7 +153,11 @@ def block_cg(M: sp.csr_array, F: np.ndarray, *, x0: np.ndarray | None = None, rt
         rnorm = _fro(F - M @ X)
     true_res = rnorm / fnorm  # always from an explicitly computed residual F - M X
     converged = true_res <= rtol
-    if not converged:
-        warnings.warn(f"conjugate gradient stopped after {it} iterations with relative residual "
-                      f"{true_res:.3g} > rtol {rtol:.3g}", ConvergenceWarning, stacklevel=2)
     return X, CGInfo(iterations=it, residual=true_res, converged=bool(converged), rtol=rtol)
+
+
+def warn_unconverged(info: CGInfo, *, stacklevel: int = 3) -> None:
+    """Issue the one `ConvergenceWarning` when a solve stopped above its tolerance."""
+    if not info.converged:
+        warnings.warn(f"conjugate gradient stopped after {info.iterations} iterations with relative residual "
+                      f"{info.residual:.3g} > rtol {info.rtol:.3g}", ConvergenceWarning, stacklevel=stacklevel)

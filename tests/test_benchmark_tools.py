@@ -1,68 +1,76 @@
-"""Benchmark tools: the checkout comparison loads a second copy of the package beside the
-installed one; the backend notes' reference CG and their ``--only`` merge."""
+"""benchmarks/compare_published.py: its driver feeds both workers the same inputs, interleaves them and
+reports what they returned; its source-tree check. Behaviour only: no assertion on any timing."""
 
 from __future__ import annotations
 
-import json
+import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import scipy.sparse as sp
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import backend_notes  # noqa: E402
-import compare_checkouts  # noqa: E402
+import compare_published  # noqa: E402
 
-import oscillink_core  # noqa: E402
+# A stand-in with the published package's API (OscillinkLattice, set_receipt_detail, last, last_ustar,
+# receipt()["deltaH_total"]) that computes with this package, so both sides must rank alike.
+STAND_IN = '''
+from oscillink_core import Oscillink
+__version__ = "0.0+stand-in"
 
-
-def test_compare_checkouts_loads_a_second_copy_and_compares():
-    other = compare_checkouts.load_checkout(str(ROOT), name="oscillink_core_copy")
-    assert other is not oscillink_core and other.__name__ == "oscillink_core_copy"
-    assert other.rerank.__module__.startswith("oscillink_core_copy")
-    row = compare_checkouts.compare(other, oscillink_core, n=40, rounds=2, per_round=2)
-    assert row["n"] == 40 and row["calls_each"] == 4
-    assert row["backend"]["before"] == row["backend"]["this"]
-    assert row["before"]["median_ms"] > 0 and row["this"]["median_ms"] > 0
-    assert set(row["this"]["stage_ms"]) == set(compare_checkouts._STAGES)
-
-
-def test_backend_notes_pcg_reference_converges_and_counts_iterations():
-    rng = np.random.default_rng(0)
-    n = 30
-    A = sp.random_array((n, n), density=0.1, random_state=rng)
-    M = sp.csr_array(A @ A.T + 3.0 * sp.eye_array(n))
-    F = rng.normal(size=(n, 4))
-    dinv = (1.0 / M.diagonal())[:, None]
-    hist = backend_notes._pcg_iterations(M, F, lambda R: dinv * R, dinv * F, rtol=1e-8)
-    assert hist[-1] <= 1e-8 < hist[0]
-    assert 1 <= len(hist) - 1 <= n  # CG reaches the tolerance within n steps in exact arithmetic
+class OscillinkLattice:
+    def __init__(self, Y, kneighbors=6):
+        self._lat = Oscillink(Y, kneighbors=kneighbors)
+        self.last, self.last_ustar = {}, {}
+    def set_receipt_detail(self, mode):
+        assert mode == "light"
+    def set_query(self, psi):
+        self._lat.set_query(psi)
+    def settle(self):
+        info = self._lat.settle()
+        self.last = self.last_ustar = {"iters": info["iterations"]}
+    def bundle(self, k):
+        return self._lat.bundle(k=k)
+    def receipt(self):
+        return {"deltaH_total": self._lat.receipt(light=True)["energy"]["deltaH"]}
+'''
 
 
-def test_backend_notes_only_replaces_the_named_sections(tmp_path):
-    out = tmp_path / "notes.json"
-    out.write_text(json.dumps({"benchmark": "x", "budget": {"kept": True}}))
-    assert backend_notes.main(["--only", "thread_handoff_ms", "--out", str(out)]) == 0
-    got = json.loads(out.read_text())
-    assert got["budget"] == {"kept": True} and got["thread_handoff_ms"] > 0
-    assert got["provenance"]["thread_handoff_ms"]["command"].endswith(f"--only thread_handoff_ms --out {out}")
-    with pytest.raises(SystemExit):
-        backend_notes.main(["--only", "no_such_section", "--out", str(out)])
+def test_compare_size_runs_both_workers_on_the_same_inputs_interleaved(tmp_path):
+    src = tmp_path / "src"
+    (src / "oscillink").mkdir(parents=True)
+    (src / "oscillink" / "__init__.py").write_text(STAND_IN, "utf-8")
+    base = os.pathsep.join([str(ROOT), str(ROOT / "integrations")])
+    env_pub = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), base])}
+    env_this = {**os.environ, "PYTHONPATH": base}
+    row = compare_published.compare_size(80, (sys.executable, env_pub), (sys.executable, env_this),
+                                         rounds=3, per_round=2, tmp=tmp_path)
+    assert row["n"] == 80 and row["calls_each"] == 6
+    assert row["published"]["version"] == "0.0+stand-in"
+    assert row["published"]["file"] == str(src / "oscillink" / "__init__.py")
+    assert row["this"]["file"] == str(ROOT / "oscillink_core" / "__init__.py")
+    # the same arrays reached both sides: the stand-in computes what rerank computes
+    assert row["top10_overlap"] == 10
+    assert row["published"]["info"]["settle_iters"] == row["this"]["info"]["cg_iterations"]
+    assert row["ratio_of_medians"] == row["published"]["median_ms"] / row["this"]["median_ms"]
+    lo, hi = row["round_ratio_range"]
+    assert lo <= row["median_round_ratio"] <= hi
 
 
-def test_backend_notes_product_in_context_times_the_real_call_and_restores_the_package():
-    import oscillink_core.graph as graph
-
-    original = graph.exact_knn
-    out = backend_notes.product_in_context(n=120, rounds=2, reps=2)
-    assert graph.exact_knn is original
-    assert out["calls_inside"] == 4  # rounds x reps; the warm-up call is not counted
-    assert set(out["ms"]) == {"rerank", "Y @ Y.T back to back (the yardstick)",
-                              "unit rows @ their transpose, back to back",
-                              "kNN product inside rerank", "top-k inside rerank"}
-    assert all(v > 0 for v in out["ms"].values())
-    assert out["ms"]["kNN product inside rerank"] < out["ms"]["rerank"]
+def test_source_tree_check_ignores_crlf_and_rejects_other_trees(tmp_path):
+    wheel = tmp_path / "site" / "oscillink"
+    wheel.mkdir(parents=True)
+    (wheel / "__init__.py").write_bytes(b"from .core.lattice import OscillinkLattice\r\n__version__ = '9'\r\n")
+    src = tmp_path / "src"
+    with pytest.raises(SystemExit, match="no oscillink/core"):
+        compare_published.check_source_tree(src, {"oscillink/__init__.py": wheel / "__init__.py"}, "9")
+    (src / "oscillink" / "core").mkdir(parents=True)
+    (src / "oscillink" / "__init__.py").write_bytes(b"from .core.lattice import OscillinkLattice\n__version__ = '9'\n")
+    compare_published.check_source_tree(src, {"oscillink/__init__.py": wheel / "__init__.py"}, "9")  # CRLF aside
+    (src / "oscillink" / "__init__.py").write_bytes(b"__version__ = '8'\n")
+    with pytest.raises(SystemExit, match=r"not the source of the installed oscillink 9: \['oscillink/__init__.py'\]"):
+        compare_published.check_source_tree(src, {"oscillink/__init__.py": wheel / "__init__.py"}, "9")
+    with pytest.raises(SystemExit, match="no bin/python"):
+        compare_published.ensure_published_venv("9", tmp_path / "nowhere")

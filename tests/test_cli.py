@@ -412,28 +412,6 @@ def test_make_demo_runs_end_to_end(capsys, tmp_path):
     assert "fewer traps with oscillink on" in out
 
 
-def test_bench_lists_and_runs_scripts_passing_args_and_exit_code(capfd, tmp_path, monkeypatch):
-    import oscillink_core.app.cli as cli
-
-    bench = tmp_path / "benchmarks"
-    (bench / "quality").mkdir(parents=True)
-    (bench / "toy_speed.py").write_text("import sys\nprint('ARGS', sys.argv[1:])\nsys.exit(3)\n", "utf-8")
-    (bench / "quality" / "run.py").write_text("print('quality ran')\n", "utf-8")
-    monkeypatch.setattr(cli, "_benchmarks_dir", lambda: bench)
-    assert main(["bench"]) == 0
-    out = capfd.readouterr().out
-    assert "toy-speed" in out and "quality" in out
-    assert main(["bench", "toy-speed", "--sizes", "100", "-x"]) == 3
-    assert "ARGS ['--sizes', '100', '-x']" in capfd.readouterr().out
-    assert main(["bench", "quality"]) == 0 and "quality ran" in capfd.readouterr().out
-    assert main(["bench", "nosuch"]) == 2
-    err = capfd.readouterr().err
-    assert_one_line_error(err)
-    assert "available: toy-speed, quality" in err
-    monkeypatch.setattr(cli, "_benchmarks_dir", lambda: None)
-    assert main(["bench", "speed"]) == 2
-
-
 def test_verify_receipts_written_outside_the_cli(capsys, tmp_path, key):
     import numpy as np
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from oscillink_core import Oscillink, rerank
-from oscillink_core._backend import available_backends, resolve_backend
+from oscillink_core._backend import available_backends
+from oscillink_core._kernels import resolve_backend
 from oscillink_core.graph import _topk_rows
 from oscillink_core.receipts import canonical_json, strip_timings
 
@@ -134,9 +135,11 @@ def test_compiled_preconditioner_is_the_two_term_neumann_series_and_symmetric():
     assert np.linalg.eigvalsh(Pd).min() > 0
     no_diag = sp.csr_array(M - sp.diags_array(M.diagonal()))
     no_diag.eliminate_zeros()
+    from oscillink_core._kernels import compiled_cg
+
     with pytest.raises(RuntimeError, match="diagonal"):
-        _backend.block_cg(no_diag.indptr.astype(np.int32), no_diag.indices.astype(np.int32),
-                          no_diag.data.astype(np.float32), diag, lat.rhs(), rtol=1e-5, maxiter=50)
+        compiled_cg(no_diag.indptr.astype(np.int32), no_diag.indices.astype(np.int32),
+                    no_diag.data.astype(np.float32), diag, lat.rhs(), rtol=1e-5, maxiter=50)
 
 
 def test_numba_chain_prior_uses_the_chain_system():
@@ -196,6 +199,7 @@ def test_backend_choice_and_errors(monkeypatch):
     assert resolve_backend() == "numpy"
     assert Oscillink(np.eye(4, dtype=np.float32) + 0.1).backend == "numpy"
     monkeypatch.setenv("OSCILLINK_BACKEND", "auto")
+    assert resolve_backend(wait=True) == "numba"  # waits for the kernels; from then on "auto" is numba
     assert resolve_backend() == "numba"
     with pytest.raises(ValueError, match="backend must be"):
         resolve_backend("cuda")
@@ -216,10 +220,12 @@ def test_numba_path_rejects_non_finite_and_zero_rows(bad):
 
 
 def test_without_numba_auto_falls_back_to_numpy(monkeypatch):
-    from oscillink_core import _backend
+    from oscillink_core import _backend, _kernels
 
     monkeypatch.setattr(_backend, "_JIT", None)
     monkeypatch.setattr(_backend, "_JIT_ERROR", "No module named 'numba'")
+    monkeypatch.setattr(_kernels, "_READY", __import__("threading").Event())
+    monkeypatch.setattr(_kernels, "_NUMBA", None)
     monkeypatch.delenv("OSCILLINK_BACKEND", raising=False)
     assert _backend.available_backends() == ["numpy"]
     assert resolve_backend() == "numpy"

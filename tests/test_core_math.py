@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -132,7 +134,7 @@ def test_gradient_vanishes_at_ustar(settled):
     assert np.linalg.norm(grad) <= 1e-5 * np.linalg.norm(lat.rhs()) * 4
 
 
-def test_block_cg_against_scipy_spsolve_and_warns_on_maxiter():
+def test_block_cg_against_scipy_spsolve_and_reports_maxiter():
     rng = np.random.default_rng(5)
     A = sp.random_array((60, 60), density=0.1, rng=rng)
     A = (A + A.T) + 5 * sp.eye_array(60)
@@ -142,9 +144,20 @@ def test_block_cg_against_scipy_spsolve_and_warns_on_maxiter():
     ref = sp.linalg.spsolve(A.astype(np.float64).tocsc(), F.astype(np.float64))
     np.testing.assert_allclose(X, ref, atol=1e-4)
     assert info.converged and info.residual <= 1e-6
-    with pytest.warns(ConvergenceWarning):
-        _, info = block_cg(A, F, rtol=1e-12, maxiter=1)
-    assert not info.converged
+    _, info = block_cg(A, F, rtol=1e-12, maxiter=1)  # the solver reports; the lattice warns
+    assert not info.converged and info.iterations == 1
+
+
+def test_settle_warns_once_when_the_solve_stops_at_maxiter():
+    Y, psi, _ = clustered(n_rel=10, n_noise=50, d=16, seed=2)
+    lat = Oscillink(Y)  # the autouse backend fixture pins OSCILLINK_BACKEND to each backend
+    assert lat.backend == os.environ["OSCILLINK_BACKEND"]
+    lat.set_query(psi)
+    with pytest.warns(ConvergenceWarning) as caught:
+        info = lat.settle(rtol=1e-12, maxiter=1)
+    assert len([w for w in caught if issubclass(w.category, ConvergenceWarning)]) == 1
+    assert caught[0].filename == __file__  # points at the caller's line
+    assert not info["converged"] and lat.receipt()["solver"]["converged"] is False
 
 
 def test_lamc_zero_reproduces_cosine_order():

@@ -330,58 +330,6 @@ def cmd_tune(a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# ------------------------------------------------------------------------------ bench
-def _benchmarks_dir() -> Path | None:
-    """The source checkout's benchmarks/ (benchmarks are not part of the installed wheel)."""
-    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
-        d = root / "benchmarks"
-        if d.is_dir():
-            return d
-    return None
-
-
-def _bench_scripts(d: Path) -> dict[str, Path]:
-    """Benchmark name -> script: benchmarks/NAME.py or benchmarks/NAME/{run,__main__,NAME}.py."""
-    found: dict[str, Path] = {}
-    for f in sorted(d.glob("*.py")):
-        if not f.name.startswith("_"):
-            found[f.stem.replace("_", "-")] = f
-    for sub in sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
-        for cand in ("run.py", "__main__.py", f"{sub.name}.py"):
-            if (sub / cand).is_file():
-                found.setdefault(sub.name.replace("_", "-"), sub / cand)
-                break
-    return found
-
-
-def cmd_bench(a: argparse.Namespace) -> int:
-    import subprocess
-
-    d = _benchmarks_dir()
-    if d is None:
-        raise CLIError("bench: no benchmarks/ directory found; the benchmarks ship with the source repository, "
-                       "run this from a checkout", EXIT_USAGE)
-    scripts = _bench_scripts(d)
-    if a.name is None or a.list:
-        _print(f"benchmarks in {d}:")
-        for name, f in scripts.items():
-            _print(f"  {name:<20} {f.relative_to(d.parent)}")
-        if "quality" not in scripts:
-            _print("  (no quality benchmark runner yet: expected benchmarks/quality/run.py)")
-        return EXIT_OK
-    if a.name not in scripts:
-        known = ", ".join(scripts) or "none"
-        raise CLIError(f"bench: no benchmark named {a.name!r} in {d} (available: {known})", EXIT_USAGE)
-    args = list(a.args)
-    if args[:1] == ["--"]:
-        args = args[1:]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    cmd = [sys.executable, str(scripts[a.name]), *args]
-    _err(f"running {' '.join(cmd[1:])} (in {d.parent})")
-    sys.stdout.flush()
-    return subprocess.run(cmd, cwd=d.parent, env=env, check=False).returncode
-
-
 # ------------------------------------------------------------------------------ warmup
 def cmd_warmup(a: argparse.Namespace) -> int:
     from oscillink_core import warmup
@@ -489,15 +437,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--base", metavar="PROFILE", help="starting point and baseline (default: built-in parameters)")
     t.add_argument("--json", action="store_true", help="print the profile JSON instead of a summary")
     t.set_defaults(func=cmd_tune)
-
-    b = sub.add_parser("bench", help="run a benchmark script of the source checkout (speed, quality, ...)",
-                       description="Run benchmarks/NAME.py (or benchmarks/NAME/run.py) of the source checkout with "
-                                   "this Python, passing the remaining arguments through; exits with its exit code. "
-                                   "Without NAME, lists the benchmarks found.")
-    b.add_argument("name", nargs="?", metavar="NAME", help="benchmark to run (e.g. speed, quality)")
-    b.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the benchmark script")
-    b.add_argument("--list", action="store_true", help="list the benchmarks and exit")
-    b.set_defaults(func=cmd_bench)
 
     w = sub.add_parser("warmup", help="compile the numba kernels now (e.g. while building an image)",
                        description="Compile (or load from numba's cache) every compiled kernel, so that the first "
