@@ -137,18 +137,16 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
     lab = _tight_groups(S, group_threshold, group_min)
     group[top] = lab
     # outside support: mean of the support_k largest cosines to candidates outside the own group
-    full_lab = group  # labels only inside the pool; candidates outside the pool are outside every group
-    for a, i in enumerate(top.tolist()):
-        sims = S_all[a].copy()
-        sims[i] = -np.inf
-        if lab[a] >= 0:
-            sims[full_lab == lab[a]] = -np.inf
-        finite = sims[np.isfinite(sims)]
-        if finite.size == 0:
-            continue
-        kk = min(int(support_k), finite.size)
-        support[i] = float(np.mean(np.partition(finite, finite.size - kk)[-kk:]))
-        targeting[i] = cosine[i] - support[i]
+    excl = (lab[:, None] >= 0) & (group[None, :] == lab[:, None])
+    excl[np.arange(m), top] = True
+    sims = np.where(excl, -np.inf, S_all)
+    kk = min(int(support_k), n - 1)
+    if kk >= 1:
+        best = -np.partition(-sims, kk - 1, axis=1)[:, :kk]
+        ok = np.isfinite(best).all(axis=1)
+        sup = np.where(ok, np.where(ok[:, None], best, 0.0).mean(axis=1), np.nan)
+        support[top] = sup
+        targeting[top] = cosine[top] - sup
     t_out = targeting[top][lab < 0]
     t_out = t_out[np.isfinite(t_out)]
     ref = float(t_out.max()) if t_out.size else 0.0
@@ -162,12 +160,11 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
             if suspicious and cosine[i] >= c_max - echo_delta:
                 flags[i].append("query_targeted")
     if use_twins:
-        for a in range(m):
-            for b in range(m):
-                if a != b and S[a, b] >= twin_threshold and cosine[top[a]] - cosine[top[b]] >= twin_margin:
-                    i = int(top[a])
-                    if "twin_conflict" not in flags[i]:
-                        flags[i].append("twin_conflict")
+        ctop = cosine[top]
+        twin = (S >= twin_threshold) & ((ctop[:, None] - ctop[None, :]) >= twin_margin)
+        np.fill_diagonal(twin, False)
+        for a in np.flatnonzero(twin.any(axis=1)).tolist():
+            flags[int(top[a])].append("twin_conflict")
     for i in top.tolist():
         decisive[i] = any(f in DECISIVE_FLAGS for f in flags[i])
     return ScreenResult(flags, decisive, group, support, targeting)
