@@ -100,6 +100,7 @@ def load():
             # 7x slower here (60 s vs 8 s at load average 13); set OSCILLINK_LLM_THREADS on a quiet machine
             torch.set_num_threads(int(os.environ.get("OSCILLINK_LLM_THREADS", "1")))
             verbosity = hf_logging.get_verbosity()
+            bars = hf_logging.is_progress_bar_enabled()
             hf_logging.set_verbosity_error()  # no "Loading weights" bars / GGUF conversion chatter
             hf_logging.disable_progress_bar()
             try:
@@ -117,7 +118,8 @@ def load():
                     _save_converted(model, tok, done)
             finally:
                 hf_logging.set_verbosity(verbosity)
-                hf_logging.enable_progress_bar()
+                if bars:
+                    hf_logging.enable_progress_bar()
             model.eval()
             _loaded = (model, tok)
     return _loaded
