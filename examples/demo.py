@@ -263,7 +263,8 @@ def llm_step(k: int, fetch_k: int) -> dict:
           f"{summary['fixed']} from wrong to right, {summary['broke']} from right to wrong.")
     print("Three questions are an illustration, not a measurement: benchmarks/e2e/run.py measures this on "
           "HaluEval (benchmarks/results/e2e.md).")
-    print(f"(answers cached in {cache.root}: {cache.hits} from the cache, {cache.misses} generated)")
+    print(f"(answers: {cache.hits} from the cache, {cache.misses} generated; the cache is the user cache, "
+          "~/.cache/oscillink/llm_answers, or $OSCILLINK_LLM_CACHE)")
     return summary
 
 

@@ -32,7 +32,9 @@ Answers are cached by prompt hash in the checkout's git-ignored ``.cache/llm_ans
 identical contexts cost one generation and a rerun takes seconds.
 
 Run: ``python benchmarks/e2e/run.py [--n 20] [--datasets halueval,halueval_traps,...]``; writes
-``benchmarks/results/e2e.json`` and ``e2e.md``.
+``benchmarks/results/e2e.json`` and ``e2e.md``. Runs over disjoint datasets can go in parallel
+(``--out`` each) and be combined with ``--merge A.json B.json ...``; the merged file records every
+command.
 """
 
 from __future__ import annotations
@@ -143,10 +145,9 @@ def contexts(prep: data.Prepared, qi: int, drop_params: dict) -> dict[str, dict]
 
 
 def sample_indices(n_test: int, n: int, seed: int) -> list[int]:
-    if n >= n_test:
-        return list(range(n_test))
-    rng = np.random.default_rng(seed)
-    return sorted(rng.choice(n_test, size=n, replace=False).tolist())
+    """The first ``n`` of a seeded permutation of the test questions: samples are nested (the
+    sample of 20 holds the sample of 10), so a bigger run reuses every cached answer."""
+    return np.random.default_rng(seed).permutation(n_test)[:n].tolist()
 
 
 # ----------------------------------------------------------------------------- one dataset
@@ -230,8 +231,9 @@ def run_dataset(name: str, rows: list[dict], n: int, seed: int, drop_params: dic
             summary[m]["follows_false|planted"] = {"mean": float(ff[mask].mean()) if mask.any() else None,
                                                    "n": int(mask.sum())}
     return {"dataset": name, "description": prep.ds.description, "n_test_questions": len(split.qids),
-            "n_sampled": len(picked), "sample": f"seeded random sample (numpy default_rng({seed})) of "
-                                                f"{len(picked)} of the {len(split.qids)} test questions",
+            "n_sampled": len(picked),
+            "sample": f"first {len(picked)} of a seeded permutation (numpy default_rng({seed})) of the "
+                      f"{len(split.qids)} test questions",
             "llm": use_llm, "summary": summary, "records": records, "llm_seconds": round(t_llm, 1),
             "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -266,6 +268,25 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge(paths: list[str], out: Path) -> int:
+    docs = [json.loads(Path(p).read_text("utf-8")) for p in paths]
+    doc = dict(docs[0])
+    doc["datasets"] = [ds for d in docs for ds in d["datasets"]]
+    doc["command"] = " && ".join(d["command"] for d in docs)
+    doc["merged_from"] = [{"command": d["command"], "date": d["date"], "git_commit": d["git_commit"],
+                           "runtime_s": d["runtime_s"], "answer_cache": d["answer_cache"]} for d in docs]
+    doc["answer_cache"] = {k: sum(d["answer_cache"][k] for d in docs) for k in ("hits", "misses")}
+    doc["runtime_s"] = max(d["runtime_s"] for d in docs)
+    for key in ("drop_params", "mmr_lambda", "k_context", "llm", "prompt"):
+        if any(d.get(key) != doc.get(key) for d in docs):
+            raise SystemExit(f"cannot merge: runs differ in {key}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1), "utf-8")
+    out.with_suffix(".md").write_text(markdown(doc), "utf-8")
+    print(markdown(doc))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=20, help="test questions sampled per dataset")
@@ -276,7 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drop-params", default='{"screen": "drop"}', help="JSON params of oscillink_drop")
     ap.add_argument("--n-boot", type=int, default=5000)
     ap.add_argument("--out", default=str(RESULTS / "e2e.json"))
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="combine the datasets of earlier runs (e.g. run in parallel) into --out; no new run")
     a = ap.parse_args(argv)
+    if a.merge:
+        return merge(a.merge, Path(a.out))
     from oscillink_core.app import llm
 
     t0 = time.perf_counter()
