@@ -45,3 +45,36 @@ def test_llamaindex_query_engine_with_gemma(tmp_path):
     resp = engine.query(QUESTION)
     assert "Braga" in str(resp)
     assert len(resp.source_nodes) == 2
+
+
+def _load(path, name):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "examples" / path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_langchain_example_answers_with_the_real_llm(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("OSCILLINK_LLM_CACHE", str(tmp_path))
+    example = _load("langchain_rag.py", "lc_rag_example")
+    assert example.main(["--question", "Who built Rocket?", "--k", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("answer of GemmaLLM") == 1
+    assert list(tmp_path.rglob("*.json"))
+
+
+def test_llamaindex_example_answers_with_the_real_llm(capsys, tmp_path, monkeypatch):
+    from llama_index.core import Settings
+
+    monkeypatch.setenv("OSCILLINK_LLM_CACHE", str(tmp_path))
+    before = (Settings._llm, Settings._embed_model)
+    try:
+        example = _load("llamaindex_query_engine.py", "li_example_gemma")
+        assert example.main(["--llm", "gemma", "--question", "Who built Rocket?", "--top-n", "3"]) == 0
+    finally:
+        Settings._llm, Settings._embed_model = before
+    out = capsys.readouterr().out
+    assert "answer of GemmaLLM" in out and "receipt in the LLM prompt: False" in out

@@ -34,7 +34,8 @@ identical contexts cost one generation and a rerun takes seconds.
 Run: ``python benchmarks/e2e/run.py [--n 20] [--datasets halueval,halueval_traps,...]``; writes
 ``benchmarks/results/e2e.json`` and ``e2e.md``. Runs over disjoint datasets can go in parallel
 (``--out`` each) and be combined with ``--merge A.json B.json ...``; the merged file records every
-command.
+command. The output is rewritten after every question, so an interrupted run leaves a valid file
+over the questions done so far (``complete: false`` and its ``n_sampled`` say so).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # FAISS / BLAS threads spin badly on a shared CPU
 
 import numpy as np  # noqa: E402
 
@@ -152,7 +154,9 @@ def sample_indices(n_test: int, n: int, seed: int) -> list[int]:
 
 # ----------------------------------------------------------------------------- one dataset
 def run_dataset(name: str, rows: list[dict], n: int, seed: int, drop_params: dict, cache, n_boot: int,
-                use_llm: bool) -> dict:
+                use_llm: bool, on_progress=None) -> dict:
+    """One dataset over the first ``n`` questions of the seeded sample. ``on_progress(partial)`` is
+    called after each question with the result so far (so an interrupted run leaves a valid file)."""
     from oscillink_core.app import llm
 
     t0 = time.perf_counter()
@@ -166,6 +170,45 @@ def run_dataset(name: str, rows: list[dict], n: int, seed: int, drop_params: dic
     rankings: dict[str, dict[str, list[str]]] = {m: {} for m in METHODS}
     records = []
     t_llm = 0.0
+    def finish(done: list[int]) -> dict:
+        """The dataset's result over the first len(done) questions of the sample."""
+        n_done = len(done)
+        per_d = {m: {k: v[:n_done] for k, v in per[m].items()} for m in METHODS}
+        rankings_d = {m: {split.qids[i]: rankings[m][split.qids[i]] for i in done} for m in METHODS}
+        qids = [split.qids[i] for i in done]
+        qrels = {q: split.qrels[q] for q in qids}
+        metrics: dict[str, dict[str, np.ndarray]] = {}
+        for m in METHODS:
+            ev = evaluate_rankings(rankings_d[m], qrels, traps={q: traps for q in qids} if traps else None, ks=(5, 10))
+            mm = {key: np.asarray(ev[key], dtype=float)
+                  for key in ("ndcg@10", "recall@10", "trap_share@5", "any_trap@5") if key in ev}
+            if name == "two_hop":
+                mm["both@5"] = np.asarray(per_d[m]["both@5"])
+            for key in ("em", "f1", "contains", "follows_false"):
+                if per_d[m][key]:
+                    mm[key] = np.asarray(per_d[m][key])
+            metrics[m] = mm
+        summary: dict[str, dict] = {}
+        for m in METHODS:
+            summary[m] = {}
+            for key, v in metrics[m].items():
+                entry = {"mean": float(v.mean()), "n": int(v.size)}
+                if m != "cosine":
+                    ci = paired_bootstrap_ci(metrics["cosine"][key], v, n_boot=n_boot, seed=0)
+                    entry.update(diff_vs_cosine=float(ci.mean), ci95=[float(ci.low), float(ci.high)])
+                summary[m][key] = entry
+            if metrics[m].get("follows_false") is not None:
+                mask = np.asarray(per_d[m]["planted_in_context"], dtype=bool)
+                ff = metrics[m]["follows_false"]
+                summary[m]["follows_false|planted"] = {"mean": float(ff[mask].mean()) if mask.any() else None,
+                                                       "n": int(mask.sum())}
+        return {"dataset": name, "description": prep.ds.description, "n_test_questions": len(split.qids),
+                "n_sampled": len(done), "complete": len(done) == len(picked),
+                "sample": f"first {len(done)} of a seeded permutation (numpy default_rng({seed})) of the "
+                          f"{len(split.qids)} test questions",
+                "llm": use_llm, "summary": summary, "records": records[:n_done], "llm_seconds": round(t_llm, 1),
+                "seconds": round(time.perf_counter() - t0, 1)}
+
     for j, qi in enumerate(picked):
         qid = split.qids[qi]
         question = split.qtexts[qi]
@@ -200,42 +243,12 @@ def run_dataset(name: str, rows: list[dict], n: int, seed: int, drop_params: dic
                 mrec.update(answer=ans, **sc)
             rec["methods"][m] = mrec
         records.append(rec)
+        if on_progress is not None:
+            on_progress(finish(picked[: j + 1]))
         if use_llm:
             print(f"  {name} {j + 1}/{len(picked)} {qid}: llm {t_llm:.0f} s, cache hits {cache.hits} / "
                   f"misses {cache.misses}", flush=True)
-    qids = [split.qids[i] for i in picked]
-    qrels = {q: split.qrels[q] for q in qids}
-    metrics: dict[str, dict[str, np.ndarray]] = {}
-    for m in METHODS:
-        ev = evaluate_rankings(rankings[m], qrels, traps={q: traps for q in qids} if traps else None, ks=(5, 10))
-        mm = {key: np.asarray(ev[key], dtype=float) for key in ("ndcg@10", "recall@10", "trap_share@5", "any_trap@5")
-              if key in ev}
-        if name == "two_hop":
-            mm["both@5"] = np.asarray(per[m]["both@5"])
-        for key in ("em", "f1", "contains", "follows_false"):
-            if per[m][key]:
-                mm[key] = np.asarray(per[m][key])
-        metrics[m] = mm
-    summary: dict[str, dict] = {}
-    for m in METHODS:
-        summary[m] = {}
-        for key, v in metrics[m].items():
-            entry = {"mean": float(v.mean()), "n": int(v.size)}
-            if m != "cosine":
-                ci = paired_bootstrap_ci(metrics["cosine"][key], v, n_boot=n_boot, seed=0)
-                entry.update(diff_vs_cosine=float(ci.mean), ci95=[float(ci.low), float(ci.high)])
-            summary[m][key] = entry
-        if metrics[m].get("follows_false") is not None:
-            mask = np.asarray(per[m]["planted_in_context"], dtype=bool)
-            ff = metrics[m]["follows_false"]
-            summary[m]["follows_false|planted"] = {"mean": float(ff[mask].mean()) if mask.any() else None,
-                                                   "n": int(mask.sum())}
-    return {"dataset": name, "description": prep.ds.description, "n_test_questions": len(split.qids),
-            "n_sampled": len(picked),
-            "sample": f"first {len(picked)} of a seeded permutation (numpy default_rng({seed})) of the "
-                      f"{len(split.qids)} test questions",
-            "llm": use_llm, "summary": summary, "records": records, "llm_seconds": round(t_llm, 1),
-            "seconds": round(time.perf_counter() - t0, 1)}
+    return finish(picked)
 
 
 # ----------------------------------------------------------------------------- report
@@ -290,6 +303,8 @@ def merge(paths: list[str], out: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=20, help="test questions sampled per dataset")
+    ap.add_argument("--n-per", default="", help="per-dataset sample sizes, e.g. halueval=10,two_hop=6 "
+                                                 "(overrides --n for those datasets)")
     ap.add_argument("--n-retrieval-only", type=int, default=300,
                     help="test questions sampled on datasets without LLM answers (SciFact)")
     ap.add_argument("--seed", type=int, default=0)
@@ -308,32 +323,45 @@ def main(argv: list[str] | None = None) -> int:
     cache = llm.AnswerCache(ANSWER_CACHE)
     drop_params = json.loads(a.drop_params)
     rows = data.load_halueval_rows()
-    out = []
-    for name in a.datasets.split(","):
-        print(f"{name}: preparing ...", flush=True)
-        use_llm = name in LLM_DATASETS
-        out.append(run_dataset(name, rows, a.n if use_llm else a.n_retrieval_only, a.seed, drop_params, cache,
-                               a.n_boot, use_llm))
+    n_per = {k: int(v) for k, v in (kv.split("=") for kv in a.n_per.split(",") if kv)}
     try:
         commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, check=False).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "oscillink_core"],
+                               capture_output=True, text=True, check=False).stdout.split("\n")
     except OSError:  # pragma: no cover
-        commit = "?"
-    doc = {"format": "oscillink-core/e2e", "version": 1,
-           "command": "python benchmarks/e2e/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
-           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "git_commit": commit,
-           "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                       "llm_threads": os.environ.get("OSCILLINK_LLM_THREADS", "1")},
-           "llm": llm.MODEL_NAME, "decoding": "greedy, one line, max_new_tokens 24",
-           "prompt": "oscillink_core.app.llm.qa_prompt (two written few-shot examples)",
-           "first_stage": "FAISS IndexFlatIP top 100, all-MiniLM-L6-v2", "k_context": K_CONTEXT,
-           "mmr_lambda": MMR_LAMBDA, "drop_params": drop_params, "n_boot": a.n_boot,
-           "answer_cache": {"hits": cache.hits, "misses": cache.misses},
-           "runtime_s": time.perf_counter() - t0, "datasets": out}
+        commit, dirty = "?", []
+    dirty = [line[3:] for line in dirty if line.strip()]
     path = Path(a.out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=1), "utf-8")
-    path.with_suffix(".md").write_text(markdown(doc), "utf-8")
+
+    def write(datasets: list[dict]) -> dict:
+        doc = {"format": "oscillink-core/e2e", "version": 1,
+               "command": "python benchmarks/e2e/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
+               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "git_commit": commit,
+               "core_uncommitted_changes": dirty,
+               "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                           "llm_threads": os.environ.get("OSCILLINK_LLM_THREADS", "1")},
+               "llm": llm.MODEL_NAME, "decoding": "greedy, one line, max_new_tokens 24",
+               "prompt": "oscillink_core.app.llm.qa_prompt (two written few-shot examples)",
+               "first_stage": "FAISS IndexFlatIP top 100, all-MiniLM-L6-v2", "k_context": K_CONTEXT,
+               "mmr_lambda": MMR_LAMBDA, "drop_params": drop_params, "n_boot": a.n_boot,
+               "answer_cache": {"hits": cache.hits, "misses": cache.misses},
+               "runtime_s": time.perf_counter() - t0, "datasets": datasets}
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=1), "utf-8")
+        os.replace(tmp, path)
+        path.with_suffix(".md").write_text(markdown(doc), "utf-8")
+        return doc
+
+    out: list[dict] = []
+    for name in a.datasets.split(","):
+        print(f"{name}: preparing ...", flush=True)
+        use_llm = name in LLM_DATASETS
+        n = n_per.get(name, a.n if use_llm else a.n_retrieval_only)
+        out.append(run_dataset(name, rows, n, a.seed, drop_params, cache, a.n_boot, use_llm,
+                               on_progress=lambda part: write(out + [part])))
+    doc = write(out)
     print(markdown(doc))
     return 0
 
