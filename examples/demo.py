@@ -194,8 +194,9 @@ def _has(answer: str, value: str) -> bool:
     return value.lower() in answer.lower()
 
 
-def llm_step(k: int, fetch_k: int) -> dict:
-    """Step 5: the real LLM answers from cosine's context and from oscillink's (see the docstring)."""
+def llm_step(k: int, fetch_k: int, only: list[str] | None = None) -> dict:
+    """Step 5: the real LLM answers from cosine's context and from oscillink's (see the docstring).
+    ``only``: ask just these question ids of demo_planted.json (default: all)."""
     import numpy as np
 
     from oscillink_core import rerank
@@ -203,11 +204,12 @@ def llm_step(k: int, fetch_k: int) -> dict:
     from oscillink_core.app.embeddings import embed
 
     spec = json.loads(PLANTED.read_text("utf-8"))
+    asked = [q for q in spec["questions"] if only is None or q["id"] in only]
     rows = [json.loads(line) for line in CORPUS.read_text("utf-8").splitlines() if line.strip()]
     planted = [p for q in spec["questions"] for p in q["planted"]]
     ids = [r["id"] for r in rows] + [p["id"] for p in planted]
     texts = [r["text"] for r in rows] + [p["text"] for p in planted]
-    banner(f"5. a real LLM reads the context: {len(spec['questions'])} short-answer questions, the corpus plus "
+    banner(f"5. a real LLM reads the context: {len(asked)} short-answer question(s), the corpus plus "
            f"{len(planted)} planted passages ({PLANTED.relative_to(ROOT)})")
     print(f"reader: {llm.MODEL_NAME}, greedy; first stage: cosine top {fetch_k} over {len(ids)} passages; "
           f"context: {k} passages", flush=True)
@@ -218,7 +220,7 @@ def llm_step(k: int, fetch_k: int) -> dict:
     cache = llm.AnswerCache(llm.default_cache_dir())
     summary = {"changed": 0, "fixed": 0, "broke": 0, "n": 0}
     variants = (("cosine", None), ("oscillink", None), ("oscillink screen=drop", {"screen": "drop"}))
-    for q in spec["questions"]:
+    for q in asked:
         psi = embed([q["question"]])[0]
         cos = X @ psi
         cand = np.lexsort((np.arange(cos.size), -cos))[:fetch_k]
@@ -261,7 +263,7 @@ def llm_step(k: int, fetch_k: int) -> dict:
             print(f"  -> {name}: CHANGED the answer ({base!r} -> {answers[name]!r})")
     print(f"\noscillink changed the answer in {summary['changed']} of {summary['n']} (question, variant) pairs: "
           f"{summary['fixed']} from wrong to right, {summary['broke']} from right to wrong.")
-    print("Three questions are an illustration, not a measurement: benchmarks/e2e/run.py measures this on "
+    print(f"{len(asked)} question(s) are an illustration, not a measurement: benchmarks/e2e/run.py measures this on "
           "HaluEval (benchmarks/results/e2e.md).")
     print(f"(answers: {cache.hits} from the cache, {cache.misses} generated; the cache is the user cache, "
           "~/.cache/oscillink/llm_answers, or $OSCILLINK_LLM_CACHE)")
