@@ -34,7 +34,7 @@ class LatticeParams:
     Energy
     ------
     normalize : scale the rows of Y and psi to unit norm before anything else (cosine
-        semantics; with it, lamC = 0 reproduces the cosine order exactly).
+        semantics; with it, lamC = 0 and screen = "off" reproduce the cosine order exactly).
     kneighbors : neighbours per node before the mutual filter (graph degree <= kneighbors).
     lamG : anchor weight, pulls U toward the embeddings Y (must be > 0: keeps M SPD).
     lamC : coherence weight on tr(U^T L U), L the (degree-regularised) normalised Laplacian.
@@ -76,6 +76,8 @@ class LatticeParams:
     screen_pool : how many of the best-ranked candidates are screened.
     screen_group_threshold, screen_group_min : a tight group is a connected set of at least
         ``screen_group_min`` pool candidates at pairwise cosine >= ``screen_group_threshold``.
+    screen_group_max : larger groups are a consensus of the candidates, never screened (an
+        attack plants a few passages).
     screen_target_margin : a tight group is suspicious when its most targeted member (cosine to
         the query minus support from candidates outside the group) is at least this much more
         targeted than every pool candidate outside the groups.
@@ -111,12 +113,13 @@ class LatticeParams:
     dedup_threshold: float | None = 0.9
     dup_keep: str = "support"
     dup_action: str = "reorder"
-    screen: str = "flag"
+    screen: str = "demote"
     screen_pool: int = 20
-    screen_group_threshold: float = 0.75
+    screen_group_threshold: float = 0.8
     screen_group_min: int = 3
-    screen_target_margin: float = 0.2
-    screen_echo_delta: float = 0.1
+    screen_group_max: int = 8
+    screen_target_margin: float = 0.1
+    screen_echo_delta: float = 0.2
     screen_twin_threshold: float | None = None
     screen_twin_margin: float = 0.02
     rtol: float = 1e-5
@@ -157,10 +160,12 @@ class LatticeParams:
             raise ValueError(f"dup_action must be 'reorder' or 'demote'; got {self.dup_action!r}")
         if self.screen not in _SCREENS:
             raise ValueError(f"screen must be one of {_SCREENS}; got {self.screen!r}")
-        for name in ("screen_pool", "screen_group_min"):
+        for name in ("screen_pool", "screen_group_min", "screen_group_max"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 2:
                 raise ValueError(f"{name} must be an int >= 2; got {v!r}")
+        if self.screen_group_max < self.screen_group_min:
+            raise ValueError(f"screen_group_max must be >= screen_group_min; got {self.screen_group_max}")
         if not -1 <= num("screen_group_threshold") <= 1:
             raise ValueError(f"screen_group_threshold must lie in [-1, 1]; got {self.screen_group_threshold}")
         for name in ("screen_target_margin", "screen_echo_delta", "screen_twin_margin"):

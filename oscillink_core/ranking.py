@@ -184,7 +184,8 @@ def rank_settled(align: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, idx: np.
 def screen_kwargs(params) -> dict:
     """The `screening.screen` keywords of a `LatticeParams`."""
     return {"pool": params.screen_pool, "group_threshold": params.screen_group_threshold,
-            "group_min": params.screen_group_min, "target_margin": params.screen_target_margin,
+            "group_min": params.screen_group_min, "group_max": params.screen_group_max,
+            "target_margin": params.screen_target_margin,
             "echo_delta": params.screen_echo_delta,
             "twin_threshold": 2.0 if params.screen_twin_threshold is None else params.screen_twin_threshold,
             "twin_margin": params.screen_twin_margin, "use_twins": params.screen_twin_threshold is not None}

@@ -9,7 +9,9 @@ retrieved for it):
 * **tight group**: among the ``pool`` best-ranked candidates, a connected group of at least
   ``group_min`` candidates linked at cosine >= ``group_threshold``, each of them linked so to at
   least ``group_min - 1`` other members (the ``group_min - 1`` core of the threshold graph: a
-  clique-like group, not a chain).
+  clique-like group, not a chain) and of at most ``group_max`` members: an attacker plants a few
+  passages (PoisonedRAG: 5; RobustRAG assumes a minority of the context), a larger group is a
+  consensus of the candidate set, not a plant.
 * **outside support** of a candidate: the mean cosine of its ``support_k`` most similar candidates
   outside its own group (all N candidates count, not only the pool): how much of the rest of the
   retrieved evidence agrees with it.
@@ -67,7 +69,7 @@ class ScreenResult:
     targeting: np.ndarray  # (N,) float: cosine - outside support (nan outside the pool)
 
 
-def _tight_groups(S: np.ndarray, threshold: float, min_size: int) -> np.ndarray:
+def _tight_groups(S: np.ndarray, threshold: float, min_size: int, max_size: int) -> np.ndarray:
     m = S.shape[0]
     adj = (S >= threshold) & ~np.eye(m, dtype=bool)
     labels = np.full(m, -1, dtype=np.int64)
@@ -85,14 +87,14 @@ def _tight_groups(S: np.ndarray, threshold: float, min_size: int) -> np.ndarray:
         return labels
     _, comp = connected_components(sp.csr_array(adj.astype(np.int8)), directed=False)
     sizes = np.bincount(comp)
-    ok = sizes[comp] >= min_size
+    ok = (sizes[comp] >= min_size) & (sizes[comp] <= max_size)
     labels[ok] = comp[ok]
     return labels
 
 
-def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int = 20, group_threshold: float = 0.75,
-           group_min: int = 3, support_k: int = 3, target_margin: float = 0.2,
-           echo_delta: float = 0.1, twin_threshold: float = 0.9,
+def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int = 20, group_threshold: float = 0.8,
+           group_min: int = 3, group_max: int = 8, support_k: int = 3, target_margin: float = 0.1,
+           echo_delta: float = 0.2, twin_threshold: float = 0.9,
            twin_margin: float = 0.02, use_twins: bool = True) -> ScreenResult:
     """Screen the ``pool`` best-scored candidates (see the module docstring).
 
@@ -101,7 +103,7 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
     Yn : (N, D) unit rows of the candidates.
     cosine : (N,) cosine of each candidate to the query.
     score : (N,) the ranking score; the pool is its top ``pool`` (ties: lower index first).
-    pool, group_threshold, group_min, support_k, target_margin, echo_delta, twin_threshold, twin_margin :
+    pool, group_threshold, group_min, group_max, support_k, target_margin, echo_delta, twin_threshold, twin_margin :
         see the module docstring. ``use_twins=False`` disables
         ``"twin_conflict"``.
 
@@ -134,7 +136,7 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
     Yp = np.asarray(Yn[top], dtype=np.float64)
     S_all = Yp @ np.asarray(Yn, dtype=np.float64).T  # (m, N)
     S = S_all[:, top]
-    lab = _tight_groups(S, group_threshold, group_min)
+    lab = _tight_groups(S, group_threshold, group_min, group_max)
     group[top] = lab
     # outside support: mean of the support_k largest cosines to candidates outside the own group
     excl = (lab[:, None] >= 0) & (group[None, :] == lab[:, None])

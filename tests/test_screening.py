@@ -23,15 +23,15 @@ def _mix(rng, parts: list[tuple[float, np.ndarray]], noise: float) -> np.ndarray
 
 
 def poisoned_set(seed: int = 0, *, from_truth: bool = False):
-    """Query q; a true passage t (cos ~0.6 to q) supported by four passages about its subject;
+    """Query q; a true passage t (cos ~0.6 to q, the planted ones ~0.9) supported by four passages about its subject;
     four planted passages written for q (restate q, assert a shared wrong claim w); 60 unrelated
     candidates. With ``from_truth`` the planted passages also copy t's content (they then sit in
     t's group). Returns (Y, q, index of t, indices of the planted)."""
     rng = np.random.default_rng(seed)
     q, subj, w, top = (_unit(rng.normal(size=D)) for _ in range(4))
-    t = _mix(rng, [(0.75, q), (0.66, subj)], 0.05)
+    t = _mix(rng, [(0.6, q), (0.8, subj)], 0.05)
     support = [_mix(rng, [(0.3, q), (0.8, subj), (0.5, _unit(rng.normal(size=D)))], 0.1) for _ in range(4)]
-    tw = 0.45 if from_truth else 0.0
+    tw = 0.8 if from_truth else 0.0
     planted = [_mix(rng, [(0.85, q), (0.45, w), (tw, t)], 0.25) for _ in range(4)]
     other = [_unit(rng.normal(size=D) + 0.3 * q) for _ in range(60)]
     Y = np.stack([t, *support, *planted, *other])
