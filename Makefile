@@ -45,7 +45,8 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/speed.py
 	$(PY) benchmarks/langchain_overhead.py
-	$(PY) benchmarks/compare_published.py
+	@if [ -n "$(PUBLISHED_SRC)" ]; then $(PY) benchmarks/compare_published.py --published-src "$(PUBLISHED_SRC)"; \
+	else echo "compare_published.py skipped: its wheel does not import; make bench PUBLISHED_SRC=DIR (the release's source tree)"; fi
 	$(PY) benchmarks/quality/run.py
 
 # re-execute the notebooks and save their outputs (the test suite executes them without saving)

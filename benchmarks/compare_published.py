@@ -9,7 +9,7 @@ kNN k = 6, a bundle of 10, light receipts, each package with its own default ene
 
 * published: ``lat = OscillinkLattice(Y, kneighbors=6); lat.set_receipt_detail("light");
   lat.set_query(psi); lat.settle(); lat.bundle(k=10); lat.receipt()`` (the sequence of its README);
-* this package: ``rerank(psi, Y, k=10, light_receipt=True)`` (default backend).
+* this package: ``rerank(psi, Y, k=10, light_receipt=True)`` (default backend, after ``warmup()``).
 
 Each package runs in its own worker process with its own interpreter (the published one in an
 isolated virtualenv), both started before timing begins and fed the same arrays from one file.
@@ -26,8 +26,8 @@ The published package is installed from the package index into ``.cache/publishe
 writing) ship ``oscillink/__init__.py`` and ``cli.py`` without the ``oscillink/core`` package they
 import, so ``import oscillink`` fails. In that case the worker runs the same release from its
 source tree (``--published-src DIR``: a checkout of the project named in the wheel's
-``Project-URL: Source`` at tag ``v<version>``; by default ``.cache/published_oscillink/src-<version>``,
-cloned with git when absent), placed ahead of the wheel on ``PYTHONPATH``; the files the wheel
+``Project-URL: Source`` at tag ``v<version>``; by default ``.cache/published_oscillink/src-<version>``;
+the script downloads nothing but the wheel), placed ahead of the wheel on ``PYTHONPATH``; the files the wheel
 does ship are checked to be identical to the source tree's (line ends aside: the wheels carry
 CRLF), and the source tree's digest is recorded.
 """
@@ -74,7 +74,9 @@ def _published_call(Y: np.ndarray, psi: np.ndarray):
 
 
 def _this_call(Y: np.ndarray, psi: np.ndarray):
-    from oscillink_core import rerank
+    from oscillink_core import rerank, warmup
+
+    warmup()  # the default backend answers on numpy until numba's kernels are loaded: time the loaded state
 
     def call():
         res = rerank(psi, Y, k=BUNDLE_K, light_receipt=True)
@@ -224,13 +226,9 @@ def published_environment(version: str, venv: Path | None, src: Path | None) -> 
         src = CACHE / f"src-{version}"
         if not (src / "oscillink").is_dir():
             url = next((u.split(",", 1)[1].strip() for u in meta["urls"] if u.lower().startswith("source")), None)
-            if url is None:
-                raise SystemExit("the wheel names no source repository; pass --published-src DIR")
-            print(f"cloning {url} at v{version} into {src} ...", flush=True)
-            r = _run(["git", "clone", "-q", "--depth", "1", "--branch", f"v{version}", url, str(src)])
-            if r.returncode != 0:
-                raise SystemExit(f"could not clone {url} at v{version} ({r.stderr.strip()}); pass --published-src DIR, "
-                                 f"a checkout of that repository at tag v{version}")
+            raise SystemExit(f"pass --published-src DIR: a checkout of the release's source "
+                             f"({url or 'the wheel names none'}) at tag v{version}, or put one at {src}; "
+                             "this script downloads nothing but the wheel")
     src = src.resolve()
     check_source_tree(src, {rel: _site_file(py, rel) for rel in prov["wheel_files"]}, meta["version"])
     env["PYTHONPATH"] = str(src)

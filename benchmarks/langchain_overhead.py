@@ -89,8 +89,9 @@ def bench_store(name: str, store, emb, queries: list[str], fetch_k: int, repeats
     from langchain_core.callbacks import BaseCallbackHandler
 
     from langchain_oscillink import OscillinkCompressor, OscillinkRetriever
-    from oscillink_core import rerank
+    from oscillink_core import rerank, warmup
 
+    warmup()  # the default backend answers on numpy until numba's kernels are loaded: time the loaded state
     base = store.as_retriever(search_kwargs={"k": fetch_k})
     comp = OscillinkCompressor(embeddings=emb, top_n=5, vectorstore=store, light_receipt=light)
     chain = comp.as_runnable(base)

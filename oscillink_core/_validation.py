@@ -13,7 +13,85 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["row_norms", "check_embeddings", "check_query", "check_gates", "check_ids", "check_k"]
+__all__ = ["row_norms", "check_embeddings", "check_query", "check_gates", "check_ids", "check_k", "check_scalar"]
+
+_BRACKETS = {"both": "[]", "left": "[)", "right": "(]", "neither": "()"}
+
+
+def check_scalar(x: Any, name: str, target_type: type, *, min_val: float | None = None,
+                 max_val: float | None = None, include_boundaries: str = "both", allow_none: bool = False,
+                 hint: str = "") -> Any:
+    """Validate one scalar parameter and return it as ``target_type`` (scikit-learn's
+    ``check_scalar`` pattern).
+
+    Parameters
+    ----------
+    x : the value.
+    name : the parameter's name, used in the message.
+    target_type : ``int`` (Python or numpy integers) or ``float`` (any real number, finite).
+        Booleans are never accepted as numbers.
+    min_val, max_val : bounds (None: unbounded on that side).
+    include_boundaries : "both", "left", "right" or "neither": which bounds are allowed values.
+    allow_none : accept (and return) None.
+    hint : appended to the message (why the bound exists).
+
+    Returns
+    -------
+    ``int(x)`` or ``float(x)`` (or None when allowed).
+
+    Raises
+    ------
+    ValueError
+        naming the parameter, what was expected and what was got (the package raises ValueError
+        for every bad input, so callers catch one type).
+
+    Examples
+    --------
+    >>> check_scalar(3, "k", int, min_val=1)
+    3
+    >>> check_scalar(0.0, "rtol", float, min_val=0, max_val=1, include_boundaries="neither")
+    Traceback (most recent call last):
+    ...
+    ValueError: rtol must lie in (0, 1); got 0.0
+    >>> check_scalar(True, "k", int, min_val=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: k must be an int >= 1; got True
+    """
+    if x is None and allow_none:
+        return None
+    lo_in = include_boundaries in ("both", "left")
+    hi_in = include_boundaries in ("both", "right")
+    if include_boundaries not in _BRACKETS:
+        raise ValueError(f"include_boundaries must be one of {sorted(_BRACKETS)}; got {include_boundaries!r}")
+    kind = "an int" if target_type is int else "a finite number"
+    if min_val is not None and max_val is not None:
+        b = _BRACKETS[include_boundaries]
+        want = f"lie in {b[0]}{min_val:g}, {max_val:g}{b[1]}"
+    elif min_val is not None:
+        want = f"be {kind} {'>=' if lo_in else '>'} {min_val:g}"
+    elif max_val is not None:
+        want = f"be {kind} {'<=' if hi_in else '<'} {max_val:g}"
+    else:
+        want = f"be {kind}"
+    if allow_none:
+        want += " or None"
+    msg = f"{name} must {want}{hint}; got {x!r}"
+    if isinstance(x, (bool, np.bool_)):
+        raise ValueError(msg)
+    if target_type is int:
+        if not isinstance(x, (int, np.integer)):
+            raise ValueError(msg)
+        v: Any = int(x)
+    else:
+        if not isinstance(x, (int, float, np.integer, np.floating)) or not np.isfinite(x):
+            raise ValueError(msg)
+        v = float(x)
+    if min_val is not None and (v < min_val or (v == min_val and not lo_in)):
+        raise ValueError(msg)
+    if max_val is not None and (v > max_val or (v == max_val and not hi_in)):
+        raise ValueError(msg)
+    return v
 
 
 def _as_float_array(x: Any, name: str) -> np.ndarray:
@@ -129,8 +207,4 @@ def check_ids(ids: Sequence[Any] | None, n: int) -> list:
 
 def check_k(k: Any, n: int, *, name: str = "k") -> int:
     """Validate a bundle size: an int >= 1 (values above ``n`` are clipped to ``n``)."""
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-        raise ValueError(f"{name} must be an int >= 1; got {k!r}")
-    if k < 1:
-        raise ValueError(f"{name} must be >= 1; got {k}")
-    return int(min(k, n))
+    return min(check_scalar(k, name, int, min_val=1), int(n))

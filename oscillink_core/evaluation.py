@@ -32,6 +32,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._validation import check_scalar
+
 __all__ = [
     "ndcg_at_k",
     "mrr_at_k",
@@ -57,8 +59,7 @@ def _relevance(rel: Relevance) -> dict[Hashable, float]:
 
 
 def _top(ranked: Sequence[Hashable], k: int) -> list[Hashable]:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive int; got {k!r}")
+    k = check_scalar(k, "k", int, min_val=1)
     top = list(ranked)[: int(k)]
     if len(set(top)) != len(top):
         raise ValueError("ranked list contains repeated ids")
@@ -227,8 +228,7 @@ def paired_bootstrap_ci(a: Any, b: Any, n_boot: int = 10000, seed: int = 0, alph
         raise ValueError("need at least one query")
     if not (np.isfinite(a_).all() and np.isfinite(b_).all()):
         raise ValueError("a and b must be finite")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive int; got {n_boot!r}")
+    n_boot = check_scalar(n_boot, "n_boot", int, min_val=1)
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1); got {alpha}")
     d = b_ - a_

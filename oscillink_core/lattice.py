@@ -34,7 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _backend, _kernels, persistence
-from ._validation import check_gates, check_ids, check_k, check_query
+from ._validation import check_gates, check_ids, check_k, check_query, check_scalar
 from ._version import __version__
 from .energy import edge_tension, energy_terms, path_energy, path_laplacian, rhs, system_matrix
 from .gates import diffusion_gates_from_laplacian
@@ -323,8 +323,7 @@ class Oscillink:
             raise ValueError("chain must be a sequence of at least two integer node indices")
         if (c < 0).any() or (c >= self.N).any():
             raise ValueError(f"chain indices must lie in [0, {self.N - 1}]; got {c.tolist()}")
-        if isinstance(lamP, bool) or not np.isfinite(lamP) or lamP < 0:
-            raise ValueError(f"lamP must be a finite number >= 0; got {lamP!r}")
+        check_scalar(lamP, "lamP", float, min_val=0)
         if weights is None:
             w = np.ones(c.size - 1, dtype=np.float64)
         else:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ._validation import check_scalar
 
 __all__ = ["LatticeParams", "resolve_params", "PROFILE_FORMAT", "load_profile", "save_profile", "read_profile_json"]
 
@@ -130,30 +131,21 @@ class LatticeParams:
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        def num(name: str) -> float:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{name} must be a finite number; got {v!r}")
-            return float(v)
+        def num(name: str, **bounds: Any) -> float:
+            return check_scalar(getattr(self, name), name, float, **bounds)
 
         if not isinstance(self.normalize, bool):
             raise ValueError(f"normalize must be True or False; got {self.normalize!r}")
-        if isinstance(self.kneighbors, bool) or not isinstance(self.kneighbors, int) or self.kneighbors < 0:
-            raise ValueError(f"kneighbors must be an int >= 0; got {self.kneighbors!r}")
-        if num("lamG") <= 0:
-            raise ValueError(f"lamG must be > 0 (it keeps the system positive definite); got {self.lamG}")
+        check_scalar(self.kneighbors, "kneighbors", int, min_val=0)
+        num("lamG", min_val=0, include_boundaries="neither", hint=" (it keeps the system positive definite)")
         for name in ("lamC", "lamQ", "lamP", "degree_reg", "gate_beta"):
-            if num(name) < 0:
-                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
-        if not 0 <= num("edge_floor") < 1:
-            raise ValueError(f"edge_floor must lie in [0, 1); got {self.edge_floor}")
-        if num("gate_gamma") <= 0:
-            raise ValueError(f"gate_gamma must be > 0; got {self.gate_gamma}")
+            num(name, min_val=0)
+        num("edge_floor", min_val=0, max_val=1, include_boundaries="left")
+        num("gate_gamma", min_val=0, include_boundaries="neither")
         num("coh_weight")
-        if not 0 < num("mmr_lambda") <= 1:
-            raise ValueError(f"mmr_lambda must lie in (0, 1]; got {self.mmr_lambda}")
-        if self.dedup_threshold is not None and not -1 <= num("dedup_threshold") <= 1:
-            raise ValueError(f"dedup_threshold must lie in [-1, 1] or be None; got {self.dedup_threshold}")
+        num("mmr_lambda", min_val=0, max_val=1, include_boundaries="right")
+        if self.dedup_threshold is not None:
+            num("dedup_threshold", min_val=-1, max_val=1, allow_none=True)
         if self.dup_keep not in ("support", "consensus", "best"):
             raise ValueError(f"dup_keep must be 'support', 'consensus' or 'best'; got {self.dup_keep!r}")
         if self.dup_action not in ("reorder", "demote"):
@@ -177,12 +169,9 @@ class LatticeParams:
             raise ValueError(f"gating must be one of {_GATINGS}; got {self.gating!r}")
         if self.knn not in _KNN:
             raise ValueError(f"knn must be one of {_KNN}; got {self.knn!r}")
-        if not 0 < num("rtol") < 1:
-            raise ValueError(f"rtol must lie in (0, 1); got {self.rtol}")
+        num("rtol", min_val=0, max_val=1, include_boundaries="neither")
         for name in ("maxiter", "exact_max_n", "seed"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name != "seed" else 0):
-                raise ValueError(f"{name} must be a positive int; got {v!r}")
+            check_scalar(getattr(self, name), name, int, min_val=1 if name != "seed" else 0)
         # normalise numeric types so that equal params encode identically
         for name in ("lamG", "lamC", "lamQ", "lamP", "edge_floor", "degree_reg", "gate_gamma",
                      "gate_beta", "coh_weight", "mmr_lambda", "rtol", "screen_group_threshold",

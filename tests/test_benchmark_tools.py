@@ -17,7 +17,8 @@ import compare_published  # noqa: E402
 # A stand-in with the published package's API (OscillinkLattice, set_receipt_detail, last, last_ustar,
 # receipt()["deltaH_total"]) that computes with this package, so both sides must rank alike.
 STAND_IN = '''
-from oscillink_core import Oscillink
+from oscillink_core import Oscillink, warmup
+warmup()  # the same backend as the timed side, which runs after warmup()
 __version__ = "0.0+stand-in"
 
 class OscillinkLattice:

@@ -155,9 +155,9 @@ def test_bad_input_raises_value_error_naming_the_problem(make, message):
 
 @pytest.mark.parametrize("kwargs,message", [
     ({"kneighbors": 15}, "kneighbors=15 must be < N=15"),
-    ({"lamC": -1.0}, "lamC must be >= 0"),
-    ({"lamQ": -0.1}, "lamQ must be >= 0"),
-    ({"lamG": 0.0}, "lamG must be > 0"),
+    ({"lamC": -1.0}, "lamC must be a finite number >= 0"),
+    ({"lamQ": -0.1}, "lamQ must be a finite number >= 0"),
+    ({"lamG": 0.0}, "lamG must be a finite number > 0"),
     ({"params": {"lamX": 1}}, "unknown lattice parameter"),
     ({"params": {"mmr_lambda": 0}}, "mmr_lambda"),
 ])
@@ -180,7 +180,7 @@ def test_bad_gates_ids_k_and_call_order():
     with pytest.raises(ValueError, match="settle"):
         lat.bundle(3)
     lat.settle()
-    with pytest.raises(ValueError, match="k must be >= 1"):
+    with pytest.raises(ValueError, match="k must be an int >= 1"):
         lat.bundle(0)
     assert len(lat.bundle(100)) == 15  # k above N returns all
     with pytest.raises(ValueError, match="unique"):

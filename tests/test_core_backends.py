@@ -291,3 +291,39 @@ def test_rerank_results_do_not_alias_the_callers_or_later_calls():
     assert not np.shares_memory(lat._Y, Y)
     again = rerank(psi, Y.copy(), k=8, backend="numba", sign_key="k")  # same values, other memory
     assert canonical_json(strip_timings(again.receipt)) == kept[0]
+
+
+def test_auto_answers_on_numpy_until_the_kernels_are_loaded_then_switches(monkeypatch):
+    """The default never waits for compilation: before the kernels are loaded a new lattice runs
+    on numpy (and the loading starts on a background thread); once loaded, on numba. Receipts
+    record which one ran. (Deterministic: the thread starts inside the first call's choice.)"""
+    import threading
+
+    from oscillink_core import _kernels
+
+    monkeypatch.delenv("OSCILLINK_BACKEND", raising=False)
+    monkeypatch.setattr(_kernels, "_READY", threading.Event())
+    monkeypatch.setattr(_kernels, "_COMPILER", None)
+    Y, psi, _ = clustered(seed=12)
+    first = rerank(psi, Y, k=5)
+    assert first.receipt["solver"]["backend"] == "numpy"
+    thread = _kernels._COMPILER
+    assert thread is not None and thread.name == "oscillink-compile"
+    thread.join(600)
+    assert _kernels.compiled_ready()
+    later = rerank(psi, Y, k=5)
+    assert later.receipt["solver"]["backend"] == "numba"
+    assert strip_timings(rerank(psi, Y, k=5, backend="numpy").receipt) == strip_timings(first.receipt)
+    assert _kernels._COMPILER is thread  # started once per process
+
+
+def test_explicit_numba_waits_and_auto_with_wait_loads_now(monkeypatch):
+    import threading
+
+    from oscillink_core import _kernels
+
+    monkeypatch.setattr(_kernels, "_READY", threading.Event())
+    monkeypatch.setattr(_kernels, "_COMPILER", None)
+    assert Oscillink(np.eye(6, dtype=np.float32) + 0.1, backend="numba").backend == "numba"
+    assert _kernels._COMPILER is None  # an explicit request compiles in the calling thread
+    assert _kernels.resolve_backend("auto", wait=True) == "numba" and _kernels.compiled_ready()

@@ -13,6 +13,16 @@ Store paths that reuse vectors
   (PQ, SQ) reconstruct *approximate* vectors; ``provenance.faiss_index`` names the index type.
 * `FaissCandidateSource`: a raw FAISS index plus the documents its labels point to (for users
   without langchain-community); same reconstruct rules.
+* ``langchain_chroma`` `Chroma` (a Chroma server through ``chromadb.HttpClient``, or a local
+  client): ``collection.get(ids=[Document.id ...], include=["embeddings"])``.
+* ``langchain_qdrant`` `QdrantVectorStore` (a server or ``qdrant-client`` local mode):
+  ``client.retrieve(collection, ids, with_vectors=True)``; the point id is ``Document.id`` or,
+  as langchain-qdrant returns it, ``metadata["_id"]``.
+
+First-stage scores: what the store's ``similarity_search_with_score`` returns, recorded with its
+kind: a similarity for `InMemoryVectorStore`, FAISS inner product and Qdrant Cosine / Dot; a
+distance for FAISS L2 and every Chroma space (the documents then carry ``retrieval_distance``
+instead of ``retrieval_score``, see `oscillink_core.app.adapters`).
 
 Any other store: its documents are re-embedded with the given `Embeddings`, and the receipt
 says ``provenance.vectors == "reembedded"``.
@@ -41,6 +51,7 @@ class Fetched:
     scores: list[float | None]
     vectors: np.ndarray | None
     provenance: dict = field(default_factory=dict)
+    score_kind: str = "unknown"
 
 
 def as_matrix(rows: Any, what: str) -> np.ndarray:
@@ -213,9 +224,11 @@ class FaissCandidateSource:
             raise ValueError(f"documents must be langchain_core Document objects; label {bad[0]} is not")
         self.index = index
         self._id_to_label = {d.id: k for k, d in self._docs.items() if d.id is not None}
+        self.score_kind = "unknown"
         if metric is None:
             ip = getattr(index, "metric_type", None) == 0  # faiss.METRIC_INNER_PRODUCT
             metric = "inner product (higher is closer)" if ip else "squared L2 distance (lower is closer)"
+            self.score_kind = "similarity" if ip else "distance"
         self.metric = metric
 
     @property
@@ -233,9 +246,10 @@ class FaissCandidateSource:
                              f"FAISS index holds {self.dimension}-dimensional vectors")
         k = int(min(k, len(self)))
         prov = {"source": "FaissCandidateSource", "faiss_index": _faiss_index_name(self.index),
-                "score_source": f"index.search: {self.metric}"}
+                "score_source": f"index.search: {self.metric}", "score_kind": self.score_kind}
         if k <= 0:
-            return Fetched([], [], np.zeros((0, self.dimension), np.float32), {**prov, "vectors": "store"})
+            return Fetched([], [], np.zeros((0, self.dimension), np.float32), {**prov, "vectors": "store"},
+                           self.score_kind)
         scores, labels = self.index.search(q, k)
         keep = [(int(lab), float(s)) for lab, s in zip(labels[0], scores[0], strict=True) if lab != -1]
         docs = [self._docs[lab] for lab, _ in keep]
@@ -244,7 +258,7 @@ class FaissCandidateSource:
             prov = {**prov, "vectors": "reembedded", "reason": reason}
         else:
             prov = {**prov, "vectors": "store", "vector_access": "index.reconstruct_batch"}
-        return Fetched(docs, [s for _, s in keep], vecs, prov)
+        return Fetched(docs, [s for _, s in keep], vecs, prov, self.score_kind)
 
     def vectors_for(self, docs: Sequence[Document]) -> tuple[np.ndarray | None, dict]:
         """Vectors of ``docs`` (looked up by ``Document.id``) for the compressor."""
@@ -256,6 +270,54 @@ class FaissCandidateSource:
         if vecs is None:
             return None, {**prov, "reason": reason}
         return vecs, {**prov, "vector_access": "index.reconstruct_batch"}
+
+
+# ------------------------------------------------------------------ served stores
+def _is_chroma(store: Any) -> bool:
+    return any(c.__name__ == "Chroma" and c.__module__.startswith("langchain_chroma") for c in type(store).__mro__)
+
+
+def _is_qdrant(store: Any) -> bool:
+    return any(c.__name__ == "QdrantVectorStore" and c.__module__.startswith("langchain_qdrant")
+               for c in type(store).__mro__)
+
+
+def _chroma_store_vectors(store: Any, docs: Sequence[Document]) -> tuple[np.ndarray | None, dict]:
+    from oscillink_core.app.vectorstores import chroma_vectors
+
+    return chroma_vectors(store._collection, [d.id for d in docs])
+
+
+def _qdrant_point_id(d: Document) -> Any:
+    return d.id if d.id not in (None, "") else d.metadata.get("_id")
+
+
+def _qdrant_store_vectors(store: Any, docs: Sequence[Document]) -> tuple[np.ndarray | None, dict]:
+    from oscillink_core.app.vectorstores import qdrant_vectors
+
+    return qdrant_vectors(store.client, store.collection_name, [_qdrant_point_id(d) for d in docs],
+                          store.vector_name or None)
+
+
+def _score_kind(store: Any) -> tuple[str, str | None]:
+    """(kind, description) of the scores ``similarity_search_with_score`` returns for ``store``."""
+    if _is_in_memory(store):
+        return "similarity", "cosine similarity"
+    if _is_community_faiss(store):
+        strategy = str(getattr(store.distance_strategy, "value", store.distance_strategy)).upper()
+        if strategy == "MAX_INNER_PRODUCT":
+            return "similarity", "inner product"
+        return "distance", strategy.lower()
+    if _is_chroma(store):
+        from oscillink_core.app.vectorstores import chroma_space
+
+        return "distance", f"chroma {chroma_space(store._collection)} distance"
+    if _is_qdrant(store):
+        from oscillink_core.app.vectorstores import qdrant_score_kind
+
+        kind, dist = qdrant_score_kind(store.client, store.collection_name, store.vector_name or None)
+        return kind, f"qdrant {dist}"
+    return "unknown", None
 
 
 # ------------------------------------------------------------------ dispatch
@@ -275,11 +337,20 @@ def store_vectors(store: Any, docs: Sequence[Document]) -> tuple[np.ndarray | No
     if _is_community_faiss(store):
         vecs, extra = _faiss_store_vectors(store, docs)
         return vecs, {**prov, **extra}
+    if _is_chroma(store):
+        vecs, extra = _chroma_store_vectors(store, docs)
+        return vecs, {**prov, **extra}
+    if _is_qdrant(store):
+        vecs, extra = _qdrant_store_vectors(store, docs)
+        return vecs, {**prov, **extra}
     return None, {**prov, "reason": f"{_type_name(store)} does not expose stored vectors"}
 
 
 def _search_sync(store: Any, qvec: list[float], query: str, fetch_k: int,
                  search_kwargs: Mapping[str, Any]) -> tuple[list, str]:
+    if _is_chroma(store):  # searches by vector under this name; the scores are Chroma's distances
+        return (store.similarity_search_by_vector_with_relevance_scores(qvec, k=fetch_k, **search_kwargs),
+                "similarity_search_by_vector_with_relevance_scores")
     if hasattr(store, "similarity_search_with_score_by_vector"):
         return (store.similarity_search_with_score_by_vector(qvec, k=fetch_k, **search_kwargs),
                 "similarity_search_with_score_by_vector")
@@ -294,12 +365,14 @@ def _finish(store: Any, pairs: list, method: str) -> Fetched:
     docs = [d for d, _ in pairs]
     scores = [None if s is None else float(s) for _, s in pairs]
     prov = {"source": _type_name(store), "score_source": method}
-    if _is_community_faiss(store):
-        prov["score_source"] += f" ({getattr(store.distance_strategy, 'value', store.distance_strategy)})"
+    kind, what = _score_kind(store)
+    if what:
+        prov["score_source"] += f" ({what})"
+    prov["score_kind"] = kind
     vecs, extra = store_vectors(store, docs) if docs else (None, {"reason": "no candidates"})
     prov.update({k: v for k, v in extra.items() if k != "source"})
     prov["vectors"] = "store" if vecs is not None else "reembedded"
-    return Fetched(docs, scores, vecs, prov)
+    return Fetched(docs, scores, vecs, prov, kind)
 
 
 def _store_dim(store: Any) -> int | None:
@@ -342,8 +415,8 @@ async def afetch(store: Any, qvec: list[float], query: str, fetch_k: int,
     """Async `fetch`: the store's async API where it has one, else the sync call in a worker thread."""
     search_kwargs = dict(search_kwargs or {})
     check_query_dim(store, qvec)
-    if isinstance(store, FaissCandidateSource) or _is_in_memory(store):
-        # no async by-vector search exists for these; the search is CPU work, so it goes to a thread
+    if isinstance(store, FaissCandidateSource) or _is_in_memory(store) or _is_chroma(store) or _is_qdrant(store):
+        # no (or no client-independent) async by-vector search for these: the sync path in a thread
         return await asyncio.to_thread(fetch, store, qvec, query, fetch_k, search_kwargs)
     if hasattr(store, "asimilarity_search_with_score_by_vector"):
         pairs = await store.asimilarity_search_with_score_by_vector(qvec, k=fetch_k, **search_kwargs)

@@ -14,8 +14,9 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from pydantic import ConfigDict, Field, field_validator
 
 from oscillink_core import LatticeParams
+from oscillink_core.app.adapters import check_score_threshold, check_top_n
 
-from ._core import DEFAULT_RECEIPT_KEY, atrace, check_params, rerank_documents, trace
+from ._core import DEFAULT_RECEIPT_KEY, atrace, check_params, rerank_documents, trace, unique_documents
 from ._vectors import as_matrix, store_vectors
 
 __all__ = ["OscillinkCompressor"]
@@ -27,8 +28,9 @@ class OscillinkCompressor(BaseDocumentCompressor):
     The documents and the query are embedded (or, with ``vectorstore``, the documents' vectors
     are taken from the store by ``Document.id``), a sparse mutual-kNN lattice is settled over
     them and the ``top_n`` best are returned as new `Document` objects. The caller's documents
-    are never modified. Each returned document carries, in its metadata: ``oscillink_score``
-    (float), ``oscillink_rank`` (int, 1 = best), ``retrieval_score`` (the cosine of query and
+    are never modified. Each returned document carries, in its metadata: ``relevance_score``
+    and ``oscillink_score`` (the score the ranking used), ``oscillink_rank`` (int, 1 = best),
+    ``retrieval_score`` (the cosine of query and
     passage vectors: LangChain retrievers do not hand their own scores to compressors),
     ``retrieval_rank`` (1-based input position) and the receipt under ``receipt_key``; the
     receipt's ``state_sig`` binds the candidate ids and the bundle, and ``provenance`` says
@@ -73,8 +75,12 @@ class OscillinkCompressor(BaseDocumentCompressor):
     """Embeddings for the query and, unless ``vectorstore`` supplies them, for the passages.
     Must be the model the passages were indexed with when ``vectorstore`` is set."""
 
-    top_n: int = Field(default=3, ge=1)
-    """How many documents to return (all of them when fewer come in)."""
+    top_n: int | None = 3
+    """How many documents to return, best first (all of them when fewer come in); None returns all."""
+
+    score_threshold: float | None = None
+    """Drop documents whose ``relevance_score`` is below this value (None keeps all); the receipt
+    lists the ids dropped (``provenance.below_threshold``)."""
 
     params: Any = None
     """Lattice parameters: None (defaults), an ``oscillink_core.LatticeParams``, a dict of fields, a
@@ -101,6 +107,16 @@ class OscillinkCompressor(BaseDocumentCompressor):
     def _resolve(cls, value: Any) -> LatticeParams:
         return check_params(value)
 
+    @field_validator("top_n", mode="before")
+    @classmethod
+    def _top_n(cls, value: Any) -> int | None:
+        return check_top_n(value)
+
+    @field_validator("score_threshold", mode="before")
+    @classmethod
+    def _threshold(cls, value: Any) -> float | None:
+        return check_score_threshold(value)
+
     # ---------------------------------------------------------------- helpers
     def _provenance(self, extra: dict, reembedded: bool) -> dict:
         prov = {"integration": "langchain_oscillink", "component": type(self).__name__,
@@ -113,25 +129,30 @@ class OscillinkCompressor(BaseDocumentCompressor):
             prov["reason"] = "no vectorstore given"
         return prov
 
-    def _rerank(self, qvec: Any, vectors: Any, docs: list[Document], prov: dict) -> tuple[list[Document], dict, dict]:
+    def _rerank(self, qvec: Any, vectors: Any, docs: list[Document], keep: list[int], n_in: int,
+                prov: dict) -> tuple[list[Document], dict, dict]:
         return rerank_documents(query_vector=qvec, vectors=vectors, docs=docs, retrieval_scores=None,
-                                top_n=self.top_n, params=self.params, receipt_key=self.receipt_key,
-                                signing_key=self.signing_key, light_receipt=self.light_receipt,
-                                provenance=prov)
+                                positions=keep, n_in=n_in, top_n=self.top_n, score_threshold=self.score_threshold,
+                                params=self.params, receipt_key=self.receipt_key, signing_key=self.signing_key,
+                                light_receipt=self.light_receipt, provenance=prov)
 
     @staticmethod
-    def _fill(info: dict, out: list[Document], receipt: dict, prov: dict, timings: dict) -> None:
-        info.update(n_returned=len(out), vectors=prov["vectors"], state_sig=receipt["state_sig"],
-                    rerank_ms=timings["rerank_ms"], core_ms=timings["core_ms"], cg_iterations=timings["cg_iterations"])
+    def _fill(info: dict, prov: dict, summary: dict) -> None:
+        info.update(summary, vectors=prov["vectors"])
 
     # ---------------------------------------------------------------- BaseDocumentCompressor
     def compress_documents(self, documents: Sequence[Document], query: str,
                            callbacks: Callbacks | None = None) -> Sequence[Document]:
-        """Rerank ``documents`` against ``query`` and return the best ``top_n`` as new documents."""
-        docs = list(documents)
-        if not docs:
+        """Rerank ``documents`` against ``query`` and return the best ``top_n`` as new documents.
+
+        Repeated documents (same ``Document.id``, or same text when there is no id) are ranked
+        once, at their first position; the receipt's ``provenance.duplicates_dropped`` counts them.
+        """
+        given = list(documents)
+        if not given:
             return []
-        with trace(callbacks, query=query, n=len(docs), top_n=self.top_n, component=type(self).__name__) as info:
+        docs, keep = unique_documents(given)
+        with trace(callbacks, query=query, n=len(given), top_n=self.top_n, component=type(self).__name__) as info:
             t0 = time.perf_counter()
             qvec = self.embeddings.embed_query(query)
             vecs, extra = store_vectors(self.vectorstore, docs) if self.vectorstore is not None else (None, {})
@@ -140,17 +161,18 @@ class OscillinkCompressor(BaseDocumentCompressor):
                 vecs = as_matrix(self.embeddings.embed_documents([d.page_content for d in docs]), "passage embeddings")
             prov = self._provenance(extra, reembedded=not reused)
             info["embed_ms"] = 1e3 * (time.perf_counter() - t0)
-            out, receipt, timings = self._rerank(qvec, vecs, docs, prov)
-            self._fill(info, out, receipt, prov, timings)
+            out, _, summary = self._rerank(qvec, vecs, docs, keep, len(given), prov)
+            self._fill(info, prov, summary)
         return out
 
     async def acompress_documents(self, documents: Sequence[Document], query: str,
                                   callbacks: Callbacks | None = None) -> Sequence[Document]:
         """Async `compress_documents`: embeddings through the async API, the solve in a worker thread."""
-        docs = list(documents)
-        if not docs:
+        given = list(documents)
+        if not given:
             return []
-        async with atrace(callbacks, query=query, n=len(docs), top_n=self.top_n,
+        docs, keep = unique_documents(given)
+        async with atrace(callbacks, query=query, n=len(given), top_n=self.top_n,
                           component=type(self).__name__) as info:
             t0 = time.perf_counter()
             qvec = await self.embeddings.aembed_query(query)
@@ -163,8 +185,8 @@ class OscillinkCompressor(BaseDocumentCompressor):
                 vecs = as_matrix(rows, "passage embeddings")
             prov = self._provenance(extra, reembedded=not reused)
             info["embed_ms"] = 1e3 * (time.perf_counter() - t0)
-            out, receipt, timings = await asyncio.to_thread(self._rerank, qvec, vecs, docs, prov)
-            self._fill(info, out, receipt, prov, timings)
+            out, _, summary = await asyncio.to_thread(self._rerank, qvec, vecs, docs, keep, len(given), prov)
+            self._fill(info, prov, summary)
         return out
 
     # ---------------------------------------------------------------- LCEL

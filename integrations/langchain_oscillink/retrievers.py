@@ -13,8 +13,9 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from oscillink_core import LatticeParams
+from oscillink_core.app.adapters import check_score_threshold
 
-from ._core import DEFAULT_RECEIPT_KEY, atrace, check_params, rerank_documents, trace
+from ._core import DEFAULT_RECEIPT_KEY, atrace, check_params, rerank_documents, trace, unique_documents
 from ._vectors import FaissCandidateSource, Fetched, afetch, as_matrix, fetch
 
 __all__ = ["OscillinkRetriever"]
@@ -36,11 +37,12 @@ class OscillinkRetriever(BaseRetriever):
     with a ``reason``). See `langchain_oscillink._vectors` for the FAISS index types that can and
     cannot give their vectors back.
 
-    Every returned document is new; its metadata is the stored metadata plus
-    ``oscillink_score`` (float), ``oscillink_rank`` (int, 1 = best), ``retrieval_score`` (the
-    score the store returned, as a float: a similarity for `InMemoryVectorStore`, an L2 distance
-    for a default FAISS store, see ``provenance.score_source``), ``retrieval_rank`` and the
-    receipt under ``receipt_key``.
+    Every returned document is new; its metadata is a deep copy of the stored metadata plus
+    ``relevance_score`` (the score the ranking used; ``oscillink_score`` holds the same value),
+    ``oscillink_rank`` (int, 1 = best), the store's first-stage value as ``retrieval_score`` when
+    it is a similarity (`InMemoryVectorStore`, FAISS inner product, Qdrant Cosine/Dot) or of unknown
+    kind and as ``retrieval_distance`` when it is a distance (FAISS L2, Chroma), ``retrieval_rank``
+    and the receipt under ``receipt_key``. Chroma and Qdrant stores give their vectors back too.
 
     Setup:
         .. code-block:: bash
@@ -90,6 +92,9 @@ class OscillinkRetriever(BaseRetriever):
     """Lattice parameters: None (defaults), an ``oscillink_core.LatticeParams``, a dict of fields, a
     tuning profile dict or the path of a profile JSON file. Resolved once, at construction."""
 
+    score_threshold: float | None = None
+    """Drop documents whose ``relevance_score`` is below this value (None keeps all)."""
+
     search_kwargs: dict = Field(default_factory=dict)
     """Extra keyword arguments for the store search (e.g. ``{"filter": ...}``)."""
 
@@ -108,6 +113,11 @@ class OscillinkRetriever(BaseRetriever):
     @classmethod
     def _resolve(cls, value: Any) -> LatticeParams:
         return check_params(value)
+
+    @field_validator("score_threshold", mode="before")
+    @classmethod
+    def _threshold(cls, value: Any) -> float | None:
+        return check_score_threshold(value)
 
     @model_validator(mode="after")
     def _check_store(self) -> OscillinkRetriever:
@@ -136,16 +146,17 @@ class OscillinkRetriever(BaseRetriever):
                 "embeddings": type(self.embeddings).__name__, "fetch_k": fetch_k, **got.provenance}
 
     def _rerank(self, qvec: Any, got: Fetched, k: int, fetch_k: int) -> tuple[list[Document], dict, dict]:
-        return rerank_documents(query_vector=qvec, vectors=got.vectors, docs=got.docs, retrieval_scores=got.scores,
-                                top_n=k, params=self.params, receipt_key=self.receipt_key,
-                                signing_key=self.signing_key, light_receipt=self.light_receipt,
-                                provenance=self._provenance(got, fetch_k))
+        docs, keep = unique_documents(got.docs)
+        vectors = got.vectors if len(keep) == len(got.docs) else got.vectors[keep]
+        return rerank_documents(query_vector=qvec, vectors=vectors, docs=docs,
+                                retrieval_scores=[got.scores[i] for i in keep], score_kind=got.score_kind,
+                                positions=keep, n_in=len(got.docs), top_n=k, score_threshold=self.score_threshold,
+                                params=self.params, receipt_key=self.receipt_key, signing_key=self.signing_key,
+                                light_receipt=self.light_receipt, provenance=self._provenance(got, fetch_k))
 
     @staticmethod
-    def _fill(info: dict, out: list[Document], receipt: dict, got: Fetched, timings: dict, t_fetch: float) -> None:
-        info.update(n_returned=len(out), vectors=got.provenance.get("vectors"), state_sig=receipt["state_sig"],
-                    fetch_ms=t_fetch, rerank_ms=timings["rerank_ms"], core_ms=timings["core_ms"],
-                    cg_iterations=timings["cg_iterations"])
+    def _fill(info: dict, got: Fetched, summary: dict, t_fetch: float) -> None:
+        info.update(summary, vectors=got.provenance.get("vectors"), fetch_ms=t_fetch)
 
     # ---------------------------------------------------------------- BaseRetriever
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,
@@ -163,8 +174,8 @@ class OscillinkRetriever(BaseRetriever):
         t_fetch = 1e3 * (time.perf_counter() - t0)
         with trace(run_manager.get_child(), query=query, n=len(got.docs), top_n=k,
                    component=type(self).__name__) as info:
-            out, receipt, timings = self._rerank(qvec, got, k, fetch_k)
-            self._fill(info, out, receipt, got, timings, t_fetch)
+            out, _, summary = self._rerank(qvec, got, k, fetch_k)
+            self._fill(info, got, summary, t_fetch)
         return out
 
     async def _aget_relevant_documents(self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun,
@@ -182,6 +193,6 @@ class OscillinkRetriever(BaseRetriever):
         t_fetch = 1e3 * (time.perf_counter() - t0)
         async with atrace(run_manager.get_child(), query=query, n=len(got.docs), top_n=k,
                           component=type(self).__name__) as info:
-            out, receipt, timings = await asyncio.to_thread(self._rerank, qvec, got, k, fetch_k)
-            self._fill(info, out, receipt, got, timings, t_fetch)
+            out, _, summary = await asyncio.to_thread(self._rerank, qvec, got, k, fetch_k)
+            self._fill(info, got, summary, t_fetch)
         return out

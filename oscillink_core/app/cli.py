@@ -82,21 +82,27 @@ def cmd_ingest(a: argparse.Namespace) -> int:
     if a.chunk_overlap >= a.chunk_size:
         raise CLIError(f"ingest: --chunk-overlap ({a.chunk_overlap}) must be smaller than --chunk-size "
                        f"({a.chunk_size})", EXIT_USAGE)
+    if (a.index is None) == (a.store is None):
+        raise CLIError("ingest: give either --index DIR (a FAISS index folder) or --store chroma://HOST:PORT/NAME",
+                       EXIT_USAGE)
     key = _key_from_env(a.key_env)
     log = None if a.quiet else _err
-    rec = build_index(a.paths, a.index, chunk_size=a.chunk_size, chunk_overlap=a.chunk_overlap,
+    if a.store is not None:  # a served store: vectorstores.build_chroma_index
+        from .vectorstores import build_chroma_index as build_index
+    rec = build_index(a.paths, a.index or a.store, chunk_size=a.chunk_size, chunk_overlap=a.chunk_overlap,
                       text_field=a.text_field, id_field=a.id_field, encoding=a.encoding, overwrite=a.overwrite,
                       sign_key=key, progress=False if a.quiet else None, log=log)
     if a.json:
         _print(json.dumps(rec, indent=2, sort_keys=True, ensure_ascii=False))
     else:
         signed = "HMAC-SHA256 signed" if "signature" in rec else "unsigned (hashed; pass --key-env to sign)"
-        _print(f"indexed {rec['chunks']} chunks from {len(rec['sources'])} file(s) into {a.index}")
+        _print(f"indexed {rec['chunks']} chunks from {len(rec['sources'])} file(s) into {a.index or a.store}")
         _print(f"  model      {rec['model']['name']} (weights sha256 {rec['model']['fingerprint'][:16]}...)")
         _print(f"  chunking   {a.chunk_size} characters, overlap {a.chunk_overlap}")
         _print(f"  index      sha256 {rec['index']['sha256']}")
         _print(f"  store      sha256 {rec['store']['sha256']}")
-        _print(f"  receipt    {Path(a.index) / 'ingest_receipt.json'} ({signed})")
+        where = Path(a.index) / "ingest_receipt.json" if a.index else "the collection's metadata"
+        _print(f"  receipt    {where} ({signed})")
     return EXIT_OK
 
 
@@ -154,10 +160,11 @@ def _print_query(out, store, compare: bool) -> None:
 
 
 def cmd_query(a: argparse.Namespace) -> int:
-    from .store import IndexStore, run_query
+    from .store import run_query
+    from .vectorstores import open_index
 
     key = _key_from_env(a.key_env)
-    store = IndexStore.open(a.index, key=key)
+    store = open_index(a.index, key=key)
     params = None
     if a.params:
         from oscillink_core import resolve_params
@@ -190,7 +197,9 @@ def cmd_verify(a: argparse.Namespace) -> int:
     path = Path(a.receipt)
     if not path.is_file():
         raise CLIError(f"{path}: no such receipt file", EXIT_USAGE)
-    if a.index is not None and not Path(a.index).is_dir():
+    from .vectorstores import is_store_url
+
+    if a.index is not None and not is_store_url(a.index) and not Path(a.index).is_dir():
         raise CLIError(f"--index {a.index}: no such index directory", EXIT_USAGE)
     results: list[tuple[str, bool | None, str]] = []
 
@@ -248,14 +257,15 @@ def cmd_verify(a: argparse.Namespace) -> int:
 
 
 def _verify_against_index(a, receipt, key, check, canonical_json, strip_timings) -> None:
-    from .store import IndexStore, reproduce
+    from .store import reproduce
+    from .vectorstores import open_index
 
     prov = receipt.get("provenance")
     if not isinstance(prov, dict):
         check("reproduce", False, "the receipt has no provenance, so its query cannot be re-run")
         return
     try:
-        store = IndexStore.open(a.index, key=key)
+        store = open_index(a.index, key=key)
     except ValueError as exc:
         check("index", False, _one_line(exc))
         return
@@ -377,7 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Read .txt/.md/.jsonl/.csv files (or directories of them), chunk, embed with the "
                                    "packaged all-MiniLM-L6-v2 and write a FAISS index, chunk store and ingest receipt.")
     i.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to ingest")
-    i.add_argument("--index", required=True, metavar="DIR", help="index directory to write")
+    i.add_argument("--index", metavar="DIR", help="index directory to write (a FAISS index folder)")
+    i.add_argument("--store", metavar="chroma://HOST:PORT/NAME",
+                   help="write into this collection of a running Chroma server instead of a folder (query and "
+                        "verify then take the same URL in place of DIR)")
     i.add_argument("--chunk-size", type=_positive_int, default=DEFAULT_CHUNK_SIZE, metavar="N",
                    help=f"maximum chunk length in characters, cut at whitespace (default {DEFAULT_CHUNK_SIZE}, "
                         "about 200 tokens; the model reads at most 256 tokens and truncates the rest)")
@@ -396,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("query", help="retrieve, rerank and print the bundle with its receipt",
                        description="Embed the question, fetch the FAISS top --fetch-k, rerank with oscillink and print "
                                    "the top -k. The settle receipt carries provenance back to the index.")
-    q.add_argument("index", metavar="DIR", help="index directory written by oscillink ingest")
+    q.add_argument("index", metavar="DIR", help="index directory written by oscillink ingest, or the "
+                                              "chroma://HOST:PORT/NAME given to ingest --store")
     q.add_argument("question")
     q.add_argument("-k", type=_positive_int, default=5, help="how many passages to return (default 5)")
     q.add_argument("--fetch-k", type=_positive_int, default=50, metavar="N",

@@ -272,6 +272,9 @@ def run_query(store: IndexStore, question: str, *, k: int = 5, fetch_k: int = 50
         "retrieval": {"index": store.receipt["index"]["type"], "fetch_k": fetch_k, "fetched": len(ids),
                       "k": k},
     }
+    served = getattr(store, "query_provenance", None)
+    if served is not None:  # a served store (vectorstores.ChromaIndexStore): the candidates as fetched
+        receipt["provenance"]["served_store"] = served(rows, Y)
     if sign_key is not None:
         receipt = sign_receipt(receipt, sign_key)
     items = [_row(store, int(rows[it.index]), rank=it.rank, score=it.score, cosine=it.cosine, align=it.align,

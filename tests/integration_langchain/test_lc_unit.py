@@ -17,6 +17,7 @@ from langchain_core.runnables import RunnablePassthrough
 from langchain_core.vectorstores import InMemoryVectorStore
 
 import langchain_oscillink
+import oscillink_core
 from langchain_oscillink import FaissCandidateSource, OscillinkCompressor, OscillinkRetriever
 from langchain_oscillink import _core as lc_core
 from oscillink_core import rerank, strip_timings, validate_receipt, verify_receipt
@@ -24,7 +25,8 @@ from oscillink_core import rerank, strip_timings, validate_receipt, verify_recei
 from ._lc_helpers import CountingEmbeddings, TextOnlyStore
 
 QUERY = "subject 3 with detail 2"
-META_KEYS = {"oscillink_score", "oscillink_rank", "retrieval_score", "retrieval_rank", "oscillink_receipt"}
+META_KEYS = {"relevance_score", "oscillink_score", "oscillink_rank", "retrieval_score", "retrieval_rank",
+             "oscillink_receipt"}
 
 
 def community_faiss(emb, docs, index=None):
@@ -48,8 +50,7 @@ def expected_by_core(store: InMemoryVectorStore, emb, query: str, fetch_k: int, 
     q = np.asarray(emb.embed_query(query), dtype=np.float32)
     hits = store.similarity_search_with_score_by_vector(q.tolist(), k=fetch_k)
     Y = np.asarray([store.store[d.id]["vector"] for d, _ in hits], dtype=np.float32)
-    Y /= np.linalg.norm(Y, axis=1, keepdims=True)
-    return rerank(q / np.linalg.norm(q), Y, k=k, ids=[d.id for d, _ in hits])
+    return rerank(q, Y, k=k, ids=[d.id for d, _ in hits])  # the core scales to unit length (params.normalize)
 
 
 # ---------------------------------------------------------------- package surface
@@ -104,7 +105,7 @@ def test_compressor_matches_the_core_on_the_same_vectors(fake_emb, docs):
     out = OscillinkCompressor(embeddings=fake_emb, top_n=5).compress_documents(docs, QUERY)
     Y = np.asarray(fake_emb.embed_documents([d.page_content for d in docs]), dtype=np.float32)
     q = np.asarray(fake_emb.embed_query(QUERY), dtype=np.float32)
-    ref = rerank(q / np.linalg.norm(q), Y / np.linalg.norm(Y, axis=1, keepdims=True), k=5, ids=[d.id for d in docs])
+    ref = rerank(q, Y, k=5, ids=[d.id for d in docs])
     assert [d.id for d in out] == ref.ids
     assert out[0].metadata["oscillink_receipt"]["state_sig"] == ref.receipt["state_sig"]
     assert [d.metadata["oscillink_score"] for d in out] == ref.scores
@@ -122,13 +123,18 @@ def test_compressor_edge_cases(fake_emb, docs):
 
 
 def test_compressor_ids_fallback_and_duplicates(fake_emb):
-    docs = [Document("alpha beta"), Document("gamma", id="g"), Document("delta", id="g"), Document("eps")]
-    out = OscillinkCompressor(embeddings=fake_emb, top_n=4).compress_documents(docs, "alpha")
-    ids = [b["id"] for b in out[0].metadata["oscillink_receipt"]["bundle"]]
-    assert len(set(ids)) == 4 and "g" in ids
-    assert sum(i.startswith("pos") for i in ids) == 3
+    docs = [Document("alpha beta"), Document("gamma", id="g"), Document("gamma", id="g"), Document("eps"),
+            Document("alpha beta")]
+    out = OscillinkCompressor(embeddings=fake_emb, top_n=None).compress_documents(docs, "alpha")
+    rec = out[0].metadata["oscillink_receipt"]
+    ids = [b["id"] for b in rec["bundle"]]
+    assert len(ids) == 3 and "g" in ids and sum(i.startswith("pos") for i in ids) == 2
+    assert rec["provenance"]["duplicates_dropped"] == 2 and rec["provenance"]["candidates_in"] == 5
     # the returned documents keep their own (possibly missing) ids
-    assert sorted(str(d.id) for d in out) == sorted(["None", "None", "g", "g"])
+    assert sorted(str(d.id) for d in out) == sorted(["None", "None", "g"])
+    # one id, two texts: not one candidate, a clear error
+    with pytest.raises(ValueError, match="share the id 'g'"):
+        OscillinkCompressor(embeddings=fake_emb).compress_documents([Document("a", id="g"), Document("b", id="g")], "a")
 
 
 def test_compressor_rejects_bad_configuration(fake_emb):
@@ -183,7 +189,7 @@ async def test_compressor_async_solves_off_the_event_loop(fake_emb, docs, handle
         threads.append(threading.get_ident())
         return rerank(*args, **kwargs)
 
-    monkeypatch.setattr(lc_core, "rerank", spy)
+    monkeypatch.setattr(oscillink_core, "rerank", spy)
     comp = OscillinkCompressor(embeddings=fake_emb, top_n=3)
     out = await comp.acompress_documents(docs, QUERY, callbacks=[handler])
     assert threads and threads[0] != threading.get_ident()
@@ -287,7 +293,7 @@ async def test_retriever_async_matches_sync_and_solves_off_the_loop(fake_emb, me
 
     r = OscillinkRetriever(vectorstore=memory_store, k=3, fetch_k=20)
     ref = r.invoke(QUERY)
-    monkeypatch.setattr(lc_core, "rerank", spy)
+    monkeypatch.setattr(oscillink_core, "rerank", spy)
     out = await r.ainvoke(QUERY, config={"callbacks": [handler]})
     assert threads and threads[0] != threading.get_ident()
     assert [d.id for d in out] == [d.id for d in ref]
@@ -312,7 +318,9 @@ def test_retriever_over_community_faiss_does_not_touch_the_docstore(fake_emb, do
     prov = out[0].metadata["oscillink_receipt"]["provenance"]
     assert prov["vectors"] == "store" and prov["faiss_index"] == "IndexFlatL2"
     hits = dict((d.id, s) for d, s in store.similarity_search_with_score(QUERY, k=20))
-    assert [d.metadata["retrieval_score"] for d in out] == [pytest.approx(float(hits[d.id])) for d in out]
+    # an L2 store gives distances: named so, never as a retrieval_score
+    assert [d.metadata["retrieval_distance"] for d in out] == [pytest.approx(float(hits[d.id])) for d in out]
+    assert all("retrieval_score" not in d.metadata for d in out) and prov["score_kind"] == "distance"
     # after a delete the docstore-id map is rebuilt; the labels must follow it
     store.delete([docs[0].id, docs[5].id])
     out2 = r.invoke(QUERY, fetch_k=38)
@@ -382,7 +390,7 @@ def test_inmemory_vector_cache_follows_overwritten_documents(fake_emb, docs, mem
     second = comp.compress_documents(fresh, QUERY)[0].metadata["oscillink_receipt"]
     Y = np.asarray([memory_store.store[d.id]["vector"] for d in fresh], dtype=np.float32)
     q = np.asarray(fake_emb.embed_query(QUERY), dtype=np.float32)
-    ref = rerank(q / np.linalg.norm(q), Y / np.linalg.norm(Y, axis=1, keepdims=True), k=3, ids=[d.id for d in fresh])
+    ref = rerank(q, Y, k=3, ids=[d.id for d in fresh])
     assert second["state_sig"] == ref.receipt["state_sig"] != first["state_sig"]
     assert second["bundle"][0]["id"] == "d3"  # the passage now equal to the query wins
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,20 +21,32 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from pydantic import SecretBytes
 
-from oscillink_core import LatticeParams, __version__, rerank, resolve_params, sign_receipt
+from oscillink_core import LatticeParams, __version__, resolve_params
+from oscillink_core.app.adapters import (
+    DEFAULT_RECEIPT_KEY,
+    RANK_KEY,
+    RELEVANCE_KEY,
+    RETRIEVAL_DISTANCE_KEY,
+    RETRIEVAL_RANK_KEY,
+    RETRIEVAL_SCORE_KEY,
+    SCORE_KEY,
+    check_score_threshold,
+    check_top_n,
+    dedupe,
+    rerank_candidates,
+    result_metadata,
+    trace_summary,
+)
 from oscillink_core.params import read_profile_json
 
-from .vectors import NodeIdMap, lookup_vectors, store_kind
+from .vectors import NodeIdMap, lookup_vectors, score_kind, store_kind
 
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
 
-__all__ = ["OscillinkPostprocessor", "DEFAULT_RECEIPT_KEY", "SCORE_KEY", "RANK_KEY", "RETRIEVAL_SCORE_KEY"]
+__all__ = ["OscillinkPostprocessor", "DEFAULT_RECEIPT_KEY", "SCORE_KEY", "RANK_KEY", "RETRIEVAL_SCORE_KEY",
+           "RELEVANCE_KEY", "RETRIEVAL_DISTANCE_KEY", "RETRIEVAL_RANK_KEY"]
 
-DEFAULT_RECEIPT_KEY = "oscillink_receipt"
-SCORE_KEY = "oscillink_score"
-RANK_KEY = "oscillink_rank"
-RETRIEVAL_SCORE_KEY = "retrieval_score"
 MODEL_NAME = f"oscillink-core/{__version__}"
 
 
@@ -85,13 +98,15 @@ class OscillinkPostprocessor(BaseNodePostprocessor):
     embeds ``query_bundle.embedding_strs`` (``aquery`` passes a fresh bundle without one). Vectors and
     query must come from the same embedding model as the index; a dimension mismatch raises.
 
-    Returned nodes are copies with plain float scores; their metadata gets ``oscillink_score``,
-    ``oscillink_rank``, ``retrieval_score`` (whatever score the retriever reported: a similarity, or an
-    L2 distance for a FAISS L2 index) and the receipt as a JSON string under ``receipt_key``. All four
-    keys are excluded from embedding metadata, so a reranked node embeds as before; from LLM metadata
-    the receipt is always excluded and the scores unless ``scores_in_llm_metadata=True``. Nodes with a
-    repeated node id are dropped after their first occurrence (the core needs unique ids); the receipt
-    counts them.
+    Returned nodes are deep copies whose score is the relevance score the ranking used; their metadata
+    gets ``relevance_score`` (same value), ``oscillink_score``, ``oscillink_rank``, the retriever's
+    first-stage score as ``retrieval_score`` (a similarity or unknown kind) or ``retrieval_distance``
+    (a FAISS L2 distance) when ``keep_retrieval_score``, ``retrieval_rank`` and the receipt as a JSON
+    string under ``receipt_key``. These keys are excluded from embedding metadata, so a reranked node
+    embeds as before; from LLM metadata the receipt is always excluded and the scores unless
+    ``scores_in_llm_metadata=True``. Repeated inputs (same node id and text) are ranked once, at their
+    first position; the receipt counts them. ``top_n=None`` returns every node, ``score_threshold``
+    drops nodes scored below it.
 
     Serialisation: ``to_dict``/``from_dict`` keep ``top_n``, ``params``, ``receipt_key`` and
     ``scores_in_llm_metadata``. The signing key, ``embed_model`` and ``vector_store`` are secrets or
@@ -100,7 +115,13 @@ class OscillinkPostprocessor(BaseNodePostprocessor):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
-    top_n: int = Field(default=5, ge=1, description="Number of nodes to return, best first.")
+    top_n: int | None = Field(default=5, description="Number of nodes to return, best first; None returns all.")
+    score_threshold: float | None = Field(
+        default=None, description="Drop nodes whose relevance score is below this value (None keeps all); the "
+                                  "receipt lists the ids dropped (provenance.below_threshold).")
+    keep_retrieval_score: bool = Field(
+        default=True, description="Keep the first-stage score in metadata: retrieval_score for a similarity (or a "
+                                  "score of unknown kind), retrieval_distance for a distance (FAISS L2).")
     params: dict[str, Any] | None = Field(
         default=None,
         description=(
@@ -135,6 +156,16 @@ class OscillinkPostprocessor(BaseNodePostprocessor):
     )
 
     _id_map: NodeIdMap | None = PrivateAttr(default=None)
+
+    @field_validator("top_n", mode="before")
+    @classmethod
+    def _check_top_n(cls, v: Any) -> int | None:
+        return check_top_n(v)
+
+    @field_validator("score_threshold", mode="before")
+    @classmethod
+    def _check_threshold(cls, v: Any) -> float | None:
+        return check_score_threshold(v)
 
     @field_validator("params", mode="before")
     @classmethod
@@ -192,16 +223,15 @@ class OscillinkPostprocessor(BaseNodePostprocessor):
         if query_bundle is None:
             raise ValueError("OscillinkPostprocessor needs the query: pass query_bundle= (or query_str=) "
                              "to postprocess_nodes")
+        if query_bundle.embedding is None and not any(s.strip() for s in query_bundle.embedding_strs or []):
+            raise ValueError("OscillinkPostprocessor got an empty query (query_str is empty or blank and the query "
+                             "bundle has no embedding): there is nothing to rank the nodes against")
 
     @staticmethod
-    def _unique(nodes: list[NodeWithScore]) -> list[NodeWithScore]:
-        seen: set[str] = set()
-        out = []
-        for n in nodes:
-            if n.node.node_id not in seen:
-                seen.add(n.node.node_id)
-                out.append(n)
-        return out
+    def _unique(nodes: list[NodeWithScore]) -> tuple[list[NodeWithScore], list[int]]:
+        keep, _ = dedupe([n.node.node_id for n in nodes],
+                         [n.node.get_content(metadata_mode=MetadataMode.NONE) for n in nodes])
+        return [nodes[i] for i in keep], keep
 
     def _stored_vectors(self, nodes: list[NodeWithScore]) -> tuple[list[np.ndarray | None], list[str], str | None]:
         vecs: list[np.ndarray | None] = [None] * len(nodes)
@@ -227,19 +257,18 @@ class OscillinkPostprocessor(BaseNodePostprocessor):
         it = iter(embedded)
         return [v if v is not None else np.asarray(next(it), dtype=np.float32) for v in vecs]
 
-    def _rank(self, nodes: list[NodeWithScore], vecs: list[np.ndarray], sources: list[str], query_vec: Any,
-              query_source: str, note: str | None, n_in: int, query_bundle: QueryBundle) -> list[NodeWithScore]:
+    def _rank(self, nodes: list[NodeWithScore], keep: list[int], vecs: list[np.ndarray], sources: list[str],
+              query_vec: Any, query_source: str, note: str | None, n_in: int, query_bundle: QueryBundle
+              ) -> tuple[list[NodeWithScore], dict]:
+        dims = {np.asarray(v).size for v in vecs}
+        if len(dims) > 1:
+            raise ValueError(f"candidate vectors differ in size ({sorted(dims)}): the vector store and embed_model "
+                             "must use one embedding model")
         Y = np.vstack([np.asarray(v, dtype=np.float32).reshape(1, -1) for v in vecs])
-        q = np.asarray(query_vec, dtype=np.float32).reshape(-1)
-        if q.shape[0] != Y.shape[1]:
-            raise ValueError(f"the query embedding has dimension {q.shape[0]} but the candidate vectors have "
-                             f"{Y.shape[1]}: the query, the vector store and embed_model must use the same "
-                             f"embedding model")
-        ids = [n.node.node_id for n in nodes]
-        res = rerank(q, Y, k=min(self.top_n, len(nodes)), ids=ids, params=self.params)
         counts = {s: sources.count(s) for s in ("node", "vector_store", "embedded")}
         used = [s for s, c in counts.items() if c]
         uses_embedder = counts["embedded"] > 0 or query_source == "embedded"
+        kind, kind_note = score_kind(self.vector_store)
         provenance: dict[str, Any] = {
             "integration": "llama_index.postprocessor.oscillink",
             "vectors": used[0] if len(used) == 1 else "mixed",
@@ -250,45 +279,64 @@ class OscillinkPostprocessor(BaseNodePostprocessor):
             "query_sha256": hashlib.sha256(query_bundle.query_str.encode("utf-8")).hexdigest(),
             "candidates_in": n_in,
             "duplicates_dropped": n_in - len(nodes),
+            "score_kind": kind,
         }
+        if kind_note:
+            provenance["score_source"] = kind_note
         if note:
             provenance["vector_store_note"] = note
-        receipt = {**res.receipt, "provenance": provenance}
-        if self.sign_key is not None:
-            receipt = sign_receipt(receipt, self.sign_key.get_secret_value())
-        receipt_json = json.dumps(receipt, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        added_keys = [SCORE_KEY, RANK_KEY, RETRIEVAL_SCORE_KEY, self.receipt_key]
+        sign = self.sign_key.get_secret_value() if self.sign_key is not None else None
+        ranked = rerank_candidates(query_vec, Y, ids=[n.node.node_id for n in nodes], top_n=self.top_n,
+                                   params=self.params, provenance=provenance, score_threshold=self.score_threshold,
+                                   sign_key=sign)
+        receipt_json = json.dumps(ranked.receipt, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        first_key = RETRIEVAL_DISTANCE_KEY if kind == "distance" else RETRIEVAL_SCORE_KEY
+        added_keys = [RELEVANCE_KEY, SCORE_KEY, RANK_KEY, first_key, RETRIEVAL_RANK_KEY, self.receipt_key]
         llm_hidden = [self.receipt_key] if self.scores_in_llm_metadata else added_keys
         out = []
-        for item in res.items:
+        for item in ranked.items:
             src = nodes[item.index]
+            meta = result_metadata(src.node.metadata, item, first_stage=src.score, first_stage_kind=kind,
+                                   first_stage_rank=keep[item.index] + 1, receipt_key=self.receipt_key,
+                                   receipt_value=receipt_json)
+            if not self.keep_retrieval_score:
+                meta.pop(first_key, None)
             node = src.node
-            new_node = node.model_copy(update={
-                "metadata": {
-                    **node.metadata,
-                    SCORE_KEY: float(item.score),
-                    RANK_KEY: int(item.rank),
-                    RETRIEVAL_SCORE_KEY: None if src.score is None else float(src.score),
-                    self.receipt_key: receipt_json,
-                },
+            new_node = node.model_copy(deep=True, update={
+                "metadata": meta,
                 "excluded_llm_metadata_keys": _add_keys(node.excluded_llm_metadata_keys, llm_hidden),
                 "excluded_embed_metadata_keys": _add_keys(node.excluded_embed_metadata_keys, added_keys),
             })
             out.append(NodeWithScore(node=new_node, score=float(item.score)))
-        return out
+        return out, trace_summary(ranked, n_in=n_in, n_ranked=len(nodes))
 
     def _payload(self, nodes: list[NodeWithScore], query_bundle: QueryBundle) -> dict:
         return {EventPayload.NODES: nodes, EventPayload.MODEL_NAME: MODEL_NAME,
-                EventPayload.QUERY_STR: query_bundle.query_str, EventPayload.TOP_K: self.top_n}
+                EventPayload.QUERY_STR: query_bundle.query_str,
+                EventPayload.TOP_K: self.top_n if self.top_n is not None else len(nodes)}
+
+    def _start(self, nodes: list[NodeWithScore], query_bundle: QueryBundle) -> None:
+        dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes,
+                                          top_n=self.top_n if self.top_n is not None else len(nodes),
+                                          model_name=MODEL_NAME,
+                                          tags={"n_candidates": len(nodes), "top_n": self.top_n,
+                                                "score_threshold": self.score_threshold}))
+
+    @staticmethod
+    def _end(event: Any, new_nodes: list[NodeWithScore], summary: dict, t0: float) -> None:
+        summary = {**summary, "total_ms": 1e3 * (time.perf_counter() - t0)}
+        event.on_end(payload={EventPayload.NODES: new_nodes, "oscillink": summary})
+        dispatcher.event(ReRankEndEvent(nodes=new_nodes, tags=summary))
 
     def _postprocess_nodes(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
                            ) -> list[NodeWithScore]:
         self._check(query_bundle)
         if not nodes:
             return []
-        dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=self.top_n, model_name=MODEL_NAME))
+        t0 = time.perf_counter()
+        self._start(nodes, query_bundle)
         with self.callback_manager.event(CBEventType.RERANKING, payload=self._payload(nodes, query_bundle)) as event:
-            unique = self._unique(nodes)
+            unique, keep = self._unique(nodes)
             vecs, sources, note = self._stored_vectors(unique)
             texts = self._texts(unique, vecs)
             embedded = self._embed_model().get_text_embedding_batch(texts) if texts else []
@@ -297,10 +345,9 @@ class OscillinkPostprocessor(BaseNodePostprocessor):
             else:
                 query_vec = self._embed_model().get_agg_embedding_from_queries(query_bundle.embedding_strs)
                 query_source = "embedded"
-            new_nodes = self._rank(unique, self._fill(vecs, embedded), sources, query_vec, query_source, note,
-                                   len(nodes), query_bundle)
-            event.on_end(payload={EventPayload.NODES: new_nodes})
-        dispatcher.event(ReRankEndEvent(nodes=new_nodes))
+            new_nodes, summary = self._rank(unique, keep, self._fill(vecs, embedded), sources, query_vec,
+                                            query_source, note, len(nodes), query_bundle)
+            self._end(event, new_nodes, summary, t0)
         return new_nodes
 
     async def _apostprocess_nodes(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
@@ -310,9 +357,10 @@ class OscillinkPostprocessor(BaseNodePostprocessor):
         self._check(query_bundle)
         if not nodes:
             return []
-        dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=self.top_n, model_name=MODEL_NAME))
+        t0 = time.perf_counter()
+        self._start(nodes, query_bundle)
         with self.callback_manager.event(CBEventType.RERANKING, payload=self._payload(nodes, query_bundle)) as event:
-            unique = self._unique(nodes)
+            unique, keep = self._unique(nodes)
             vecs, sources, note = await asyncio.to_thread(self._stored_vectors, unique)
             texts = self._texts(unique, vecs)
             embedded = await self._embed_model().aget_text_embedding_batch(texts) if texts else []
@@ -321,8 +369,7 @@ class OscillinkPostprocessor(BaseNodePostprocessor):
             else:
                 query_vec = await self._embed_model().aget_agg_embedding_from_queries(query_bundle.embedding_strs)
                 query_source = "embedded"
-            new_nodes = await asyncio.to_thread(self._rank, unique, self._fill(vecs, embedded), sources, query_vec,
-                                                query_source, note, len(nodes), query_bundle)
-            event.on_end(payload={EventPayload.NODES: new_nodes})
-        dispatcher.event(ReRankEndEvent(nodes=new_nodes))
+            new_nodes, summary = await asyncio.to_thread(self._rank, unique, keep, self._fill(vecs, embedded), sources,
+                                                         query_vec, query_source, note, len(nodes), query_bundle)
+            self._end(event, new_nodes, summary, t0)
         return new_nodes

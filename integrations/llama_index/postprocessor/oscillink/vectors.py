@@ -15,6 +15,13 @@ Two stores are read directly:
   Indexes that cannot reconstruct (IVF without a direct map, PQ codes) raise inside FAISS; the
   caller then embeds the node text instead and says so in the receipt.
 
+* ``ChromaVectorStore`` (``llama-index-vector-stores-chroma``): records are stored under the node
+  id; ``collection.get(ids=..., include=["embeddings"])`` (see `oscillink_core.app.vectorstores`).
+  Its retriever reports ``exp(-distance)`` as the score, a similarity.
+* ``QdrantVectorStore`` (``llama-index-vector-stores-qdrant``; a server or ``qdrant-client`` local
+  mode): points are stored under the node id; ``client.retrieve(..., with_vectors=True)`` with the
+  store's dense vector name. Scores are Qdrant's (similarity for Cosine / Dot collections).
+
 Any other store returns nothing here and the caller embeds the node text.
 """
 
@@ -29,17 +36,25 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["store_kind", "NodeIdMap", "lookup_vectors"]
+__all__ = ["store_kind", "NodeIdMap", "lookup_vectors", "score_kind"]
+
+
+def _named(obj: Any, name: str, module: str) -> bool:
+    return any(c.__name__ == name and c.__module__.startswith(module) for c in type(obj).__mro__)
 
 
 def store_kind(vector_store: Any) -> str | None:
-    """``"simple"``, ``"faiss"`` or None (a store this module cannot read vectors from)."""
+    """``"simple"``, ``"faiss"``, ``"chroma"``, ``"qdrant"`` or None (a store this module cannot read)."""
     if vector_store is None:
         return None
     from llama_index.core.vector_stores.simple import SimpleVectorStore
 
     if isinstance(vector_store, SimpleVectorStore):
         return "simple"
+    if _named(vector_store, "ChromaVectorStore", "llama_index.vector_stores.chroma"):
+        return "chroma"
+    if _named(vector_store, "QdrantVectorStore", "llama_index.vector_stores.qdrant"):
+        return "qdrant"
     try:
         from llama_index.vector_stores.faiss import FaissVectorStore
     except ImportError:  # the faiss vector store package is optional
@@ -115,6 +130,47 @@ def _faiss_vectors(store: Any, vector_ids: Sequence[str | None]) -> list[np.ndar
     return out
 
 
+def score_kind(vector_store: Any) -> tuple[str, str | None]:
+    """What the retriever's scores over ``vector_store`` are: (``"similarity"`` | ``"distance"`` |
+    ``"unknown"``, a description or None)."""
+    kind = store_kind(vector_store)
+    if kind == "simple":
+        return "similarity", "SimpleVectorStore: cosine similarity (default query mode)"
+    if kind == "faiss":
+        metric = getattr(vector_store.client, "metric_type", None)
+        if metric == 0:  # faiss.METRIC_INNER_PRODUCT
+            return "similarity", "FaissVectorStore: inner product"
+        return "distance", "FaissVectorStore: squared L2 distance (lower is closer)"
+    if kind == "chroma":
+        return "similarity", "ChromaVectorStore: exp(-distance)"
+    if kind == "qdrant":
+        from oscillink_core.app.vectorstores import qdrant_score_kind
+
+        k, dist = qdrant_score_kind(vector_store.client, vector_store.collection_name,
+                                    getattr(vector_store, "dense_vector_name", None))
+        return k, f"QdrantVectorStore: {dist}"
+    return "unknown", None
+
+
+def _served_vectors(kind: str, store: Any, node_ids: Sequence[str]) -> tuple[list[np.ndarray | None], str | None]:
+    from oscillink_core.app.vectorstores import chroma_vectors, qdrant_vectors
+
+    empty: list[np.ndarray | None] = [None] * len(node_ids)
+    try:
+        if kind == "chroma":
+            rows, prov = chroma_vectors(store._collection, node_ids)
+        else:
+            rows, prov = qdrant_vectors(store.client, store.collection_name, node_ids,
+                                        getattr(store, "dense_vector_name", None))
+    except Exception as exc:  # a served store that fails: embed instead, and say why
+        note = f"{type(store).__name__} lookup failed ({type(exc).__name__}: {str(exc)[:200]})"
+        logger.warning("%s; embedding the node text instead", note)
+        return empty, note
+    if rows is None:
+        return empty, prov.get("reason")
+    return list(rows), None
+
+
 def lookup_vectors(vector_store: Any, node_ids: Sequence[str], id_map: NodeIdMap | None = None
                    ) -> tuple[list[np.ndarray | None], str | None]:
     """Stored vectors for ``node_ids`` (None where the store has none) and an error note or None.
@@ -126,6 +182,8 @@ def lookup_vectors(vector_store: Any, node_ids: Sequence[str], id_map: NodeIdMap
     empty: list[np.ndarray | None] = [None] * len(node_ids)
     if kind is None:
         return empty, None
+    if kind in ("chroma", "qdrant"):  # both store each node under its node id
+        return _served_vectors(kind, vector_store, node_ids)
     if id_map is not None:
         vector_ids = id_map.get(node_ids)
     elif kind == "simple":
