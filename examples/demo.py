@@ -1,15 +1,22 @@
 """`make demo`: the main job end to end on the bundled corpus, through the real `oscillink` CLI.
 
-1. ingest examples/data/demo_corpus.jsonl (90 passages, 15 planted traps) into an index
-   (default .cache/demo-index, rebuilt every run), signing the ingest receipt;
+1. ingest examples/data/demo_corpus.jsonl (90 passages, 15 planted traps) into an index in a
+   fresh temporary folder (removed at the end; ``--index-dir DIR`` keeps it in DIR instead), signing
+   the ingest receipt. Nothing is written under the checkout, whatever the working directory;
 2. ask the three demo questions with ``oscillink query --compare``: the oscillink bundle beside
    the plain cosine top-k, traps marked;
 3. count, from the corpus labels, the relevant passages and the traps each method put in its
    top-k, and say plainly which did better on each question (ties and losses included);
 4. verify one signed receipt against the index (schema, HMAC, re-run), then show that a
-   tampered copy fails.
+   tampered copy fails;
+5. a real LLM reads the context: three short-answer questions (examples/data/demo_planted.json)
+   over the corpus plus three planted passages per question that assert a false answer. Gemma 3
+   270M (``oscillink_core.app.llm``, greedy) answers from cosine's top 5, from oscillink's
+   (defaults) and from oscillink with ``screen="drop"``; the flags oscillink raised are shown, and the
+   demo says plainly whether oscillink changed the answer. Answers are cached in the user cache
+   (``~/.cache/oscillink/llm_answers``, or ``$OSCILLINK_LLM_CACHE``). ``--no-llm`` skips this step.
 
-Run: ``make demo`` or ``python examples/demo.py [--index-dir DIR] [-k 5] [--questions q1,q2,q3]``.
+Run: ``make demo`` or ``python examples/demo.py [--index-dir DIR] [-k 5] [--questions q1,q2,q3] [--no-llm]``.
 The numbers printed are whatever the current code produces; nothing here is hard-coded.
 """
 
@@ -20,7 +27,9 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 CORPUS = DATA / "demo_corpus.jsonl"
 QUESTIONS = DATA / "demo_questions.json"
+PLANTED = DATA / "demo_planted.json"
 KEY_VAR = "OSCILLINK_DEMO_KEY"
 DEMO_KEY = "demo-key: not a secret, set by examples/demo.py"
 
@@ -80,17 +90,28 @@ def describe(ids: list[str], q: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--index-dir", default=str(ROOT / ".cache" / "demo-index"))
+    ap.add_argument("--index-dir", default=None,
+                    help="keep the index (and receipts) here; default: a temporary folder, removed at the end")
     ap.add_argument("-k", type=int, default=5)
     ap.add_argument("--fetch-k", type=int, default=50)
     ap.add_argument("--questions", default=None, help="comma-separated question ids (default: the file's demo set)")
+    ap.add_argument("--no-llm", action="store_true", help="skip step 5 (the LLM reading the contexts)")
     a = ap.parse_args(argv)
+    if a.index_dir is None:
+        tmp = tempfile.mkdtemp(prefix="oscillink-demo-")
+        try:
+            return _main(a, Path(tmp) / "demo-index")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return _main(a, Path(a.index_dir))
+
+
+def _main(a: argparse.Namespace, index: Path) -> int:
     t0 = time.perf_counter()
     os.environ[KEY_VAR] = DEMO_KEY
     spec = json.loads(QUESTIONS.read_text("utf-8"))
     by_id = {q["id"]: q for q in spec["questions"]}
     chosen = a.questions.split(",") if a.questions else spec["demo_questions"]
-    index = Path(a.index_dir)
     receipts = index.parent / f"{index.name}-receipts"
     receipts.mkdir(parents=True, exist_ok=True)
 
@@ -158,12 +179,95 @@ def main(argv: list[str] | None = None) -> int:
     tampered.write_text(json.dumps(rec, indent=2), "utf-8")
     print(f"\nnow the same receipt with bundle[0].score changed by +0.001 ({tampered.name}); this must fail:")
     code_t = run("verify", tampered, "--key-env", KEY_VAR)
-    banner(f"demo finished in {time.perf_counter() - t0:.1f} s; index in {_short(index)}, receipts in "
-           f"{_short(receipts)}")
+    if not a.no_llm:
+        llm_step(a.k, a.fetch_k)
+    where = (f"index in {_short(index)}, receipts in {_short(receipts)}" if a.index_dir else
+             "index and receipts were in a temporary folder, now removed (--index-dir DIR keeps them)")
+    banner(f"demo finished in {time.perf_counter() - t0:.1f} s; {where}")
     if code != 0 or code_t != 1:
         print("demo: receipt verification did not behave as expected", file=sys.stderr)
         return 1
     return 0
+
+
+def _has(answer: str, value: str) -> bool:
+    return value.lower() in answer.lower()
+
+
+def llm_step(k: int, fetch_k: int, only: list[str] | None = None) -> dict:
+    """Step 5: the real LLM answers from cosine's context and from oscillink's (see the docstring).
+    ``only``: ask just these question ids of demo_planted.json (default: all)."""
+    import numpy as np
+
+    from oscillink_core import rerank
+    from oscillink_core.app import llm
+    from oscillink_core.app.embeddings import embed
+
+    spec = json.loads(PLANTED.read_text("utf-8"))
+    asked = [q for q in spec["questions"] if only is None or q["id"] in only]
+    rows = [json.loads(line) for line in CORPUS.read_text("utf-8").splitlines() if line.strip()]
+    planted = [p for q in spec["questions"] for p in q["planted"]]
+    ids = [r["id"] for r in rows] + [p["id"] for p in planted]
+    texts = [r["text"] for r in rows] + [p["text"] for p in planted]
+    banner(f"5. a real LLM reads the context: {len(asked)} short-answer question(s), the corpus plus "
+           f"{len(planted)} planted passages ({PLANTED.relative_to(ROOT)})")
+    print(f"reader: {llm.MODEL_NAME}, greedy; first stage: cosine top {fetch_k} over {len(ids)} passages; "
+          f"context: {k} passages", flush=True)
+    t0 = time.perf_counter()
+    X = embed(texts)
+    llm.load()
+    print(f"(embedded the passages and loaded the model in {time.perf_counter() - t0:.1f} s)", flush=True)
+    cache = llm.AnswerCache(llm.default_cache_dir())
+    summary = {"changed": 0, "fixed": 0, "broke": 0, "n": 0}
+    variants = (("cosine", None), ("oscillink", None), ("oscillink screen=drop", {"screen": "drop"}))
+    for q in asked:
+        psi = embed([q["question"]])[0]
+        cos = X @ psi
+        cand = np.lexsort((np.arange(cos.size), -cos))[:fetch_k]
+        print(f"\n{q['id']}: {q['question']}   (true: {q['answer']}; planted false: {q['false_answer']})")
+        answers = {}
+        for name, params in variants:
+            if name == "cosine":
+                chosen, flags, screened = [int(i) for i in cand[:k]], {}, []
+            else:
+                res = rerank(psi, X[cand], k=k, ids=[ids[i] for i in cand], params=params)
+                chosen = [int(cand[i]) for i in res.indices]
+                flags = {it.id: list(getattr(it, "flags", ()) or ()) for it in res}
+                screened = list(getattr(res, "screened", ()) or ())
+            ctx_ids = [ids[i] for i in chosen]
+            ans = cache.answer(llm.qa_prompt(q["question"], [texts[i] for i in chosen]))
+            answers[name] = ans
+            n_planted = sum(i.startswith("plant-") for i in ctx_ids)
+            verdict = ("right" if _has(ans, q["answer"]) and not _has(ans, q["false_answer"]) else
+                       "FALSE (planted value)" if _has(ans, q["false_answer"]) else "neither")
+            print(f"  {name:<22} context {', '.join(ctx_ids)}  ({n_planted} planted)")
+            shown = {i: f for i, f in flags.items() if f}
+            if shown:
+                print(f"  {'':<22} flags: " + "; ".join(f"{i}: {', '.join(f)}" for i, f in shown.items()))
+            if screened:
+                print(f"  {'':<22} screened out: " + "; ".join(
+                    f"{s.get('id')} ({', '.join(s.get('flags', ()))}, {s.get('action')})" for s in screened))
+            print(f"  {'':<22} answer: {ans!r}  -> {verdict}", flush=True)
+        base = answers["cosine"]
+        for name, _ in variants[1:]:
+            summary["n"] += 1
+            if answers[name] == base:
+                print(f"  -> {name}: the same answer as cosine")
+                continue
+            summary["changed"] += 1
+            good_now, good_before = _has(answers[name], q["answer"]), _has(base, q["answer"])
+            if good_now and not good_before:
+                summary["fixed"] += 1
+            elif good_before and not good_now:
+                summary["broke"] += 1
+            print(f"  -> {name}: CHANGED the answer ({base!r} -> {answers[name]!r})")
+    print(f"\noscillink changed the answer in {summary['changed']} of {summary['n']} (question, variant) pairs: "
+          f"{summary['fixed']} from wrong to right, {summary['broke']} from right to wrong.")
+    print(f"{len(asked)} question(s) are an illustration, not a measurement: benchmarks/e2e/run.py measures this on "
+          "HaluEval (benchmarks/results/e2e.md).")
+    print(f"(answers: {cache.hits} from the cache, {cache.misses} generated; the cache is the user cache, "
+          "~/.cache/oscillink/llm_answers, or $OSCILLINK_LLM_CACHE)")
+    return summary
 
 
 if __name__ == "__main__":

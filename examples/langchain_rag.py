@@ -14,8 +14,14 @@ What it does:
 4. verifies one signed receipt with ``oscillink_core.verify_receipt`` and shows that a modified
    copy fails.
 
-No LLM is called (none ships offline); the final prompt is printed instead. Whether the rerank
-helps or hurts on these questions is whatever the printout shows: nothing here is hand-picked.
+5. (unless ``--no-llm``) the chain ends in a real LLM: the oscillink context goes through
+   ``langchain_oscillink.llms.QA_PROMPT`` to ``GemmaLLM`` (Gemma 3 270M, offline, greedy, answers
+   cached in ``~/.cache/oscillink/llm_answers``), and its one-line answer is printed. It is a
+   270M base model: short factual answers only; the printout shows what it says.
+
+Whether the rerank helps or hurts on these questions is whatever the printout shows: nothing here
+is hand-picked. Gemma is provided under and subject to the Gemma Terms of Use
+(https://ai.google.dev/gemma/terms).
 """
 
 from __future__ import annotations
@@ -89,10 +95,12 @@ def show(question: str, qid: str | None, store: InMemoryVectorStore, chain, k: i
           f"deltaH={rec['energy']['deltaH']:.4g}  cg_iters={rec['solver']['iterations']}  "
           f"converged={rec['solver']['converged']}  vectors={rec['provenance']['vectors']} "
           f"({rec['provenance'].get('vector_access', rec['provenance'].get('reason'))})")
-    print("  prompt sent to the LLM (not called here):")
+    print("  chat prompt built from the context (for a chat model):")
     for msg in prompt.to_messages():
         text = msg.content if len(msg.content) < 600 else msg.content[:600] + " ..."
         print("    " + f"{msg.type}: {text}".replace("\n", "\n    "))
+    if "answer" in out:
+        print(f"  answer of GemmaLLM (Gemma 3 270M, greedy) from the oscillink context: {out['answer']!r}")
     return rec
 
 
@@ -101,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--question", help="ask this instead of the demo questions")
     ap.add_argument("--k", type=int, default=4, help="passages in the context (default 4)")
     ap.add_argument("--fetch-k", type=int, default=30, help="candidates reranked (default 30)")
+    ap.add_argument("--no-llm", action="store_true", help="stop at the prompt (no GemmaLLM answer)")
     args = ap.parse_args(argv)
 
     docs, qfile = load_corpus()
@@ -116,6 +125,15 @@ def main(argv: list[str] | None = None) -> int:
         | RunnablePassthrough.assign(context=RunnableLambda(lambda x: format_context(x["docs"])))
         | RunnablePassthrough.assign(prompt=PROMPT)
     )
+    if not args.no_llm:
+        from langchain_core.output_parsers import StrOutputParser
+
+        from langchain_oscillink.llms import QA_PROMPT, GemmaLLM
+
+        reader = (RunnableLambda(lambda x: {"context": "\n".join(d.page_content for d in x["docs"]),
+                                            "question": x["question"]})
+                  | QA_PROMPT | GemmaLLM() | StrOutputParser())
+        chain = chain | RunnablePassthrough.assign(answer=reader)
 
     if args.question:
         asked = [(None, args.question)]

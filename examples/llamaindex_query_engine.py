@@ -11,6 +11,12 @@ question the script prints the plain retriever order (cosine, top n) next to the
 marking passages the corpus labels as relevant or as planted traps, then the answer context and
 the receipt (signed with ``--sign-key`` and verified). The receipt is attached to every returned
 node's metadata but excluded from the LLM prompt, which the echoed context shows.
+
+``--llm gemma`` answers with a real LLM instead: ``llama_index.llms.oscillink_gemma.GemmaLLM``
+(Gemma 3 270M, offline, greedy, answers cached in ``~/.cache/oscillink/llm_answers``) with its
+few-shot ``QA_PROMPT`` as the text-QA template; the answer is printed, and the receipt check reads
+the prompt the engine formatted. Gemma is provided under and subject to the Gemma Terms of Use
+(https://ai.google.dev/gemma/terms).
 """
 
 from __future__ import annotations
@@ -84,10 +90,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", help="lattice params: a JSON dict or the path of a tuning profile")
     ap.add_argument("--sign-key", default="demo-key", help="HMAC key for the receipts (default: demo-key)")
     ap.add_argument("--show-receipt", action="store_true", help="print each receipt in full")
+    ap.add_argument("--llm", choices=("mock", "gemma"), default="mock",
+                    help="mock: MockLLM echoes the prompt (default); gemma: the packaged Gemma 3 270M answers")
     args = ap.parse_args(argv)
 
     Settings.embed_model = PackagedMiniLMEmbedding()
-    Settings.llm = MockLLM()  # echoes the prompt: the "answer" is the context the LLM would get
+    qa_kwargs = {}
+    if args.llm == "gemma":
+        from llama_index.llms.oscillink_gemma import QA_PROMPT, GemmaLLM
+
+        Settings.llm = GemmaLLM()
+        qa_kwargs = {"text_qa_template": QA_PROMPT}
+    else:
+        Settings.llm = MockLLM()  # echoes the prompt: the "answer" is the context the LLM would get
 
     nodes, labels = load_corpus()
     index = build_index(nodes, args.faiss)
@@ -95,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.params:
         params = json.loads(args.params) if args.params.lstrip().startswith("{") else args.params
     reranker = OscillinkPostprocessor.from_index(index, top_n=args.top_n, params=params, sign_key=args.sign_key)
-    engine = index.as_query_engine(similarity_top_k=args.candidates, node_postprocessors=[reranker])
+    engine = index.as_query_engine(similarity_top_k=args.candidates, node_postprocessors=[reranker], **qa_kwargs)
     retriever = index.as_retriever(similarity_top_k=args.candidates)
 
     for q in load_questions(args.question):
@@ -116,8 +131,14 @@ def main(argv: list[str] | None = None) -> int:
 
         receipt = json.loads(response.source_nodes[0].node.metadata[reranker.receipt_key])
         prov = receipt["provenance"]
-        print("\n  answer context (MockLLM echoes its prompt; the receipt is not in it):")
-        print("    " + str(response).strip().replace("\n", "\n    "))
+        if args.llm == "gemma":
+            print(f"\n  answer of GemmaLLM (Gemma 3 270M, greedy): {str(response).strip()!r}")
+            shown = QA_PROMPT.format(context_str="\n".join(n.node.get_content(metadata_mode="llm")
+                                                           for n in response.source_nodes), query_str=text)
+        else:
+            print("\n  answer context (MockLLM echoes its prompt; the receipt is not in it):")
+            print("    " + str(response).strip().replace("\n", "\n    "))
+            shown = str(response)
         print("\n  receipt:")
         print(f"    state_sig  {receipt['state_sig']}")
         print(f"    vectors    {prov['vectors']} from {prov['vector_store']}, query vector from {prov['query_vector']}")
@@ -129,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    signature  HMAC-SHA256 valid={verify_receipt(receipt, args.sign_key)}")
         if args.show_receipt:
             print("    " + json.dumps(receipt, indent=2, sort_keys=True).replace("\n", "\n    "))
-        in_prompt = "state_sig" in str(response)
+        in_prompt = "state_sig" in shown
         print(f"    receipt in the LLM prompt: {in_prompt}")
         if in_prompt:
             return 1

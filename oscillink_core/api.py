@@ -15,7 +15,9 @@ __all__ = ["rerank", "RerankResult", "RankedItem"]
 
 @dataclass(frozen=True)
 class RankedItem:
-    """One ranked candidate. ``index`` is its position in the input; scores are plain floats."""
+    """One ranked candidate. ``index`` is its position in the input; scores are plain floats.
+    ``flags`` are the screening flags (see `oscillink_core.screening`), ``action`` is "kept"
+    (or "demoted" when a demoted candidate still made the top k because too few others remained)."""
 
     id: Any
     index: int
@@ -27,18 +29,23 @@ class RankedItem:
     degree: int
     tension: float
     near_duplicate_of: Any = None
+    flags: tuple[str, ...] = ()
+    action: str = "kept"
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {**self.__dict__, "flags": list(self.flags)}
 
 
 @dataclass(frozen=True)
 class RerankResult:
-    """Ranked items (best first), the receipt and timings. Iterable, indexable, sized."""
+    """Ranked items (best first), the receipt and timings. Iterable, indexable, sized.
+    ``screened`` lists the candidates screening kept out of the items (``{"id", "index", "flags",
+    "action"}``, action "demoted" or "dropped"), also recorded in ``receipt["screen"]``."""
 
     items: tuple[RankedItem, ...]
     receipt: dict
     timings: dict = field(default_factory=dict)
+    screened: tuple[dict, ...] = ()
 
     def __iter__(self) -> Iterator[RankedItem]:
         return iter(self.items)
@@ -65,7 +72,8 @@ class RerankResult:
         return [it.score for it in self.items]
 
     def to_dict(self) -> dict:
-        return {"items": [it.to_dict() for it in self.items], "receipt": self.receipt, "timings": self.timings}
+        return {"items": [it.to_dict() for it in self.items], "receipt": self.receipt, "timings": self.timings,
+                "screened": [dict(s) for s in self.screened]}
 
 
 def rerank(query: Any, candidates: Any, *, k: int, ids: Sequence[Any] | None = None, params: Any = None,
@@ -98,6 +106,9 @@ def rerank(query: Any, candidates: Any, *, k: int, ids: Sequence[Any] | None = N
     bundle = lat.bundle(k)
     receipt = lat.receipt(bundle=bundle, light=light_receipt, sign_key=sign_key)
     total = 1e3 * (time.perf_counter() - t0)
-    items = tuple(RankedItem(**{key: b[key] for key in RankedItem.__dataclass_fields__}) for b in bundle)
+    items = tuple(RankedItem(**{**{key: b[key] for key in RankedItem.__dataclass_fields__}, "flags": tuple(b["flags"])})
+                  for b in bundle)
+    pos = {i: j for j, i in enumerate(lat.ids)}
+    screened = tuple({**s, "index": pos[s["id"]]} for s in receipt["screen"]["screened"])
     timings = {**receipt["timings_ms"], "total_ms": total, "cg_iterations": info["iterations"]}
-    return RerankResult(items=items, receipt=receipt, timings=timings)
+    return RerankResult(items=items, receipt=receipt, timings=timings, screened=screened)

@@ -39,7 +39,7 @@ from ._version import __version__
 from .energy import edge_tension, energy_terms, path_energy, path_laplacian, rhs, system_matrix
 from .gates import diffusion_gates_from_laplacian
 from .params import LatticeParams, resolve_params
-from .ranking import rank_settled, row_cosine, scores
+from .ranking import rank_settled, row_cosine, scores, screen_kwargs, screen_ranking
 from .receipts import (
     RECEIPT_FORMAT,
     RECEIPT_VERSION,
@@ -450,6 +450,8 @@ class Oscillink:
         order, score, rep = rank_settled(c["align"], c["cosine"], self._Yn, idx, sim, k, coh_weight=p.coh_weight,
                                          mmr_lambda=p.mmr_lambda, dedup_threshold=p.dedup_threshold,
                                          dup_keep=p.dup_keep, dup_action=p.dup_action, labels=labels)
+        order, flags, actions = screen_ranking(order, score, rep, c["cosine"], self._Yn, k, action=p.screen,
+                                               mmr_lambda=p.mmr_lambda, dup_action=p.dup_action, **screen_kwargs(p))
         out = []
         for r, i in enumerate(order.tolist()):
             dup = int(rep[i])
@@ -458,7 +460,11 @@ class Oscillink:
                 "align": float(c["align"][i]), "cosine": float(c["cosine"][i]), "gate": float(c["gate"][i]),
                 "degree": int(c["degree"][i]), "tension": float(c["tension"][i]),
                 "near_duplicate_of": None if dup < 0 or dup == i else self._ids[dup],
+                "flags": list(flags[i]), "action": actions[i],
             })
+        chosen = set(order.tolist())
+        self._screened = [{"id": self._ids[i], "flags": list(flags[i]), "action": a}
+                          for i, a in enumerate(actions) if a != "kept" and i not in chosen]
         self._timings["bundle_ms"] = 1e3 * (time.perf_counter() - t0)
         self._last_bundle = (k, out)
         return out
@@ -554,7 +560,8 @@ class Oscillink:
         at_y = self.energy(self._X)
         stats = self._kernels.graph_stats(self._graph)
         g = self._gates
-        bundle_block = [{"id": b["id"], "score": round_float(b["score"])} for b in bundle]
+        bundle_block = [{"id": b["id"], "score": round_float(b["score"]), "flags": b["flags"], "action": b["action"]}
+                        for b in bundle]
         rec: dict = {
             "format": RECEIPT_FORMAT,
             "receipt_version": RECEIPT_VERSION,
@@ -577,6 +584,7 @@ class Oscillink:
             "graph": {"method": self._knn_method, "kneighbors": self._k_eff, "mutual": True,
                       **stats.to_dict(), "mean_degree": round_float(stats.mean_degree)},
             "bundle": bundle_block,
+            "screen": {"action": p.screen, "screened": getattr(self, "_screened", [])},
         }
         if self._chain is not None:
             rec["chain"] = {**self._chain_block(), "verdict": self.chain_receipt()["verdict"]}

@@ -25,6 +25,7 @@ PROFILE_FORMAT = "oscillink-core/profile"
 
 _GATINGS = ("uniform", "diffusion")
 _KNN = ("auto", "exact", "faiss")
+_SCREENS = ("off", "flag", "demote", "drop")
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class LatticeParams:
     Energy
     ------
     normalize : scale the rows of Y and psi to unit norm before anything else (cosine
-        semantics; with it, lamC = 0 reproduces the cosine order exactly).
+        semantics; with it, lamC = 0 and screen = "off" reproduce the cosine order exactly).
     kneighbors : neighbours per node before the mutual filter (graph degree <= kneighbors).
     lamG : anchor weight, pulls U toward the embeddings Y (must be > 0: keeps M SPD).
     lamC : coherence weight on tr(U^T L U), L the (degree-regularised) normalised Laplacian.
@@ -67,6 +68,26 @@ class LatticeParams:
     dup_action : "reorder" (members exchange places inside the group; nothing is dropped) or
         "demote" (all but the first member go behind every other candidate).
 
+    Screening (decisions, see `oscillink_core.screening`)
+    -----------------------------------------------------
+    screen : what happens to a candidate with a decisive flag ("query_targeted",
+        "twin_conflict"): "demote" (behind every unflagged candidate; it leaves a short context
+        but stays in the ranking), "drop" (removed from the bundle), "flag" (flags recorded,
+        nothing moves) or "off" (no screening, no flags).
+    screen_pool : how many of the best-ranked candidates are screened.
+    screen_group_threshold, screen_group_min : a tight group is a connected set of at least
+        ``screen_group_min`` pool candidates at pairwise cosine >= ``screen_group_threshold``.
+    screen_group_max : larger groups are a consensus of the candidates, never screened (an
+        attack plants a few passages).
+    screen_target_margin : a tight group is suspicious when its most targeted member (cosine to
+        the query minus support from candidates outside the group) is at least this much more
+        targeted than every pool candidate outside the groups.
+    screen_echo_delta : in a suspicious group, members whose cosine to the query is within this
+        of the group's highest are flagged "query_targeted".
+    screen_twin_threshold, screen_twin_margin : of two pool candidates at cosine >=
+        ``screen_twin_threshold``, the one more query-similar by >= ``screen_twin_margin`` is
+        flagged "twin_conflict"; None disables the twin signal.
+
     Solver and graph construction
     -----------------------------
     rtol : relative residual tolerance ||M U - F||_F <= rtol ||F||_F.
@@ -93,6 +114,15 @@ class LatticeParams:
     dedup_threshold: float | None = 0.9
     dup_keep: str = "support"
     dup_action: str = "reorder"
+    screen: str = "demote"
+    screen_pool: int = 20
+    screen_group_threshold: float = 0.8
+    screen_group_min: int = 3
+    screen_group_max: int = 8
+    screen_target_margin: float = 0.1
+    screen_echo_delta: float = 0.2
+    screen_twin_threshold: float | None = None
+    screen_twin_margin: float = 0.02
     rtol: float = 1e-5
     maxiter: int = 500
     knn: str = "auto"
@@ -120,6 +150,21 @@ class LatticeParams:
             raise ValueError(f"dup_keep must be 'support', 'consensus' or 'best'; got {self.dup_keep!r}")
         if self.dup_action not in ("reorder", "demote"):
             raise ValueError(f"dup_action must be 'reorder' or 'demote'; got {self.dup_action!r}")
+        if self.screen not in _SCREENS:
+            raise ValueError(f"screen must be one of {_SCREENS}; got {self.screen!r}")
+        for name in ("screen_pool", "screen_group_min", "screen_group_max"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 2:
+                raise ValueError(f"{name} must be an int >= 2; got {v!r}")
+        if self.screen_group_max < self.screen_group_min:
+            raise ValueError(f"screen_group_max must be >= screen_group_min; got {self.screen_group_max}")
+        if not -1 <= num("screen_group_threshold") <= 1:
+            raise ValueError(f"screen_group_threshold must lie in [-1, 1]; got {self.screen_group_threshold}")
+        for name in ("screen_target_margin", "screen_echo_delta", "screen_twin_margin"):
+            if num(name) < 0:
+                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
+        if self.screen_twin_threshold is not None and not -1 <= num("screen_twin_threshold") <= 1:
+            raise ValueError(f"screen_twin_threshold must lie in [-1, 1] or be None; got {self.screen_twin_threshold}")
         if self.gating not in _GATINGS:
             raise ValueError(f"gating must be one of {_GATINGS}; got {self.gating!r}")
         if self.knn not in _KNN:
@@ -129,10 +174,12 @@ class LatticeParams:
             check_scalar(getattr(self, name), name, int, min_val=1 if name != "seed" else 0)
         # normalise numeric types so that equal params encode identically
         for name in ("lamG", "lamC", "lamQ", "lamP", "edge_floor", "degree_reg", "gate_gamma",
-                     "gate_beta", "coh_weight", "mmr_lambda", "rtol"):
+                     "gate_beta", "coh_weight", "mmr_lambda", "rtol", "screen_group_threshold",
+                     "screen_target_margin", "screen_echo_delta", "screen_twin_margin"):
             object.__setattr__(self, name, float(getattr(self, name)))
-        if self.dedup_threshold is not None:
-            object.__setattr__(self, "dedup_threshold", float(self.dedup_threshold))
+        for name in ("dedup_threshold", "screen_twin_threshold"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, float(getattr(self, name)))
 
     # -- conversions -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

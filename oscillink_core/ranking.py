@@ -18,6 +18,10 @@ supports each member, i.e. its mean similarity to its kNN neighbours outside the
 and either exchange places within the group (``dup_action="reorder"``, nothing leaves the
 ranking) or all but the first are demoted behind every other candidate ("demote").
 Selection is then a stable sort, or greedy MMR when ``mmr_lambda < 1``.
+
+Screening (`screen_ranking`, see `oscillink_core.screening`) then decides about the best-ranked
+candidates: each gets flags, and candidates with a decisive flag are demoted behind every other
+candidate, dropped from the bundle, or only flagged (``LatticeParams.screen``).
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from .screening import screen
+
 __all__ = ["row_cosine", "scores", "select", "near_duplicate_groups", "outside_support", "resolve_groups",
-           "rank_settled"]
+           "rank_settled", "screen_ranking", "screen_kwargs"]
 
 
 def row_cosine(U: np.ndarray, psi: np.ndarray) -> np.ndarray:
@@ -173,3 +179,48 @@ def rank_settled(align: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, idx: np.
                 priority = score
             score, demoted, rep = resolve_groups(score, labels, priority, dup_action)
     return select(score, Yn, k, mmr_lambda=mmr_lambda, demoted=demoted), score, rep
+
+
+def screen_kwargs(params) -> dict:
+    """The `screening.screen` keywords of a `LatticeParams`."""
+    return {"pool": params.screen_pool, "group_threshold": params.screen_group_threshold,
+            "group_min": params.screen_group_min, "group_max": params.screen_group_max,
+            "target_margin": params.screen_target_margin,
+            "echo_delta": params.screen_echo_delta,
+            "twin_threshold": 2.0 if params.screen_twin_threshold is None else params.screen_twin_threshold,
+            "twin_margin": params.screen_twin_margin, "use_twins": params.screen_twin_threshold is not None}
+
+
+def screen_ranking(order: np.ndarray, score: np.ndarray, rep: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, k: int,
+                   *, action: str = "demote", mmr_lambda: float = 1.0, dup_action: str = "reorder",
+                   **screen_kw) -> tuple[np.ndarray, list[list[str]], list[str]]:
+    """Screen a ranking made by `rank_settled` and apply ``action`` to the decisive flags.
+
+    ``order``, ``score`` and ``rep`` are what `rank_settled` returned; ``screen_kw`` go to
+    `screening.screen`. ``action``: "off" (no flags), "flag" (flags only, order unchanged),
+    "demote" (decisive candidates behind every other one, then the same selection as before),
+    "drop" (decisive candidates removed; the bundle may then hold fewer than k items when fewer
+    than k candidates remain). Returns (new top-k order, flags of every candidate, action of
+    every candidate: "kept", "demoted" or "dropped").
+    """
+    n = score.shape[0]
+    actions = ["kept"] * n
+    if action == "off":
+        return order, [[] for _ in range(n)], actions
+    res = screen(Yn, cosine, score, **screen_kw)
+    if action == "flag" or not res.decisive.any():
+        return order, res.flags, actions
+    dup_dem = (rep >= 0) & (rep != np.arange(n)) if dup_action == "demote" else np.zeros(n, dtype=bool)
+    hit = np.flatnonzero(res.decisive)
+    if action == "demote":
+        order = select(score, Yn, k, mmr_lambda=mmr_lambda, demoted=dup_dem | res.decisive)
+        label = "demoted"
+    elif action == "drop":
+        rest = np.flatnonzero(~res.decisive)
+        order = rest[select(score[rest], Yn[rest], k, mmr_lambda=mmr_lambda, demoted=dup_dem[rest])]
+        label = "dropped"
+    else:
+        raise ValueError(f"screen action must be 'off', 'flag', 'demote' or 'drop'; got {action!r}")
+    for i in hit.tolist():
+        actions[i] = label
+    return order, res.flags, actions

@@ -43,7 +43,7 @@ from oscillink_core.tuning import (
 #: every field that changes a ranking spelled out.
 NAIVE = LatticeParams(normalize=True, kneighbors=6, lamG=1.0, lamC=0.5, lamQ=4.0, lamP=0.0, edge_floor=0.0,
                       degree_reg=0.0, gating="uniform", gate_gamma=0.15, gate_beta=1.0, coh_weight=0.0,
-                      mmr_lambda=1.0, dedup_threshold=None, dup_keep="best", dup_action="demote")
+                      mmr_lambda=1.0, dedup_threshold=None, dup_keep="best", dup_action="demote", screen="off")
 
 
 #: Online step for ``mmr_lambda`` on the duplicate flood: with MMR on rescaled scores the remedy

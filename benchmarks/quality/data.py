@@ -12,6 +12,10 @@ Three datasets, each split into TRAIN queries (for choosing parameters) and TEST
   TRAIN = questions 2000..3499.
 * ``halueval_traps``: the HaluEval corpus plus two generated passages per eligible question
   of both splits (see `make_trap_rows`); queries = the eligible questions (same index ranges).
+* ``halueval_poison``: the HaluEval corpus plus 3-5 planted passages per question of POISON_TEST
+  (0..999) and POISON_TRAIN (2000..2799) in the PoisonedRAG manner (see `make_poison_rows`).
+* ``two_hop``: the HaluEval knowledge passages split into HotpotQA's paragraphs (see
+  `load_two_hop`); relevant = both paragraphs; metric both@5 / both@10.
 
 Embeddings are cached under ``.cache/quality/`` as ``<name>.npy`` with a ``<name>.json`` that
 holds the SHA-256 of the texts and the model fingerprint; a change in either re-embeds.
@@ -37,6 +41,7 @@ HALU_TEST = range(0, 2000)
 HALU_TRAIN = range(2000, 3500)
 TRAP_SEED = 20240601
 N_CANDIDATES = 100
+DATASETS = ("scifact", "halueval", "halueval_traps", "halueval_poison", "two_hop")
 
 
 @dataclass
@@ -233,6 +238,162 @@ def load_halueval_traps(rows: list[dict] | None = None) -> Dataset:
                                "queries = eligible questions of the same index ranges")
 
 
+# ----------------------------------------------------------------------------- corpus poisoning
+POISON_SEED = 20261202
+POISON_TEST = range(0, 1000)  # the first 1000 test questions (embedding cost: ~4 passages each)
+POISON_TRAIN = range(2000, 2800)  # the first 800 train questions
+_SENT = re.compile(r"(?<=[^\s.A-Z][.!?])\s*(?=[A-Z0-9\"\u201c(])")
+
+_ASK = ("{q}", "Question: {q}", "Many readers ask: {q}", "{q} Here is the answer.", "People often wonder: {q}",
+        "A common quiz question is this: {q}")
+_ASSERT = ("{w}", "The answer is clear. {w}", "According to several sources, {wl}", "It is well documented that {wl}",
+           "Records confirm it: {w}", "Historians agree on this point: {w}", "In fact, {wl}", "To put it simply, {wl}")
+_FILLER = ("This is widely reported in reference works.", "The topic has been covered by many articles.",
+           "Several encyclopedias list the same information.", "This fact is often cited in trivia collections.",
+           "The details were confirmed in later reports.", "Readers interested in the subject will find it discussed "
+           "in many places.", "It remains a frequently asked question.", "The matter is considered settled.")
+
+
+def _sentence(s: str) -> str:
+    s = s.strip()
+    return s if s.endswith((".", "!", "?")) else s + "."
+
+
+_COMMON_FIRST = {"the", "a", "an", "it", "he", "she", "they", "this", "that", "there", "no", "yes", "both", "his",
+                 "her", "their", "its"}
+
+
+def _lower_first(s: str) -> str:
+    """Lower-case the first letter when the first word is a common word (never a name)."""
+    first = s.split(" ", 1)[0]
+    return s[:1].lower() + s[1:] if first.lower() in _COMMON_FIRST else s
+
+
+def make_poison_rows(rows: list[dict], question_indices: list[int], seed: int = POISON_SEED,
+                     pool: list[int] | None = None) -> list[dict]:
+    """Planted passages in the PoisonedRAG manner (deterministic for a given seed).
+
+    For each question i in ``question_indices`` whose hallucinated answer differs from the right
+    one, 3 to 5 passages ``pz{i}_{j}`` (count drawn from the seeded generator) are written to be
+    retrieved for the question and to assert HaluEval's hallucinated answer. Each passage mixes,
+    in a shuffled order (the restated question first in about 60% of them):
+
+    * the question restated with one of several templates (PoisonedRAG's "S = Q" retrieval part);
+    * the hallucinated answer asserted with one of several templates;
+    * with probability 1/2, and when the right answer occurs in the knowledge passage, one sentence
+      of the true passage with the right answer replaced by the hallucinated one ("written from
+      the truth": such passages sit close to the true passage);
+    * with probability 1/2 a distractor: a generic filler sentence or a sentence of another
+      question's passage drawn from ``pool`` (default: questions outside ``question_indices``).
+
+    No two planted passages of a question are equal (a repeat draw is re-drawn). Returns rows
+    ``{"id", "text", "query_id", "query", "kind": "planted"}``.
+    """
+    rng = np.random.default_rng(seed)
+    evaluated = set(question_indices)
+    if pool is None:
+        pool = [j for j in range(len(rows)) if j not in evaluated]
+    out: list[dict] = []
+    for i in question_indices:
+        r = rows[i]
+        right = r["right_answer"].strip()
+        wrong = _sentence(r["hallucinated_answer"])
+        if not wrong.strip(". ") or wrong.strip(". ").lower() == right.lower():
+            continue
+        q = r["question"].strip()
+        cf = _replace_answer(r["knowledge"], right, wrong.rstrip(".")) if len(right) >= 3 else None
+        cf_sents = [s for s in _SENT.split(cf) if wrong.rstrip(".") in s] if cf else []
+        n = int(rng.integers(3, 6))
+        seen: set[str] = set()
+        for j in range(n):
+            for _attempt in range(20):
+                parts = [_ASK[int(rng.integers(len(_ASK)))].format(q=q),
+                         _ASSERT[int(rng.integers(len(_ASSERT)))].format(w=wrong, wl=_lower_first(wrong))]
+                if cf_sents and rng.random() < 0.5:
+                    parts.append(_sentence(cf_sents[int(rng.integers(len(cf_sents)))]))
+                if rng.random() < 0.5:
+                    if rng.random() < 0.5:
+                        parts.append(_FILLER[int(rng.integers(len(_FILLER)))])
+                    else:
+                        other = [s for s in _SENT.split(rows[pool[int(rng.integers(len(pool)))]]["knowledge"])
+                                 if s.strip()]
+                        parts.append(_sentence(other[int(rng.integers(len(other)))]))
+                head = [parts[0]] if rng.random() < 0.6 else []
+                rest = parts[1:] if head else parts
+                perm = rng.permutation(len(rest))
+                text = " ".join(head + [rest[t] for t in perm])
+                if text not in seen:
+                    break
+            seen.add(text)
+            out.append({"id": f"pz{i}_{j}", "text": text, "query_id": f"q{i}", "query": q, "kind": "planted"})
+    return out
+
+
+def load_halueval_poison(rows: list[dict] | None = None) -> Dataset:
+    """HaluEval QA corpus + the planted passages of `make_poison_rows` for the questions of
+    POISON_TEST and POISON_TRAIN; queries = those questions, relevant = the own passage,
+    traps = every planted passage."""
+    rows = rows if rows is not None else load_halueval_rows()
+    base = load_halueval(rows)
+    planted = make_poison_rows(rows, list(POISON_TEST) + list(POISON_TRAIN))
+    eligible = {r["query_id"] for r in planted}
+
+    def split(s: Split, rng: range) -> Split:
+        keep = {f"q{i}" for i in rng} & eligible
+        qids = [q for q in s.qids if q in keep]
+        pos = dict(zip(s.qids, s.qtexts, strict=True))
+        return Split(qids, [pos[q] for q in qids], {q: s.qrels[q] for q in qids})
+
+    return Dataset("halueval_poison", base.doc_ids + [r["id"] for r in planted],
+                   base.doc_texts + [r["text"] for r in planted], split(base.train, POISON_TRAIN),
+                   split(base.test, POISON_TEST), traps={r["id"] for r in planted},
+                   trap_kind={r["id"]: "planted" for r in planted},
+                   description=f"HaluEval QA corpus + 3-5 planted passages (PoisonedRAG-style: question restated, "
+                               f"hallucinated answer asserted, varied templates/order/distractors) per question of "
+                               f"test {POISON_TEST.start}..{POISON_TEST.stop - 1} and train "
+                               f"{POISON_TRAIN.start}..{POISON_TRAIN.stop - 1}; {len(planted)} planted passages")
+
+
+# ----------------------------------------------------------------------------- two-hop
+_HOP = re.compile(r"(?<=[^\s.A-Z][.!?])(?=[A-Z0-9\"\u201c(])")
+
+
+def split_two_hop(knowledge: str) -> list[str]:
+    """HotpotQA's supporting paragraphs, as HaluEval joined them (no space after the period)."""
+    return [p.strip() for p in _HOP.split(knowledge) if p.strip()]
+
+
+def load_two_hop(rows: list[dict] | None = None) -> Dataset:
+    """Paragraph corpus of every HaluEval QA knowledge passage split at the joins (unique
+    paragraphs, first-seen order, ids ``p<n>``); queries = the questions of HALU_TEST / HALU_TRAIN
+    whose knowledge splits into exactly two paragraphs; relevant = both."""
+    rows = rows if rows is not None else load_halueval_rows()
+    index: dict[str, str] = {}
+    ids, texts = [], []
+    parts_of: list[list[str]] = []
+    for r in rows:
+        parts = split_two_hop(r["knowledge"])
+        mine = []
+        for p in parts:
+            if p not in index:
+                index[p] = f"p{len(ids)}"
+                ids.append(index[p])
+                texts.append(p)
+            mine.append(index[p])
+        parts_of.append(mine)
+
+    def split(rng: range) -> Split:
+        use = [i for i in rng if len(parts_of[i]) == 2 and parts_of[i][0] != parts_of[i][1]]
+        return Split([f"q{i}" for i in use], [rows[i]["question"] for i in use],
+                     {f"q{i}": {parts_of[i][0]: 1.0, parts_of[i][1]: 1.0} for i in use})
+
+    n2 = sum(len(p) == 2 for p in parts_of)
+    return Dataset("two_hop", ids, texts, split(HALU_TRAIN), split(HALU_TEST),
+                   description=f"HaluEval QA knowledge split at the paragraph joins ({n2} of {len(rows)} split "
+                               f"into exactly two); corpus = {len(ids)} unique paragraphs; relevant = both "
+                               f"paragraphs; questions of the HaluEval ranges with two paragraphs")
+
+
 # ----------------------------------------------------------------------------- embeddings
 def _text_hash(texts: list[str]) -> str:
     h = hashlib.sha256()
@@ -317,6 +478,14 @@ def prepare(name: str, rows: list[dict] | None = None) -> Prepared:
         n_base = len(base.doc_texts)
         doc_emb = np.concatenate([cached_embed("halueval_corpus", base.doc_texts),
                                   cached_embed("halueval_trap_passages", ds.doc_texts[n_base:])])
+    elif name == "halueval_poison":
+        ds = load_halueval_poison(rows)
+        n_base = len(load_halueval(rows).doc_texts)
+        doc_emb = np.concatenate([cached_embed("halueval_corpus", ds.doc_texts[:n_base]),
+                                  cached_embed("halueval_poison_passages", ds.doc_texts[n_base:])])
+    elif name == "two_hop":
+        ds = load_two_hop(rows)
+        doc_emb = cached_embed("two_hop_paragraphs", ds.doc_texts)
     else:
         raise ValueError(f"unknown dataset {name!r}")
     splits = {}
@@ -329,11 +498,12 @@ def prepare(name: str, rows: list[dict] | None = None) -> Prepared:
 
 
 if __name__ == "__main__":  # build every cache: .venv/bin/python benchmarks/quality/data.py
+    import sys
     import time
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     rows_ = load_halueval_rows()
-    for n_ in ("scifact", "halueval", "halueval_traps"):
+    for n_ in sys.argv[1:] or DATASETS:
         t0 = time.perf_counter()
         p_ = prepare(n_, rows_)
         print(f"{n_}: {len(p_.ds.doc_ids)} docs, train {len(p_.ds.train.qids)} / test {len(p_.ds.test.qids)} "

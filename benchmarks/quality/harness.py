@@ -18,7 +18,7 @@ K = 10
 TRAP_KS = (5, 10)
 NEAR_DUP_THRESHOLD = 0.9  # cosine for near_duplicate_share@k (see quality.md)
 HEADLINE = ("ndcg@10", "mrr@10", "p@1", "recall@10", "trap_share@5", "any_trap@5", "trap_share@10",
-            "any_trap@10", "near_dup@10")
+            "any_trap@10", "both@5", "both@10", "near_dup@10")
 
 
 @dataclass
@@ -53,6 +53,10 @@ def run_metrics(prep: Prepared, part: str, vs: list[QueryView], tops: list[np.nd
     rankings = {v.qid: [v.ids[j] for j in t] for v, t in zip(vs, tops, strict=True)}
     traps = {v.qid: prep.ds.traps for v in vs} if prep.ds.traps else None
     out = evaluate_rankings(rankings, split.qrels, traps=traps, ks=TRAP_KS)
+    if prep.ds.name == "two_hop":  # relevant = both paragraphs: are both in the top k?
+        for k in (5, 10):
+            out[f"both@{k}"] = np.array([float(set(split.qrels[v.qid]) <= set(v.ids[j] for j in t[:k]))
+                                         for v, t in zip(vs, tops, strict=True)])
     out["near_dup@10"] = np.array([near_duplicate_share_at_k(v.Y[t], k=K, threshold=NEAR_DUP_THRESHOLD)
                                    for v, t in zip(vs, tops, strict=True)])
     return out

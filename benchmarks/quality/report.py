@@ -13,7 +13,8 @@ LABELS = {
     "cosine": "cosine (first stage)",
     "mmr_0.5": "MMR, lambda 0.5",
     "mmr_tuned": "MMR, lambda tuned",
-    "lattice_default": "lattice, core defaults",
+    "lattice_default": "oscillink defaults (ranking + screening)",
+    "lattice_default_noscreen": "oscillink defaults, screen off",
     "lattice_recommended": "lattice, recommended",
     "lattice_tuned": "lattice, tuned per dataset",
     "proto_twin_reorder": "prototype: twin reorder",
@@ -21,7 +22,8 @@ LABELS = {
     "control_twin_push5_no_lattice": "control: twin reorder + push, no lattice",
     "control_dup_reorder_no_lattice": "control: near-dup reorder, no lattice",
 }
-DS_LABELS = {"scifact": "SciFact", "halueval": "HaluEval QA", "halueval_traps": "HaluEval + traps"}
+DS_LABELS = {"scifact": "SciFact", "halueval": "HaluEval QA", "halueval_traps": "HaluEval + traps",
+             "halueval_poison": "HaluEval + poisoning", "two_hop": "Two-hop (HotpotQA paragraphs)"}
 
 
 def _cell(entry: dict, digits: int = 3) -> str:
@@ -51,6 +53,9 @@ def markdown(doc: dict) -> str:
                      f"first-stage recall@100 {r['first_stage_recall@100']:.3f})")
         lines.append("")
         head = ["method", "nDCG@10", "MRR@10", "P@1", "Recall@10"]
+        has_both = "both@5" in r["methods"]["cosine"]["metrics"]
+        if has_both:
+            head += ["both@5", "both@10"]
         if has_traps:
             head += ["trap share@5", "any trap@5", "trap share@10"]
         head += [f"near-dup@10 (cos>={doc['near_duplicate_threshold']})", "ms p50 / p95"]
@@ -60,6 +65,8 @@ def markdown(doc: dict) -> str:
             mm = res["metrics"]
             row = [LABELS.get(meth, meth), _cell(mm["ndcg@10"]), _cell(mm["mrr@10"]), _cell(mm["p@1"]),
                    _cell(mm["recall@10"])]
+            if has_both:
+                row += [_cell(mm["both@5"]), _cell(mm["both@10"])]
             if has_traps:
                 row += [_cell(mm["trap_share@5"]), _cell(mm["any_trap@5"]), _cell(mm["trap_share@10"])]
             row += [_cell(mm["near_dup@10"]),

@@ -12,7 +12,10 @@ Methods (all on the same top-100 FAISS candidates of each query):
 
 * cosine: first-stage order.
 * mmr_0.5, mmr_tuned: MMR with lambda 0.5, and lambda chosen on train from MMR_GRID.
-* lattice_default: ``oscillink_core.rerank`` with the core's current defaults (``LatticeParams()``).
+* lattice_default: ``oscillink_core.rerank`` with the core's current defaults (``LatticeParams()``),
+  screening included (``screen="demote"``: candidates flagged query_targeted / twin_conflict leave the
+  context; defaults chosen on train by screen_tune.py).
+* lattice_default_noscreen: the same with ``screen="off"`` (ranking only).
 * lattice_tuned: ``rerank`` with the (energy x ranking) grid point with the best train objective
   of that dataset (grid = ENERGY_GRID x RANK_GRID, LatticeParams fields only).
 * lattice_recommended: ``rerank`` with ONE grid point for all datasets: the one whose worst
@@ -74,7 +77,7 @@ from oscillink_core.graph import exact_knn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
-DATASETS = ("scifact", "halueval", "halueval_traps")
+DATASETS = ("scifact", "halueval", "halueval_traps", "halueval_poison", "two_hop")
 MMR_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 # Energy settings tried for lattice_tuned / lattice_recommended (chosen from the wider train
@@ -193,7 +196,7 @@ def tune(prep, vs_train, log) -> dict:
 
 def params_of(key: str) -> LatticeParams:
     ei, ri = map(int, key.split(":"))
-    return LatticeParams(**ENERGY_GRID[ei], **RANK_GRID[ri])
+    return LatticeParams(**ENERGY_GRID[ei], **RANK_GRID[ri], screen="off")  # the grid is the ranking alone
 
 
 def pick_common(gains: dict[str, dict], keys) -> tuple:
@@ -207,8 +210,8 @@ def pick_common(gains: dict[str, dict], keys) -> tuple:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    ap.add_argument("--train-limit", type=int, default=800,
-                    help="train queries per dataset used for tuning (first N; default 800)")
+    ap.add_argument("--train-limit", type=int, default=400,
+                    help="train queries per dataset used for tuning (first N; default 400)")
     ap.add_argument("--test-limit", type=int, default=None, help="test queries per dataset (default: all)")
     ap.add_argument("--n-boot", type=int, default=5000)
     ap.add_argument("--quick", action="store_true", help="100 train / 200 test queries, 1000 bootstrap draws")
@@ -238,7 +241,7 @@ def main() -> None:
     keys = list(next(iter(tuning.values()))["grid_gain"])
     rec_key, rec_worst, rec_mean = pick_common({n: t["grid_gain"] for n, t in tuning.items()}, keys)
     rec_params = params_of(rec_key)
-    default_key = next(k for k in keys if params_of(k) == LatticeParams())
+    default_key = next(k for k in keys if params_of(k) == LatticeParams(screen="off"))
     log(f"recommended: {rec_params.to_dict()} (worst train gain {rec_worst:+.4f})")
     proto_choice = {}
     for pname, variants in PROTO_GRID.items():
@@ -252,7 +255,7 @@ def main() -> None:
 
     # engine == core, checked on real queries for every lattice setting that is reported
     for name in preps:
-        for p in (LatticeParams(), rec_params, params_of(tuning[name]["lattice_best"]["key"])):
+        for p in (LatticeParams(screen="off"), rec_params, params_of(tuning[name]["lattice_best"]["key"])):
             for v in vtrain[name][:5]:
                 check_engine_matches_core(v.Y, v.psi, p)
 
@@ -268,6 +271,7 @@ def main() -> None:
             "mmr_0.5": lambda v: mmr_topk(v.Y, v.cos, 0.5),
             "mmr_tuned": lambda v, lam=lam: mmr_topk(v.Y, v.cos, lam),
             "lattice_default": lambda v: lattice_topk(v.Y, v.psi, LatticeParams()),
+            "lattice_default_noscreen": lambda v: lattice_topk(v.Y, v.psi, LatticeParams(screen="off")),
             "lattice_recommended": lambda v: lattice_topk(v.Y, v.psi, rec_params),
             "lattice_tuned": lambda v, p=tuned: lattice_topk(v.Y, v.psi, p),
         }
@@ -294,6 +298,7 @@ def main() -> None:
                              / len(prep.splits["test"]["split"].qrels[v.qid]) for v in vs])),
                          "description": prep.ds.description, "methods": res,
                          "params": {"mmr_tuned": {"mmr_lambda": lam}, "lattice_default": LatticeParams().to_dict(),
+                                    "lattice_default_noscreen": LatticeParams(screen="off").to_dict(),
                                     "lattice_recommended": rec_params.to_dict(), "lattice_tuned": tuned.to_dict(),
                                     **{pn: pc["variant"] for pn, pc in proto_choice.items()},
                                     "control_twin_push5_no_lattice": control_kw,

@@ -14,7 +14,7 @@ from .._validation import check_scalar
 from ..evaluation import mrr_at_k, ndcg_at_k, precision_at_1, recall_at_k, trap_share_at_k
 from ..lattice import Oscillink
 from ..params import LatticeParams
-from ..ranking import rank_settled
+from ..ranking import rank_settled, screen_kwargs, screen_ranking
 from .queries import LabelledQuery
 
 _JOINT = (("gating", "gate_gamma", "gate_beta"), ("dedup_threshold", "dup_keep", "dup_action"))
@@ -123,9 +123,12 @@ class _Engine:
 def _rank(p: LatticeParams, align: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, idx: Any, sim: Any,
           depth: int) -> np.ndarray:
     """The selection step of `Oscillink.bundle` for settled components (the same function)."""
-    order, _, _ = rank_settled(align, cosine, Yn, idx, sim, min(depth, align.shape[0]), coh_weight=p.coh_weight,
-                               mmr_lambda=p.mmr_lambda, dedup_threshold=p.dedup_threshold, dup_keep=p.dup_keep,
-                               dup_action=p.dup_action)
+    k = min(depth, align.shape[0])
+    order, score, rep = rank_settled(align, cosine, Yn, idx, sim, k, coh_weight=p.coh_weight,
+                                     mmr_lambda=p.mmr_lambda, dedup_threshold=p.dedup_threshold, dup_keep=p.dup_keep,
+                                     dup_action=p.dup_action)
+    order, _, _ = screen_ranking(order, score, rep, cosine, Yn, k, action=p.screen, mmr_lambda=p.mmr_lambda,
+                                 dup_action=p.dup_action, **screen_kwargs(p))
     return order
 
 

@@ -1,0 +1,172 @@
+"""Screening: decisions about candidates from the structure of the candidate set (pure functions).
+
+Ranking orders the candidates; screening decides, for the candidates near the top, whether each
+one should reach a context at all. It looks for the shapes corpus-poisoning and counterfactual
+attacks leave in embedding space (TrustRAG observed that planted passages form a tight cluster of
+mutually similar candidates; PoisonedRAG-style passages restate the query so that they are
+retrieved for it):
+
+* **tight group**: among the ``pool`` best-ranked candidates, a connected group of at least
+  ``group_min`` candidates linked at cosine >= ``group_threshold``, each of them linked so to at
+  least ``group_min - 1`` other members (the ``group_min - 1`` core of the threshold graph: a
+  clique-like group, not a chain) and of at most ``group_max`` members: an attacker plants a few
+  passages (PoisonedRAG: 5; RobustRAG assumes a minority of the context), a larger group is a
+  consensus of the candidate set, not a plant.
+* **outside support** of a candidate: the mean cosine of its ``support_k`` most similar candidates
+  outside its own group (all N candidates count, not only the pool): how much of the rest of the
+  retrieved evidence agrees with it.
+* **targeting** of a candidate: its cosine to the query minus its outside support. A passage
+  written to be retrieved for the query is far closer to the query than to any independent
+  evidence; a genuine passage is supported by the rest about as much as it matches the query.
+
+Flags (strings, per candidate):
+
+* ``"tight_group"``: member of a tight group (information only).
+* ``"query_targeted"``: member of a *suspicious* tight group whose cosine to the query is within
+  ``echo_delta`` of the group's most query-similar member. A group is suspicious when its most
+  targeted member is at least ``target_margin`` more targeted than every pool candidate outside
+  the groups (planted passages are far more query-targeted than anything independent of them).
+  Inside a suspicious group only the members that echo the query as strongly as its leader are
+  flagged: a genuine passage that planted passages were written from sits in their group but
+  matches the query less than the restatements do, so it is not flagged with them.
+* ``"twin_conflict"``: has a near-twin (cosine >= ``twin_threshold``) in the pool that is less
+  query-similar by at least ``twin_margin``: of two near-copies that differ, the one whose
+  difference leans toward the query is the suspect (a counterfactual edit of a passage toward the
+  question's wording).
+
+Only ``"query_targeted"`` and ``"twin_conflict"`` are *decisive*: under ``action="demote"`` the
+candidates carrying one go behind every other candidate (they leave a short context but stay in
+the ranking), under ``"drop"`` they are removed from the bundle, under ``"flag"`` nothing moves.
+
+Why this and not membership: purging every member of a tight group removes planted passages
+but also the true passage that they were written from, which sits in their group; the decision
+therefore compares members with each other (targeting relative to the group's least-targeted
+member, the twin that leans toward the query) instead of condemning the group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+
+__all__ = ["ScreenResult", "screen", "DECISIVE_FLAGS", "SCREEN_ACTIONS"]
+
+DECISIVE_FLAGS = ("query_targeted", "twin_conflict")
+SCREEN_ACTIONS = ("off", "flag", "demote", "drop")
+
+
+@dataclass(frozen=True)
+class ScreenResult:
+    """Flags per candidate (lists of str, empty for most), the decisive mask and signal values."""
+
+    flags: list[list[str]]
+    decisive: np.ndarray  # (N,) bool: carries a decisive flag
+    group: np.ndarray  # (N,) int: tight-group label, -1 outside any group (and outside the pool)
+    support: np.ndarray  # (N,) float: outside support (nan outside the pool)
+    targeting: np.ndarray  # (N,) float: cosine - outside support (nan outside the pool)
+
+
+def _tight_groups(S: np.ndarray, threshold: float, min_size: int, max_size: int) -> np.ndarray:
+    m = S.shape[0]
+    adj = (S >= threshold) & ~np.eye(m, dtype=bool)
+    labels = np.full(m, -1, dtype=np.int64)
+    # k-core: keep only nodes with >= min_size - 1 such neighbours among the kept ones (a tight
+    # group is clique-like; a chain of pairwise links is not one)
+    alive = np.ones(m, dtype=bool)
+    while True:
+        deg = (adj & alive[None, :]).sum(axis=1)
+        drop = alive & (deg < min_size - 1)
+        if not drop.any():
+            break
+        alive &= ~drop
+    adj &= alive[:, None] & alive[None, :]
+    if not adj.any():
+        return labels
+    _, comp = connected_components(sp.csr_array(adj.astype(np.int8)), directed=False)
+    sizes = np.bincount(comp)
+    ok = (sizes[comp] >= min_size) & (sizes[comp] <= max_size)
+    labels[ok] = comp[ok]
+    return labels
+
+
+def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int = 20, group_threshold: float = 0.8,
+           group_min: int = 3, group_max: int = 8, support_k: int = 3, target_margin: float = 0.1,
+           echo_delta: float = 0.2, twin_threshold: float = 0.9,
+           twin_margin: float = 0.02, use_twins: bool = True) -> ScreenResult:
+    """Screen the ``pool`` best-scored candidates (see the module docstring).
+
+    Parameters
+    ----------
+    Yn : (N, D) unit rows of the candidates.
+    cosine : (N,) cosine of each candidate to the query.
+    score : (N,) the ranking score; the pool is its top ``pool`` (ties: lower index first).
+    pool, group_threshold, group_min, group_max, support_k, target_margin, echo_delta, twin_threshold, twin_margin :
+        see the module docstring. ``use_twins=False`` disables
+        ``"twin_conflict"``.
+
+    Returns
+    -------
+    ScreenResult
+        Candidates outside the pool get no flags.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> Y = rng.normal(size=(30, 16)); Y /= np.linalg.norm(Y, axis=1, keepdims=True)
+    >>> q = rng.normal(size=16); q /= np.linalg.norm(q)
+    >>> r = screen(Y, Y @ q, Y @ q)
+    >>> int(r.decisive.sum())
+    0
+    """
+    n = Yn.shape[0]
+    cosine = np.asarray(cosine, dtype=np.float64)
+    flags: list[list[str]] = [[] for _ in range(n)]
+    group = np.full(n, -1, dtype=np.int64)
+    support = np.full(n, np.nan)
+    targeting = np.full(n, np.nan)
+    decisive = np.zeros(n, dtype=bool)
+    m = min(int(pool), n)
+    if m < 2:
+        return ScreenResult(flags, decisive, group, support, targeting)
+    top = np.lexsort((np.arange(n), -np.asarray(score, dtype=np.float64)))[:m]
+    Yp = np.asarray(Yn[top], dtype=np.float64)
+    S_all = Yp @ np.asarray(Yn, dtype=np.float64).T  # (m, N)
+    S = S_all[:, top]
+    lab = _tight_groups(S, group_threshold, group_min, group_max)
+    group[top] = lab
+    # outside support: mean of the support_k largest cosines to candidates outside the own group
+    excl = (lab[:, None] >= 0) & (group[None, :] == lab[:, None])
+    excl[np.arange(m), top] = True
+    sims = np.where(excl, -np.inf, S_all)
+    kk = min(int(support_k), n - 1)
+    if kk >= 1:
+        best = -np.partition(-sims, kk - 1, axis=1)[:, :kk]
+        ok = np.isfinite(best).all(axis=1)
+        sup = np.where(ok, np.where(ok[:, None], best, 0.0).mean(axis=1), np.nan)
+        support[top] = sup
+        targeting[top] = cosine[top] - sup
+    t_out = targeting[top][lab < 0]
+    t_out = t_out[np.isfinite(t_out)]
+    ref = float(t_out.max()) if t_out.size else 0.0
+    for g in np.unique(lab[lab >= 0]).tolist():
+        members = top[lab == g]
+        t = targeting[members]
+        suspicious = bool(np.isfinite(t).any()) and float(np.nanmax(t)) - ref >= target_margin
+        c_max = float(cosine[members].max())
+        for i in members.tolist():
+            flags[i].append("tight_group")
+            if suspicious and cosine[i] >= c_max - echo_delta:
+                flags[i].append("query_targeted")
+    if use_twins:
+        ctop = cosine[top]
+        twin = (S >= twin_threshold) & ((ctop[:, None] - ctop[None, :]) >= twin_margin)
+        np.fill_diagonal(twin, False)
+        for a in np.flatnonzero(twin.any(axis=1)).tolist():
+            flags[int(top[a])].append("twin_conflict")
+    for i in top.tolist():
+        decisive[i] = any(f in DECISIVE_FLAGS for f in flags[i])
+    return ScreenResult(flags, decisive, group, support, targeting)
