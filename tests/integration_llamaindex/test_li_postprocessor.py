@@ -6,6 +6,7 @@ import asyncio
 import copy
 import doctest
 import json
+import threading
 
 import faiss
 import llama_index.postprocessor.oscillink as pkg
@@ -359,21 +360,32 @@ async def test_instrumentation_and_legacy_callback_events(recorder, mode):
     assert [n.node.node_id for n in finish.payload["nodes"]] == [n.node.node_id for n in out]
 
 
-async def test_async_path_does_not_block_the_event_loop():
+async def test_async_path_does_not_block_the_event_loop(monkeypatch):
     rng = np.random.default_rng(1)
-    Y = rng.normal(size=(1500, 96)).astype(np.float32)
+    Y = rng.normal(size=(300, 96)).astype(np.float32)
     nodes = [NodeWithScore(node=TextNode(id_=f"n{i}", text=f"t{i}", embedding=Y[i].tolist()), score=0.0)
              for i in range(len(Y))]
     pp = OscillinkPostprocessor(top_n=5)
+    loop_turned = threading.Event()
+    seen = {}
+    real_rank = OscillinkPostprocessor._rank
+
+    def rank_when_the_loop_has_turned(self, *args, **kwargs):
+        # the ranking waits until the event loop has run another task: on the loop's own thread that
+        # can never happen (the wait would run out), in a worker thread it happens at once
+        seen["thread"] = threading.get_ident()
+        seen["loop_ran_meanwhile"] = loop_turned.wait(timeout=60)
+        return real_rank(self, *args, **kwargs)
+
+    monkeypatch.setattr(OscillinkPostprocessor, "_rank", rank_when_the_loop_has_turned)
     task = asyncio.create_task(pp.apostprocess_nodes(nodes, query_bundle=QueryBundle("q", embedding=Y[0].tolist())))
-    ticks = 0
-    while not task.done():
-        await asyncio.sleep(0)
-        ticks += 1
+
+    async def other_work():
+        loop_turned.set()
+
+    await asyncio.gather(task, other_work())
     out = task.result()
-    # a blocking implementation runs to completion inside one step, leaving the loop 1-2 ticks;
-    # the store read and the solve run in worker threads, so the loop keeps turning meanwhile
-    assert ticks > 100
+    assert seen["loop_ran_meanwhile"] and seen["thread"] != threading.get_ident()
     sync = pp.postprocess_nodes(nodes, query_bundle=QueryBundle("q", embedding=Y[0].tolist()))
     assert [x.node.node_id for x in out] == [x.node.node_id for x in sync]
     assert [x.score for x in out] == [x.score for x in sync]
