@@ -294,7 +294,8 @@ def tune(queries: Sequence[LabelledQuery], *, grid: Mapping[str, Sequence] | Non
     ...     Y[[0, 4, 5]] = q + 0.5 * rng.normal(size=(3, 16))   # 0 is a trap, 4 and 5 relevant
     ...     Y[1:4] = Y[0] + 0.01 * rng.normal(size=(3, 16))      # 1-3 copy the trap
     ...     qs.append(LabelledQuery(q, Y, relevance={4: 1, 5: 1}, traps={0, 1, 2, 3}))
-    >>> start = {"lamC": 0.0, "coh_weight": 0.0, "dedup_threshold": None, "dup_keep": "best", "dup_action": "reorder"}
+    >>> start = {"lamC": 0.0, "coh_weight": 0.0, "dedup_threshold": None, "dup_keep": "best", "dup_action": "reorder",
+    ...          "screen": "off"}
     >>> grid = {"dedup_threshold": [None, 0.95], "dup_action": ["reorder", "demote"]}
     >>> res = tune(qs, grid=grid, base=start, folds=3, k=3)
     >>> res.changed
