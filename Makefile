@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
-.PHONY: setup test test-fast demo bench notebooks lint clean
+.PHONY: setup redis-server test test-fast demo bench notebooks lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,11 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PY) -c "from oscillink_core.app import llm; llm.load()"
 	touch $(STAMP)
 
-setup: $(STAMP)
+# the service tests start a real redis-server (CI: a fresh clone on a machine where make runs as root)
+redis-server:
+	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
+
+setup: $(STAMP) redis-server
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -161,8 +161,36 @@ def receipt_schema() -> dict:
     return json.loads(text)
 
 
+def _non_finite(obj: Any, path: tuple = ()) -> tuple | None:
+    """Path of the first NaN or infinite float in a JSON-like object (None if there is none)."""
+    if isinstance(obj, float):
+        return None if np.isfinite(obj) else path
+    if isinstance(obj, Mapping):
+        items: Iterable = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return None
+    for k, v in items:
+        found = _non_finite(v, (*path, k))
+        if found is not None:
+            return found
+    return None
+
+
 def validate_receipt(receipt: Any) -> None:
-    """Raise ``ValueError`` naming the first problem when ``receipt`` does not match the schema."""
+    """Raise ``ValueError`` naming the first problem when ``receipt`` does not match the schema.
+
+    Numbers must be finite: JSON has no NaN or Infinity, but Python's ``json`` reads them, and
+    JSON Schema's ``"type": "number"`` accepts them, so they are checked here explicitly.
+    """
+    bad = _non_finite(receipt)
+    if bad is not None:
+        where = "/".join(map(str, bad)) or "(root)"
+        value = receipt
+        for k in bad:
+            value = value[k]
+        raise ValueError(f"receipt does not match the schema at {where}: {value!r} is not a finite number")
     try:
         import jsonschema
     except ImportError:  # pragma: no cover

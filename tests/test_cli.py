@@ -42,6 +42,11 @@ def snapshot(d: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
 
 
+def data_file(d: Path, part: str) -> Path:
+    """The file the index's receipt names for ``part`` ("index" or "store")."""
+    return d / json.loads((d / "ingest_receipt.json").read_text("utf-8"))[part]["file"]
+
+
 # ------------------------------------------------------------------------------ chunking (fast)
 def test_chunk_text_respects_size_and_overlap():
     text = " ".join(f"w{i:03d}" for i in range(200))  # 200 words of 4 chars
@@ -147,13 +152,33 @@ def test_verify_rejects_non_json_and_schema_violations(capsys, tmp_path):
 
 # ------------------------------------------------------------------------------ real model (slow)
 @pytest.fixture(scope="module")
-def index_dir(tmp_path_factory):
+def tiny_corpus(tmp_path_factory):
     rows = [json.loads(line) for line in CORPUS.read_text("utf-8").splitlines()]
     rows = [r for r in rows if r["id"].startswith(("bees-", "moon-0"))]  # 24 passages, 2 topics, traps included
     src = tmp_path_factory.mktemp("src") / "tiny.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
+    return src
+
+
+@pytest.fixture(scope="module")
+def index_dir(tmp_path_factory, tiny_corpus):
+    src = tiny_corpus
     d = tmp_path_factory.mktemp("idx") / "index"
     assert main(["ingest", str(src), "--index", str(d), "-q"]) == 0
+    return d
+
+
+@pytest.fixture(scope="module")
+def signed_index_dir(tiny_corpus, tmp_path_factory):
+    """The same corpus, ingested with --key-env (query and verify with a key refuse unsigned indexes)."""
+    import os
+
+    d = tmp_path_factory.mktemp("idx") / "signed"
+    os.environ[KEY_VAR] = "test-key-123"
+    try:
+        assert main(["ingest", str(tiny_corpus), "--index", str(d), "-q", "--key-env", KEY_VAR]) == 0
+    finally:
+        del os.environ[KEY_VAR]
     return d
 
 
@@ -172,15 +197,19 @@ def test_ingest_receipt_records_what_was_built(index_dir):
 
     assert rec["chunks"] == 24 == rec["index"]["ntotal"] == rec["store"]["count"]
     assert rec["model"] == {"name": MODEL_NAME, "fingerprint": model_fingerprint(), "dim": 384, "normalized": True}
-    assert rec["index"]["sha256"] == hashlib.sha256((index_dir / "index.faiss").read_bytes()).hexdigest()
-    assert rec["store"]["sha256"] == hashlib.sha256((index_dir / "chunks.jsonl").read_bytes()).hexdigest()
+    assert rec["index"]["sha256"] == hashlib.sha256(data_file(index_dir, "index").read_bytes()).hexdigest()
+    assert rec["store"]["sha256"] == hashlib.sha256(data_file(index_dir, "store").read_bytes()).hexdigest()
+    assert rec["index"]["file"] == f"index.{rec['index']['sha256'][:16]}.faiss"
+    assert sorted(p.name for p in index_dir.iterdir()) == sorted([rec["index"]["file"], rec["store"]["file"],
+                                                                 "ingest_receipt.json"])
     assert rec["receipt_sha256"] == hash_ingest_receipt(rec)
     assert rec["chunking"]["chunk_size"] == 800 and rec["chunking"]["chunk_overlap"] == 100
     assert "signature" not in rec
 
 
 @pytest.mark.slow
-def test_round_trip_ingest_query_verify(capsys, index_dir, tmp_path, key):
+def test_round_trip_ingest_query_verify(capsys, signed_index_dir, tmp_path, key):
+    index_dir = signed_index_dir
     out_file = tmp_path / "receipt.json"
     code, out, err = run(capsys, "query", index_dir, QUESTION, "-k", "4", "--key-env", KEY_VAR,
                          "--receipt-out", out_file)
@@ -240,7 +269,11 @@ def test_query_receipt_is_deterministic(capsys, index_dir, tmp_path):
 @pytest.mark.slow
 def test_tampered_receipt_and_wrong_key_fail(capsys, index_dir, tmp_path, key, monkeypatch):
     f = tmp_path / "r.json"
-    assert run(capsys, "query", index_dir, QUESTION, "--key-env", KEY_VAR, "--receipt-out", f)[0] == 0
+    assert run(capsys, "query", index_dir, QUESTION, "--receipt-out", f)[0] == 0
+    good = json.loads(f.read_text("utf-8"))
+    from oscillink_core import sign_receipt  # a receipt of the unsigned index, signed as `query --key-env` would
+
+    f.write_text(json.dumps(sign_receipt(good, key)), "utf-8")
     good = json.loads(f.read_text("utf-8"))
     # swap the first two bundle entries: still schema-valid, but no longer what was computed
     bad = json.loads(json.dumps(good))
@@ -281,7 +314,7 @@ def test_json_and_compare_output(capsys, index_dir):
 def test_corrupted_index_fails_cleanly(capsys, index_dir, tmp_path, damage):
     d = tmp_path / "copy"
     shutil.copytree(index_dir, d)
-    f = d / "index.faiss"
+    f = data_file(d, "index")
     data = bytearray(f.read_bytes())
     if damage == "flip":
         data[len(data) // 2] ^= 0x01
@@ -294,7 +327,7 @@ def test_corrupted_index_fails_cleanly(capsys, index_dir, tmp_path, damage):
     code, out, err = run(capsys, "query", d, QUESTION)
     assert code == 1 and out == ""
     assert_one_line_error(err)
-    assert ("SHA-256 does not match" in err) if damage != "delete" else ("no index.faiss" in err)
+    assert ("SHA-256 does not match" in err) if damage != "delete" else (f"no {f.name}" in err)
     assert snapshot(d) == before
 
 

@@ -9,7 +9,18 @@
     block (``parent_ingest_sig`` = the index's SHA-256, ``candidate_set_hash``, the question).
 ``oscillink verify RECEIPT.json [--index DIR] [--key-env VAR]``
     Check the receipt against the JSON Schema, its HMAC and, with ``--index``, that re-running
-    its query reproduces it. Exit 0: every check passed; 1: a check failed; 2: bad usage.
+    its query reproduces it. Accepts a bare receipt or what ``query --json`` prints (the receipt
+    nested under ``"receipt"``). Exit codes:
+
+    * 0 ``receipt verified``: every check that ran passed, and the receipt's integrity was
+      established: its HMAC verified under ``--key-env``, or (for an unsigned receipt) re-running
+      it against ``--index`` reproduced it byte for byte;
+    * 1 ``verification FAILED``: a check failed (JSON, schema incl. non-finite numbers, HMAC,
+      provenance, index, reproduction);
+    * 2 bad usage (missing file, unset key variable, ...);
+    * 3 ``NOT VERIFIED``: nothing failed, but nothing established integrity either: the receipt
+      carries a signature that was not checked (no ``--key-env``), or it is unsigned and was not
+      re-run against an index. Its form was checked, not its contents.
 ``oscillink warmup``
     Compile the numba kernels now (a fresh install otherwise compiles on its first query).
 
@@ -30,7 +41,7 @@ from typing import Any
 __all__ = ["main", "build_parser"]
 
 PROG = "oscillink"
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNVERIFIED = 0, 1, 2, 3
 
 
 class CLIError(Exception):
@@ -65,14 +76,52 @@ def _one_line(text: Any) -> str:
     return " ".join(str(text).split())
 
 
-def _write_json_file(path: str, obj: Any) -> None:
+def _check_out_file(path: str, flag: str = "--receipt-out") -> None:
+    """Fail before any work when ``path`` cannot be a file we write."""
+    p = Path(path)
+    if p.is_dir():
+        raise CLIError(f"{flag} {path}: is a directory; give a file name (e.g. {p / 'receipt.json'})", EXIT_USAGE)
+    if not p.parent.exists():
+        raise CLIError(f"{flag} {path}: directory {p.parent} does not exist", EXIT_USAGE)
+    if not p.parent.is_dir():
+        raise CLIError(f"{flag} {path}: {p.parent} is not a directory", EXIT_USAGE)
+
+
+def _write_json_file(path: str, obj: Any, flag: str = "--receipt-out") -> None:
     from .store import atomic_write_bytes
 
-    p = Path(path)
-    if not p.parent.exists():
-        raise CLIError(f"--receipt-out {path}: directory {p.parent} does not exist")
+    _check_out_file(path, flag)
     data = (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
-    atomic_write_bytes(p, data)
+    try:
+        atomic_write_bytes(Path(path), data)
+    except OSError as exc:  # the temporary file's name is ours, not the user's: do not show it
+        raise CLIError(f"{flag} {path}: cannot write in {Path(path).parent} "
+                       f"({exc.strerror or type(exc).__name__})") from None
+
+
+def _read_params(path: str):
+    """A tuning profile from ``--params PATH``, with errors that name the file."""
+    from oscillink_core import resolve_params
+
+    p = Path(path)
+    if not p.is_file():
+        raise CLIError(f"--params {path}: no such file" + (" (it is a directory)" if p.is_dir() else ""), EXIT_USAGE)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise CLIError(f"--params {path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CLIError(f"--params {path}: not a JSON profile (byte 0x{raw[exc.start]:02x} at offset {exc.start} is "
+                       f"not UTF-8; is it a binary file?)", EXIT_USAGE) from None
+    except json.JSONDecodeError as exc:
+        raise CLIError(f"--params {path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
+                       EXIT_USAGE) from None
+    try:
+        return resolve_params(doc)
+    except (ValueError, TypeError) as exc:
+        raise CLIError(f"--params {path}: {_one_line(exc)}", EXIT_USAGE) from None
 
 
 # ------------------------------------------------------------------------------ ingest
@@ -120,7 +169,9 @@ def _print_query(out, store, compare: bool) -> None:
     traps = store.has_traps
     _print(f"question: {out.question}")
     fetched = out.receipt["provenance"]["retrieval"]["fetched"]
-    _print(f"index: {store.path} ({store.index.ntotal} chunks), fetched {fetched} candidates, k = {len(out.items)}")
+    asked = f" (asked for {out.k}; only {fetched} candidates)" if out.k > len(out.items) else ""
+    _print(f"index: {store.path} ({store.index.ntotal} chunks), fetched {fetched} candidates, "
+           f"k = {len(out.items)}{asked}")
     _print()
     if not compare:
         for it in out.items:
@@ -164,17 +215,24 @@ def cmd_query(a: argparse.Namespace) -> int:
     from .vectorstores import open_index
 
     key = _key_from_env(a.key_env)
+    try:
+        a.question.encode("utf-8")
+    except UnicodeEncodeError as exc:  # argv bytes that are not UTF-8 arrive as lone surrogates
+        bad = a.question[exc.start:exc.end].encode("utf-8", "surrogateescape")
+        raise CLIError(f"query: the question is not valid UTF-8 (byte 0x{bad[0]:02x} at character {exc.start}); "
+                       f"pass it as UTF-8 text", EXIT_USAGE) from None
+    if a.receipt_out:
+        _check_out_file(a.receipt_out)
+    params = _read_params(a.params) if a.params else None
     store = open_index(a.index, key=key)
-    params = None
-    if a.params:
-        from oscillink_core import resolve_params
-
-        params = resolve_params(a.params)
     out = run_query(store, a.question, k=a.k, fetch_k=a.fetch_k, params=params, sign_key=key)
     if a.receipt_out:
         _write_json_file(a.receipt_out, out.receipt)
     if a.json:
-        doc: dict = {"question": out.question, "k": out.k, "fetch_k": out.fetch_k, "items": out.items,
+        # "k" is how many items there are; "k_requested" what -k asked for (more than the index holds,
+        # or than --fetch-k retrieved, gives fewer)
+        doc: dict = {"question": out.question, "k": len(out.items), "k_requested": out.k, "fetch_k": out.fetch_k,
+                     "fetched": out.receipt["provenance"]["retrieval"]["fetched"], "items": out.items,
                      "receipt": out.receipt}
         if a.compare:
             doc["cosine"] = out.cosine
@@ -208,11 +266,17 @@ def cmd_verify(a: argparse.Namespace) -> int:
         status = {True: "ok  ", False: "FAIL", None: "skip"}[ok]
         _print(f"{status}  {name}" + (f": {detail}" if detail else ""))
 
+    def no_constants(name: str):
+        raise ValueError(f"non-finite number {name}: JSON has no NaN or Infinity")
+
     try:
-        receipt = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        receipt = json.loads(path.read_bytes().decode("utf-8"), parse_constant=no_constants)
+    except (UnicodeDecodeError, ValueError) as exc:
         check("json", False, f"{path} is not valid JSON ({_one_line(exc)})")
         return _verdict(results)
+    if isinstance(receipt, dict) and "format" not in receipt and isinstance(receipt.get("receipt"), dict):
+        receipt = receipt["receipt"]  # what `oscillink query --json` prints
+        _print(f"note  {path} is query --json output; checking the receipt nested under \"receipt\"")
     try:
         validate_receipt(receipt)
         check("schema", True, "matches the receipt JSON Schema")
@@ -227,8 +291,10 @@ def cmd_verify(a: argparse.Namespace) -> int:
             check("signature", True, f"HMAC-SHA256 verifies under ${a.key_env}")
         else:
             check("signature", False, f"HMAC-SHA256 does not verify under ${a.key_env} (wrong key or receipt modified)")
+    elif "signature" in receipt:
+        check("signature", None, "the receipt is signed, but no --key-env was given: the signature was NOT checked")
     else:
-        check("signature", None, "no --key-env given" + ("; the receipt is signed" if "signature" in receipt else ""))
+        check("signature", None, "the receipt is unsigned")
 
     prov = receipt.get("provenance")
     if isinstance(prov, dict):
@@ -239,6 +305,13 @@ def cmd_verify(a: argparse.Namespace) -> int:
             checked.append("candidate_set_hash")
             if prov["candidate_set_hash"] != receipt["inputs"]["candidate_set_hash"]:
                 problems.append("provenance.candidate_set_hash differs from inputs.candidate_set_hash")
+        meta = receipt.get("meta")
+        if isinstance(meta, dict):  # the published flat names must say the same as ours
+            checked.append("meta")
+            for name, where, ours in (("parent_ingest_sig", "provenance", prov.get("parent_ingest_sig")),
+                                      ("candidate_set_hash", "inputs", receipt["inputs"]["candidate_set_hash"])):
+                if name in meta and meta[name] != ours:
+                    problems.append(f"meta.{name} differs from {where}.{name}")
         q = prov.get("question")
         if "question_sha256" in prov:
             checked.append("question_sha256")
@@ -253,7 +326,7 @@ def cmd_verify(a: argparse.Namespace) -> int:
 
     if a.index is not None:
         _verify_against_index(a, receipt, key, check, canonical_json, strip_timings)
-    return _verdict(results)
+    return _verdict(results, signed="signature" in receipt)
 
 
 def _verify_against_index(a, receipt, key, check, canonical_json, strip_timings) -> None:
@@ -281,6 +354,8 @@ def _verify_against_index(a, receipt, key, check, canonical_json, strip_timings)
         return
     check("question-embedding", report["embedding_ok"], f"re-embedding the question: {report['question_embedding']}")
     mine, theirs = strip_timings(out.receipt), strip_timings(receipt)
+    if "meta" not in theirs:  # receipts written before the published names were added
+        mine.pop("meta", None)
     if canonical_json(mine) == canonical_json(theirs):
         check("reproduce", True, "re-running the query gives the same receipt byte for byte "
                                  "(timings and signature aside)")
@@ -289,15 +364,23 @@ def _verify_against_index(a, receipt, key, check, canonical_json, strip_timings)
         check("reproduce", False, f"re-running the query gives a different receipt (fields differ: {', '.join(diff)})")
 
 
-def _verdict(results) -> int:
+def _verdict(results, signed: bool = False) -> int:
     failed = [name for name, ok, _ in results if ok is False]
     if failed:
         _print(f"verification FAILED: {', '.join(failed)}")
         return EXIT_FAIL
     passed = [name for name, ok, _ in results if ok]
     skipped = [name for name, ok, _ in results if ok is None]
-    _print(f"receipt verified (checked: {', '.join(passed)}" + (f"; not checked: {', '.join(skipped)}" if skipped
-                                                                 else "") + ")")
+    checked = f"checked: {', '.join(passed)}" + (f"; not checked: {', '.join(skipped)}" if skipped else "")
+    if signed and "signature" not in passed:
+        _print(f"NOT VERIFIED: the receipt is signed but its signature was not checked (pass --key-env VAR); "
+               f"{checked}")
+        return EXIT_UNVERIFIED
+    if "signature" not in passed and "reproduce" not in passed:
+        _print(f"NOT VERIFIED: the receipt is unsigned and was not re-run against an index (pass --index DIR), "
+               f"so only its form was checked; {checked}")
+        return EXIT_UNVERIFIED
+    _print(f"receipt verified ({checked})")
     return EXIT_OK
 
 
@@ -316,7 +399,11 @@ def cmd_tune(a: argparse.Namespace) -> int:
         from .store import IndexStore, labelled_queries, load_questions
 
         store = IndexStore.open(a.index)
-        queries = labelled_queries(store, load_questions(a.questions), fetch_k=a.fetch_k)
+        try:
+            queries = labelled_queries(store, load_questions(a.questions), fetch_k=a.fetch_k)
+        except ValueError as exc:
+            msg = _one_line(exc)
+            raise CLIError(msg if msg.startswith(str(a.questions)) else f"{a.questions}: {msg}") from None
         source = f"{len(queries)} question(s) from {a.questions} over {a.index} (top {a.fetch_k} each)"
     else:
         from .embeddings import embed
@@ -418,18 +505,21 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--compare", action="store_true", help="show the plain cosine top-k beside the oscillink bundle")
     q.add_argument("--json", action="store_true", help="print JSON (items, receipt; cosine top-k with --compare)")
     q.add_argument("--params", metavar="PROFILE", help="a tuning profile JSON (default: the built-in parameters)")
-    q.add_argument("--key-env", metavar="VAR", help="sign the receipt with HMAC-SHA256 using the key in $VAR "
-                                                    "(and check a signed ingest receipt with it)")
+    q.add_argument("--key-env", metavar="VAR", help="sign the receipt with HMAC-SHA256 using the key in $VAR; "
+                                                    "the index must then carry an ingest receipt signed with it")
     q.add_argument("--receipt-out", metavar="FILE", help="write the settle receipt to FILE")
     q.set_defaults(func=cmd_query)
 
     v = sub.add_parser("verify", help="check a receipt (schema, HMAC, reproduction)",
                        description="Validate a settle receipt against the JSON Schema, check its HMAC (--key-env) and, "
-                                   "with --index, re-run its query and check the result is identical. "
-                                   "Exit 0 if every check passed, 1 if one failed, 2 on bad usage.")
+                                   "with --index, re-run its query and check the result is identical. Accepts "
+                                   "query --json output too. Exit 0: verified (every check passed, and the HMAC "
+                                   "verified or the re-run reproduced it); 1: a check failed; 2: bad usage; 3: not "
+                                   "verified (a signature that was not checked, or an unsigned receipt not re-run).")
     v.add_argument("receipt", metavar="RECEIPT.json")
     v.add_argument("--index", metavar="DIR", help="re-run the query against this index and compare")
-    v.add_argument("--key-env", metavar="VAR", help="check the HMAC with the key in $VAR")
+    v.add_argument("--key-env", metavar="VAR", help="check the HMAC with the key in $VAR (with --index, the "
+                                                    "index's ingest receipt must be signed with it too)")
     v.set_defaults(func=cmd_verify)
 
     t = sub.add_parser("tune", help="fit lattice parameters on labelled queries (writes a profile)",
@@ -457,6 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "query does not pay for it. With the numpy backend there is nothing to do.")
     w.add_argument("--backend", default=None, help="auto (default; OSCILLINK_BACKEND), numba or numpy")
     w.set_defaults(func=cmd_warmup)
+    from .service.cli import add_commands as add_service_commands  # serve, keys (issue 15)
+
+    add_service_commands(sub)
     return p
 
 
@@ -473,6 +566,16 @@ def _quiet_model_loading() -> None:
             pass
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not report the broken pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout is not a real file (tests capture it)
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code (the console script exits with it)."""
     _quiet_model_loading()
@@ -482,15 +585,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.command is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
-        return a.func(a)
+        code = a.func(a)
+        sys.stdout.flush()  # inside the try: a closed pipe is reported here, not at interpreter exit
+        return code
     except CLIError as exc:
         _err(f"{PROG}: error: {_one_line(exc)}" if not str(exc).startswith(PROG) else _one_line(exc))
         return exc.code
     except SystemExit as exc:  # --help / --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # clean-up (temporaries, the index lock) ran while this unwound
         _err(f"{PROG}: interrupted")
+        if argv is None:  # the console script: skip the interpreter's teardown of torch & co. (seconds)
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            os._exit(130)
         return 130
+    except BrokenPipeError:  # the reader went away (`oscillink query ... | head -1`): not an error
+        _silence_stdout()
+        return EXIT_OK
     except (ValueError, OSError) as exc:
         _err(f"{PROG}: error: {_one_line(exc)}")
         return EXIT_FAIL

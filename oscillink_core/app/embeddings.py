@@ -10,6 +10,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -40,8 +41,26 @@ def load_model():
         from sentence_transformers import SentenceTransformer
     except ImportError:
         raise ImportError("embedding needs sentence-transformers: pip install 'oscillink-core[embeddings]'") from None
-    with _lock:
+    with _lock, _no_loading_bars():
         return SentenceTransformer(model_path(), device="cpu")
+
+
+@contextmanager
+def _no_loading_bars():
+    """No "Loading weights" progress bar on stderr while the packaged model loads (transformers
+    draws one for every load, even from local files); the caller's setting is restored after."""
+    try:
+        from transformers.utils import logging as tf_logging
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    was_enabled = tf_logging.is_progress_bar_enabled()
+    tf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            tf_logging.enable_progress_bar()
 
 
 def embed(texts: Sequence[str], *, batch_size: int = 64, normalize: bool = True,

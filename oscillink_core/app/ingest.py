@@ -7,10 +7,18 @@
 * Chunking: windows of at most ``chunk_size`` characters cut at whitespace, consecutive chunks
   sharing at most ``chunk_overlap`` characters of whole words (runs of whitespace become one
   space). A single word longer than ``chunk_size`` is cut hard.
-* Ids: a record that fits in one chunk keeps its id (``id`` field, or ``<file>:<line>``);
-  otherwise chunk ``i`` gets ``<id>#<i>``. Plain-text files always give ``<file name>#<i>``.
-* The index directory holds ``index.faiss`` (exact inner product over unit vectors, i.e.
-  cosine), ``chunks.jsonl`` (the chunk store) and ``ingest_receipt.json``; see `build_index`.
+* Sources are named by their path relative to what was given: a file argument by its name
+  (``notes.txt``), a file found in a directory argument ``D`` by ``D``'s name and its path
+  inside ``D`` (``c3/a/bees.txt``), so equal file names in different folders stay apart.
+* Ids: a record that fits in one chunk keeps its id (``id`` field, or ``<source>:<line>``);
+  otherwise chunk ``i`` gets ``<id>#<i>``. Plain-text files always give ``<source>#<i>``.
+* CSV is parsed strictly: a row with more or fewer fields than the header, a quote that is
+  never closed or a stray quote is an error naming the file and line, never a silently merged
+  or truncated record. Records whose quoted fields span several lines are counted in the
+  receipt (``sources[].multiline_records``) and reported by the CLI.
+* The index directory holds ``index.<sha16>.faiss`` (exact inner product over unit vectors,
+  i.e. cosine), ``chunks.<sha16>.jsonl`` (the chunk store) and ``ingest_receipt.json``; see
+  `build_index` and `store.commit_index`.
 
 Examples
 --------
@@ -39,8 +47,12 @@ from .store import (
     INGEST_FORMAT,
     RECEIPT_FILE,
     IndexDirError,
-    atomic_write_bytes,
+    clean_index_dir,
+    commit_index,
+    data_file_name,
+    fault_point,
     hash_ingest_receipt,
+    index_lock,
     sha256_bytes,
 )
 
@@ -77,9 +89,11 @@ class SourceInfo:
     records: int
     chunks: int = 0
     skipped_empty: int = 0
+    multiline_records: int | None = None  # CSV only
+    source: str = ""  # the name ids and chunk sources use
 
     def to_json(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 # ------------------------------------------------------------------------------ chunking
@@ -126,24 +140,35 @@ def check_chunking(chunk_size: int, chunk_overlap: int) -> None:
 
 
 # ------------------------------------------------------------------------------ reading
-def _expand(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    out: list[Path] = []
+def _expand(paths: Sequence[str | os.PathLike]) -> list[tuple[Path, str]]:
+    """(file, source name) for every input file: a file argument is named by its file name, a
+    file under a directory argument ``D`` by ``D``'s name plus its path inside ``D`` (posix)."""
+    out: list[tuple[Path, str]] = []
+    named: dict[str, Path] = {}
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
             found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in SUPPORTED_SUFFIXES)
             if not found:
                 raise SourceError(f"{p}: directory holds no {'/'.join(SUPPORTED_SUFFIXES)} files")
-            out.extend(found)
+            base = p.resolve().name or "root"
+            out.extend((q, f"{base}/{q.relative_to(p).as_posix()}") for q in found)
         elif p.is_file():
             if p.suffix.lower() not in SUPPORTED_SUFFIXES:
                 raise SourceError(f"{p}: unsupported file type {p.suffix or '(none)'!r}; "
                                   f"supported: {', '.join(SUPPORTED_SUFFIXES)}")
-            out.append(p)
+            out.append((p, p.name))
         elif p.exists():
             raise SourceError(f"{p}: not a regular file or directory")
         else:
             raise SourceError(f"{p}: no such file or directory")
+    for f, name in out:
+        if name in named and named[name].resolve() != f.resolve():
+            raise SourceError(f"{f}: its source name {name!r} is also the name of {named[name]}; pass their "
+                              f"common folder instead (sources are named by their path inside a folder argument)")
+        if name in named:
+            raise SourceError(f"{f}: given twice")
+        named[name] = f
     return out
 
 
@@ -194,17 +219,36 @@ def _records_jsonl(p: Path, text: str) -> Iterable[tuple[int, Any]]:
         yield lineno, rec
 
 
-def _records_csv(p: Path, text: str, text_field: str) -> Iterable[tuple[int, Any]]:
+def _records_csv(p: Path, text: str, text_field: str, info: SourceInfo) -> Iterable[tuple[int, Any]]:
+    """Rows of a CSV file as dicts, parsed strictly (see the module notes), with their first line."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    start = 1
     try:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        header = reader.fieldnames or []
+        header = next(reader, None) or []
         if text_field not in header:
             raise SourceError(f"{p}: no {text_field!r} column (columns: {', '.join(map(repr, header))}); "
                               f"choose one with --text-field")
-        for row in reader:
-            yield reader.line_num, row
+        dup = sorted({h for h in header if header.count(h) > 1})
+        if dup:
+            raise SourceError(f"{p}:1: header names column(s) {', '.join(map(repr, dup))} more than once")
+        info.multiline_records = 0
+        while True:
+            start = reader.line_num + 1  # the line the next record starts on (named in errors)
+            row = next(reader, None)
+            if row is None:
+                break
+            line = reader.line_num
+            if not row:  # a blank line
+                continue
+            if len(row) != len(header):
+                raise SourceError(f"{p}:{start}: row has {len(row)} field(s), the header has {len(header)}; "
+                                  f"fix the row (quote fields that contain commas)")
+            if line > start:
+                info.multiline_records += 1
+            yield start, dict(zip(header, row, strict=True))
     except csv.Error as exc:
-        raise SourceError(f"{p}: malformed CSV ({exc})") from None
+        hint = " (a quote that is never closed?)" if "end of data" in str(exc) else ""
+        raise SourceError(f"{p}:{start}: malformed CSV in the record starting on this line: {exc}{hint}") from None
 
 
 def read_sources(paths: Sequence[str | os.PathLike], *, chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -225,21 +269,22 @@ def read_sources(paths: Sequence[str | os.PathLike], *, chunk_size: int = DEFAUL
         seen[cid] = src
         chunks.append(Chunk(cid, text, src, meta))
 
-    for p in files:
+    for p, name in files:
         try:
             raw = p.read_bytes()
         except OSError as exc:
             raise SourceError(f"{p}: cannot read ({exc.strerror or exc})") from None
         text = _decode(p, raw, encoding)
         suffix = p.suffix.lower()
-        info = SourceInfo(path=str(p), format=suffix.lstrip("."), sha256=sha256_bytes(raw), bytes=len(raw), records=0)
+        info = SourceInfo(path=str(p), format=suffix.lstrip("."), sha256=sha256_bytes(raw), bytes=len(raw), records=0,
+                          source=name)
         before = len(chunks)
         if suffix in (".txt", ".md"):
             info.records = 1
             for i, piece in enumerate(chunk_text(text, chunk_size=chunk_size, chunk_overlap=chunk_overlap)):
-                emit(f"{p.name}#{i}", piece, p.name, {})
+                emit(f"{name}#{i}", piece, name, {})
         else:
-            records = _records_jsonl(p, text) if suffix == ".jsonl" else _records_csv(p, text, text_field)
+            records = _records_jsonl(p, text) if suffix == ".jsonl" else _records_csv(p, text, text_field, info)
             for lineno, rec in records:
                 info.records += 1
                 if text_field not in rec:
@@ -252,14 +297,14 @@ def read_sources(paths: Sequence[str | os.PathLike], *, chunk_size: int = DEFAUL
                 if not isinstance(body, str):
                     raise SourceError(f"{p}:{lineno}: field {text_field!r} must be a string; got {type(body).__name__}")
                 rid = rec.get(id_field)
-                rid = f"{p.name}:{lineno}" if rid is None or rid == "" else str(rid)
+                rid = f"{name}:{lineno}" if rid is None or rid == "" else str(rid)
                 pieces = chunk_text(body, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
                 meta = _record_meta(rec, text_field, id_field)
                 if len(pieces) == 1:
-                    emit(rid, pieces[0], p.name, meta)
+                    emit(rid, pieces[0], name, meta)
                 else:
                     for i, piece in enumerate(pieces):
-                        emit(f"{rid}#{i}", piece, p.name, meta)
+                        emit(f"{rid}#{i}", piece, name, meta)
             if info.records == 0:
                 raise SourceError(f"{p}: holds no records")
         info.chunks = len(chunks) - before
@@ -284,14 +329,39 @@ def _embed_all(texts: list[str], progress: bool | None) -> Any:
     if tqdm is not None and progress is not False:
         bar = tqdm(total=len(texts), unit="chunk", desc="embedding", file=sys.stderr,
                    disable=None if progress is None else False, leave=False)
+    # The batches run in a worker thread and the main thread waits for it: a signal (Ctrl-C,
+    # SIGTERM) is handled by the main thread at once, instead of after the current batch's torch
+    # call returns (many seconds on a loaded machine). On interrupt the worker stops after its batch.
+    import threading
+
+    failure: list[BaseException] = []
+    cancel = threading.Event()
+
+    def work() -> None:
+        try:
+            for i in range(0, len(texts), EMBED_BATCH):
+                if cancel.is_set():
+                    return
+                fault_point("embedding")
+                out[i:i + EMBED_BATCH] = embed(texts[i:i + EMBED_BATCH], batch_size=EMBED_BATCH)
+                if bar is not None:
+                    bar.update(min(EMBED_BATCH, len(texts) - i))
+        except BaseException as exc:  # re-raised in the main thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=work, name="oscillink-embed", daemon=True)
     try:
-        for i in range(0, len(texts), EMBED_BATCH):
-            out[i:i + EMBED_BATCH] = embed(texts[i:i + EMBED_BATCH], batch_size=EMBED_BATCH)
-            if bar is not None:
-                bar.update(min(EMBED_BATCH, len(texts) - i))
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.2)  # returns to the interpreter often, so signals are handled promptly
+    except BaseException:
+        cancel.set()
+        raise
     finally:
-        if bar is not None:
+        if bar is not None and not worker.is_alive():
             bar.close()
+    if failure:
+        raise failure[0]
     return out
 
 
@@ -302,9 +372,11 @@ def build_index(paths: Sequence[str | os.PathLike], index_dir: str | os.PathLike
                 log: Callable[[str], None] | None = None) -> dict:
     """Read, chunk, embed and index ``paths`` into ``index_dir``; return the ingest receipt.
 
-    Files are written under temporary names and renamed into place only once everything
-    succeeded (store, then index, then the receipt last), so a failure never damages an
-    index that was already there. An existing index is replaced only with ``overwrite=True``.
+    The whole run holds an exclusive lock on ``index_dir`` (a second ingest into it fails at
+    once with `IndexBusyError`). The new data files are written and fsynced under new names and
+    ``ingest_receipt.json`` is replaced last, in one rename (`store.commit_index`): a failure or
+    a kill at any point leaves the old index whole (or, after the rename, the new one). An
+    existing index is replaced only with ``overwrite=True``.
     """
     import faiss
     import numpy as np
@@ -317,66 +389,82 @@ def build_index(paths: Sequence[str | os.PathLike], index_dir: str | os.PathLike
     out = Path(index_dir)
     if out.exists() and not out.is_dir():
         raise IndexDirError(f"{out}: exists and is not a directory")
-    ours = [out / name for name in (RECEIPT_FILE, INDEX_FILE, CHUNKS_FILE)]
-    if out.is_dir() and any(p.exists() for p in ours):
+    check_chunking(chunk_size, chunk_overlap)
+    if not paths:
+        raise SourceError("no input files given")
+    with index_lock(out):
+        fault_point("locked")
+        legacy = [out / name for name in (INDEX_FILE, CHUNKS_FILE)]
         if not (out / RECEIPT_FILE).exists():
-            names = ", ".join(p.name for p in ours if p.exists())
-            raise IndexDirError(f"{out}: holds {names} but no {RECEIPT_FILE}; refusing to overwrite files "
-                              f"oscillink did not write")
-        if not overwrite:
+            foreign = [p.name for p in legacy if p.exists()]
+            if foreign:
+                raise IndexDirError(f"{out}: holds {', '.join(foreign)} but no {RECEIPT_FILE}; refusing to "
+                                    f"overwrite files oscillink did not write")
+        elif not overwrite:
             raise IndexDirError(f"{out}: already holds an index; pass --overwrite to replace it")
+        stale = clean_index_dir(out)  # temporaries and orphans of an ingest that was killed
+        if stale and log:
+            log(f"removed {len(stale)} file(s) left by an interrupted ingest: {', '.join(sorted(stale))}")
 
-    chunks, infos = read_sources(paths, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
-                                 text_field=text_field, id_field=id_field, encoding=encoding)
-    if log:
-        log(f"read {len(infos)} file(s): {len(chunks)} chunk(s) (chunk size {chunk_size}, overlap {chunk_overlap})")
-    t1 = time.perf_counter()
-    vecs = _embed_all([c.text for c in chunks], progress)
-    if not np.isfinite(vecs).all():
-        raise IndexDirError("the embedding model returned non-finite vectors")
-    t2 = time.perf_counter()
-    index = faiss.IndexFlatIP(EMBED_DIM)
-    index.add(vecs)
-    index_bytes = faiss.serialize_index(index).tobytes()
-    store_bytes = b"".join(json.dumps(c.to_json(), sort_keys=True, ensure_ascii=False,
-                                      separators=(",", ":")).encode("utf-8") + b"\n" for c in chunks)
-    torch = sys.modules.get("torch")
-    receipt: dict = {
-        "format": INGEST_FORMAT,
-        "version": 1,
-        "package_version": __version__,
-        "model": {"name": MODEL_NAME, "fingerprint": model_fingerprint(), "dim": EMBED_DIM, "normalized": True},
-        "chunking": {"unit": "characters", "chunk_size": chunk_size, "chunk_overlap": chunk_overlap,
-                     "boundary": "whitespace", "text_field": text_field, "id_field": id_field, "encoding": encoding},
-        "sources": [i.to_json() for i in infos],
-        "chunks": len(chunks),
-        "index": {"file": INDEX_FILE, "type": "IndexFlatIP", "metric": "inner_product (cosine on unit vectors)",
-                  "ntotal": int(index.ntotal), "dim": EMBED_DIM, "sha256": sha256_bytes(index_bytes),
-                  "bytes": len(index_bytes)},
-        "store": {"file": CHUNKS_FILE, "format": "jsonl", "count": len(chunks), "sha256": sha256_bytes(store_bytes),
-                  "bytes": len(store_bytes)},
-        "determinism": {"device": "cpu", "dtype": "float32", "embed_batch_size": EMBED_BATCH,
-                        "torch_version": getattr(torch, "__version__", None),
-                        "torch_threads": torch.get_num_threads() if torch is not None else None,
-                        "faiss_version": faiss.__version__, "search": "exact (IndexFlatIP), ties by insertion order",
-                        "chunk_order": "sources in the order given (directories sorted), records in file order"},
-        "timings_ms": {"read_ms": round(1e3 * (t1 - t0), 3), "embed_ms": round(1e3 * (t2 - t1), 3)},
-    }
-    receipt["receipt_sha256"] = hash_ingest_receipt(receipt)
-    if sign_key is not None:
-        receipt = sign_receipt(receipt, sign_key)
-    receipt_bytes = (json.dumps(receipt, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
-
-    out.mkdir(parents=True, exist_ok=True)
-    tmps = []
-    try:
-        for name, data in ((CHUNKS_FILE, store_bytes), (INDEX_FILE, index_bytes), (RECEIPT_FILE, receipt_bytes)):
-            tmps.append(atomic_write_bytes(out / name, data, commit=False))
-        for tmp, final in tmps:  # every file is complete on disk before the first rename
-            os.replace(tmp, final)
-    finally:
-        for tmp, _ in tmps:
-            if tmp.exists():
-                tmp.unlink()
+        chunks, infos = read_sources(paths, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
+                                     text_field=text_field, id_field=id_field, encoding=encoding)
+        if log:
+            log(f"read {len(infos)} file(s): {len(chunks)} chunk(s) (chunk size {chunk_size}, "
+                f"overlap {chunk_overlap})")
+            for info in infos:
+                if info.multiline_records:
+                    log(f"note: {info.path}: {info.multiline_records} record(s) have quoted fields spanning "
+                        f"several lines; check the file if you did not expect line breaks inside fields")
+        t1 = time.perf_counter()
+        vecs = _embed_all([c.text for c in chunks], progress)
+        if not np.isfinite(vecs).all():
+            raise IndexDirError("the embedding model returned non-finite vectors")
+        fault_point("embedded")
+        t2 = time.perf_counter()
+        index = faiss.IndexFlatIP(EMBED_DIM)
+        index.add(vecs)
+        index_bytes = faiss.serialize_index(index).tobytes()
+        store_bytes = b"".join(json.dumps(c.to_json(), sort_keys=True, ensure_ascii=False,
+                                          separators=(",", ":")).encode("utf-8") + b"\n" for c in chunks)
+        index_sha, store_sha = sha256_bytes(index_bytes), sha256_bytes(store_bytes)
+        index_name, store_name = data_file_name("index", index_sha), data_file_name("store", store_sha)
+        torch = sys.modules.get("torch")
+        receipt: dict = {
+            "format": INGEST_FORMAT,
+            "version": 1,
+            "package_version": __version__,
+            "model": {"name": MODEL_NAME, "fingerprint": model_fingerprint(), "dim": EMBED_DIM, "normalized": True},
+            "chunking": {"unit": "characters", "chunk_size": chunk_size, "chunk_overlap": chunk_overlap,
+                         "boundary": "whitespace", "text_field": text_field, "id_field": id_field,
+                         "encoding": encoding},
+            "sources": [i.to_json() for i in infos],
+            "chunks": len(chunks),
+            "index": {"file": index_name, "type": "IndexFlatIP", "metric": "inner_product (cosine on unit vectors)",
+                      "ntotal": int(index.ntotal), "dim": EMBED_DIM, "sha256": index_sha,
+                      "bytes": len(index_bytes)},
+            "store": {"file": store_name, "format": "jsonl", "count": len(chunks), "sha256": store_sha,
+                      "bytes": len(store_bytes)},
+            "determinism": {"device": "cpu", "dtype": "float32", "embed_batch_size": EMBED_BATCH,
+                            "torch_version": getattr(torch, "__version__", None),
+                            "torch_threads": torch.get_num_threads() if torch is not None else None,
+                            "faiss_version": faiss.__version__,
+                            "search": "exact (IndexFlatIP), ties by insertion order",
+                            "chunk_order": "sources in the order given (directories sorted), records in file order"},
+            # the published flat names (the same values as the nested fields above)
+            **published_ingest_fields(MODEL_NAME, EMBED_DIM, index_sha, store_sha, len(chunks)),
+            "timings_ms": {"read_ms": round(1e3 * (t1 - t0), 3), "embed_ms": round(1e3 * (t2 - t1), 3)},
+        }
+        receipt["receipt_sha256"] = hash_ingest_receipt(receipt)
+        if sign_key is not None:
+            receipt = sign_receipt(receipt, sign_key)
+        receipt_bytes = (json.dumps(receipt, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+        commit_index(out, index_bytes=index_bytes, store_bytes=store_bytes, receipt_bytes=receipt_bytes,
+                     index_name=index_name, store_name=store_name)
     return receipt
 
+
+def published_ingest_fields(model: str, dim: int, index_sha: str, store_sha: str, chunks: int) -> dict:
+    """The flat field names of the published oscillink receipt format, for auditors' checks such as
+    ``ingest_receipt.index_sha256 == settle_receipt.meta.parent_ingest_sig``."""
+    return {"index_sha256": index_sha, "store_sha256": store_sha, "embed_model": model, "embed_dim": dim,
+            "chunks": chunks, "deterministic": True}

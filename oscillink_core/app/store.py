@@ -1,13 +1,21 @@
 """The on-disk index written by ``oscillink ingest`` and the query / verify logic on top of it.
 
-An index directory holds three files:
+An index directory holds:
 
 * ``ingest_receipt.json``: what was indexed and how (model name and weight fingerprint,
-  chunking, sources with their SHA-256, chunk count, SHA-256 of the two files below,
-  determinism settings), hashed (``receipt_sha256``) and optionally HMAC-signed;
-* ``index.faiss``: a FAISS ``IndexFlatIP`` over the unit-normalised chunk embeddings;
-* ``chunks.jsonl``: the chunk store, one ``{"id", "text", "source", "meta"}`` per line, in
-  index order.
+  chunking, sources with their SHA-256, chunk count, names and SHA-256 of the two files below,
+  determinism settings), hashed (``receipt_sha256``) and optionally HMAC-signed. It is the
+  commit point: the files it names are the index;
+* ``index.<sha16>.faiss``: a FAISS ``IndexFlatIP`` over the unit-normalised chunk embeddings;
+* ``chunks.<sha16>.jsonl``: the chunk store, one ``{"id", "text", "source", "meta"}`` per line,
+  in index order. (``<sha16>`` = the first 16 hex digits of the file's SHA-256; indexes written
+  before 0.2 name them ``index.faiss`` / ``chunks.jsonl``, and still open.)
+
+Writing (`commit_index`, used by ``oscillink ingest``) holds an exclusive ``flock`` on the
+directory itself, writes and fsyncs the two data files under new names, then replaces
+``ingest_receipt.json`` with one ``rename``: a reader, or a process killed at any instant,
+sees either the whole old index or the whole new one. Files of the old index and temporaries
+left by a killed writer are removed afterwards (and at the start of the next ingest).
 
 `IndexStore.open` checks the receipt's own hash, the model (fingerprint and dimension) and the
 SHA-256 of both files *before* handing any bytes to FAISS, so a corrupted, truncated or swapped
@@ -20,20 +28,26 @@ with a ``provenance`` block tying it to the index (``parent_ingest_sig`` = the i
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import os
+import re
 import secrets
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["IndexStore", "IndexDirError", "QueryOutcome", "run_query", "reproduce", "atomic_write_bytes",
-           "load_questions", "labelled_queries",
+__all__ = ["IndexStore", "IndexDirError", "IndexBusyError", "QueryOutcome", "run_query", "reproduce",
+           "atomic_write_bytes", "load_questions", "labelled_queries", "index_lock", "commit_index",
            "sha256_bytes", "hash_ingest_receipt", "INGEST_FORMAT", "PROVENANCE_FORMAT", "RECEIPT_FILE",
-           "INDEX_FILE", "CHUNKS_FILE"]
+           "INDEX_FILE", "CHUNKS_FILE", "FAULT_ENV"]
 
 INGEST_FORMAT = "oscillink-core/ingest-receipt"
 PROVENANCE_FORMAT = "oscillink-core/query-provenance"
@@ -44,6 +58,170 @@ CHUNKS_FILE = "chunks.jsonl"
 
 class IndexDirError(ValueError):
     """The index directory is missing, inconsistent, corrupted or built with another model."""
+
+
+class IndexBusyError(IndexDirError):
+    """Another process holds the index directory's write lock (an ingest is running there)."""
+
+
+# Test hook (fault injection): OSCILLINK_FAULT_AT=STEP[:kill|stop] makes the writing process
+# SIGKILL (default) or SIGSTOP itself when it reaches STEP, so tests can stop a real process
+# at each step of a commit deterministically ("hang" blocks forever, ignoring Ctrl-C). Steps,
+# in order: locked, embedding (before each batch, in the embedding thread), embedded,
+# store-written, index-written, receipt-written, committed, cleaned.
+FAULT_ENV = "OSCILLINK_FAULT_AT"
+_DATA_RE = re.compile(r"^(index\.[0-9a-f]{16}\.faiss|chunks\.[0-9a-f]{16}\.jsonl)$")
+_TMP_RE = re.compile(r"^\.(ingest_receipt\.json|index(\.[0-9a-f]{16})?\.faiss|chunks(\.[0-9a-f]{16})?\.jsonl)"
+                     r"\.[0-9a-f]{12}\.tmp$")
+
+
+def fault_point(step: str) -> None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    name, _, action = spec.partition(":")
+    if name != step:
+        return
+    if action == "hang":  # stand-in for a long computation that ignores Ctrl-C (a torch batch)
+        print(f"oscillink-fault: hanging at {step}", file=sys.stderr, flush=True)
+        import threading
+
+        never = threading.Event()
+        while True:
+            try:
+                never.wait()
+            except KeyboardInterrupt:
+                continue
+    os.kill(os.getpid(), signal.SIGSTOP if action == "stop" else signal.SIGKILL)
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def index_lock(path: str | os.PathLike) -> Iterator[bool]:
+    """Hold an exclusive, non-blocking ``flock`` on the index directory (created if missing).
+
+    Yields True when this call created the directory. Raises `IndexBusyError` at once when
+    another process holds the lock. The kernel releases the lock when its holder exits, however
+    it exits, so a crashed ingest never leaves a stale lock. If the directory was created here
+    and is still empty when the block fails, it is removed (under the lock).
+    """
+    import fcntl
+
+    d = Path(path)
+    for _ in range(10):
+        created = False
+        try:
+            d.mkdir(parents=True)
+            created = True
+        except FileExistsError:
+            if not d.is_dir():
+                raise IndexDirError(f"{d}: exists and is not a directory") from None
+        except OSError as exc:
+            raise IndexDirError(f"{d}: cannot create the index directory ({exc.strerror or exc})") from None
+        try:
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:  # removed between mkdir and open: start again
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise IndexBusyError(f"{d}: another oscillink ingest is writing this index right now (it holds "
+                                     f"the directory's lock); wait for it to finish, then run again") from None
+            raise IndexDirError(f"{d}: cannot lock the index directory ({exc.strerror or exc})") from None
+        try:
+            same = os.stat(d).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # the directory we locked was removed (by a failed first ingest): retry
+            os.close(fd)
+            continue
+        break
+    else:  # pragma: no cover
+        raise IndexDirError(f"{d}: the directory keeps disappearing; cannot lock it")
+    try:
+        yield created
+    except BaseException:
+        if created:
+            try:
+                d.rmdir()  # only if still empty; we hold the lock, so no other writer is in there
+            except OSError:
+                pass
+        raise
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _referenced(d: Path) -> set[str] | None:
+    """Names of the data files the current receipt of ``d`` names: empty if there is no receipt,
+    None if there is one that cannot be read (then no data file is considered unreferenced)."""
+    if not (d / RECEIPT_FILE).exists():
+        return set()
+    try:
+        rec = json.loads((d / RECEIPT_FILE).read_text("utf-8"))
+        return {str(rec["index"].get("file", INDEX_FILE)), str(rec["store"].get("file", CHUNKS_FILE))}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def clean_index_dir(d: Path, *, keep: set[str] | None = None) -> list[str]:
+    """Remove our temporaries and the data files no receipt names (call with the lock held).
+
+    Only names oscillink writes are touched (``.NAME.<hex>.tmp``, ``index.<sha16>.faiss``,
+    ``chunks.<sha16>.jsonl``, and the pre-0.2 ``index.faiss`` / ``chunks.jsonl`` when the
+    receipt names other files). Returns the names removed.
+    """
+    keep = _referenced(d) if keep is None else keep
+    removed = []
+    for p in d.iterdir():
+        name = p.name
+        legacy = name in (INDEX_FILE, CHUNKS_FILE) and (d / RECEIPT_FILE).exists()
+        orphan = keep is not None and (_DATA_RE.match(name) or legacy) and name not in keep
+        if _TMP_RE.match(name) or orphan:
+            try:
+                p.unlink()
+                removed.append(name)
+            except FileNotFoundError:  # pragma: no cover
+                pass
+    return removed
+
+
+def data_file_name(kind: str, digest: str) -> str:
+    return f"index.{digest[:16]}.faiss" if kind == "index" else f"chunks.{digest[:16]}.jsonl"
+
+
+def commit_index(d: Path, *, index_bytes: bytes, store_bytes: bytes, receipt_bytes: bytes,
+                 index_name: str, store_name: str) -> None:
+    """Write the data files, then switch ``ingest_receipt.json`` in one rename, then clean up.
+
+    Call with `index_lock` held. Until the rename the directory still describes the old index
+    (its receipt names the old files, which are left alone); after it, the new one.
+    """
+    atomic_write_bytes(d / store_name, store_bytes)
+    fault_point("store-written")
+    atomic_write_bytes(d / index_name, index_bytes)
+    fault_point("index-written")
+    tmp, final = atomic_write_bytes(d / RECEIPT_FILE, receipt_bytes, commit=False)
+    try:
+        fault_point("receipt-written")
+        os.replace(tmp, final)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    _fsync_dir(d)
+    fault_point("committed")
+    clean_index_dir(d, keep={index_name, store_name})
+    _fsync_dir(d)
+    fault_point("cleaned")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -89,6 +267,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, commit: bool = T
     return (tmp, final) if not commit else final
 
 
+def _reject_constant(name: str):
+    raise ValueError(f"non-finite number {name} (JSON has no NaN or Infinity)")
+
+
 def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
@@ -119,15 +301,32 @@ class IndexStore:
              check_model: bool = True) -> IndexStore:
         """Load an index directory after checking the receipt, the model and both file hashes.
 
-        With ``key``, a signed ingest receipt must verify under it.
+        With ``key``, the ingest receipt must carry an HMAC-SHA256 signature that verifies under
+        it: an unsigned receipt (e.g. one whose signature was removed after editing) is refused.
+        A concurrent ``ingest --overwrite`` is tolerated: if the files the receipt named vanish
+        while they are read, the (new) receipt is read again.
         """
         d = Path(path)
         if not d.is_dir():
             raise IndexDirError(f"{d}: no such index directory")
-        raw = _read(d / RECEIPT_FILE, "ingest receipt")
+        for _attempt in range(5):
+            raw = _read(d / RECEIPT_FILE, "ingest receipt")
+            try:
+                return cls._open(d, raw, key=key, check_model=check_model)
+            except IndexDirError:
+                try:
+                    changed = (d / RECEIPT_FILE).read_bytes() != raw
+                except OSError:
+                    changed = False
+                if not changed:
+                    raise
+        raise IndexDirError(f"{d}: the index keeps changing while it is read (an ingest is rewriting it)")
+
+    @classmethod
+    def _open(cls, d: Path, raw: bytes, *, key: bytes | str | None, check_model: bool) -> IndexStore:
         try:
-            receipt = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            receipt = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        except (UnicodeDecodeError, ValueError) as exc:
             raise IndexDirError(f"{d / RECEIPT_FILE}: not valid JSON ({exc}); the index is damaged") from None
         if not isinstance(receipt, dict) or receipt.get("format") != INGEST_FORMAT:
             raise IndexDirError(f"{d / RECEIPT_FILE}: not an oscillink ingest receipt")
@@ -135,15 +334,24 @@ class IndexStore:
             recorded = receipt["receipt_sha256"]
             model, idx, store = receipt["model"], receipt["index"], receipt["store"]
             dim = int(model["dim"])
-        except (KeyError, TypeError, ValueError) as exc:
+            index_name, store_name = str(idx.get("file", INDEX_FILE)), str(store.get("file", CHUNKS_FILE))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise IndexDirError(f"{d / RECEIPT_FILE}: incomplete ingest receipt (missing {exc})") from None
+        for name in (index_name, store_name):
+            if not name or Path(name).name != name or name in (".", ".."):
+                raise IndexDirError(f"{d / RECEIPT_FILE}: names a data file outside the index directory ({name!r})")
         if hash_ingest_receipt(receipt) != recorded:
             raise IndexDirError(f"{d / RECEIPT_FILE}: contents do not match its receipt_sha256 (edited or damaged)")
-        if key is not None and "signature" in receipt:
+        if key is not None:
             from oscillink_core import verify_receipt
 
+            if "signature" not in receipt:
+                raise IndexDirError(f"{d / RECEIPT_FILE}: the ingest receipt is not signed, but a key was given: "
+                                    f"refusing an index whose origin cannot be checked (re-run oscillink ingest "
+                                    f"with --key-env, or query without --key-env)")
             if not verify_receipt(receipt, key):
-                raise IndexDirError(f"{d / RECEIPT_FILE}: HMAC signature does not verify under the given key")
+                raise IndexDirError(f"{d / RECEIPT_FILE}: HMAC signature does not verify under the given key "
+                                    f"(wrong key, or the index was modified after it was signed)")
         if check_model:
             from .embeddings import EMBED_DIM, MODEL_NAME, model_fingerprint
 
@@ -154,21 +362,21 @@ class IndexStore:
                 raise IndexDirError(f"{d}: index was built with another embedding model ({model.get('name')}, weights "
                                   f"{str(model.get('fingerprint'))[:12]}...) than this install's {MODEL_NAME} "
                                   f"(weights {model_fingerprint()[:12]}...). Re-run oscillink ingest")
-        index_bytes = _read(d / idx.get("file", INDEX_FILE), "FAISS index")
+        index_bytes = _read(d / index_name, "FAISS index")
         if sha256_bytes(index_bytes) != idx.get("sha256"):
-            raise IndexDirError(f"{d / INDEX_FILE}: SHA-256 does not match the ingest receipt ({len(index_bytes)} "
+            raise IndexDirError(f"{d / index_name}: SHA-256 does not match the ingest receipt ({len(index_bytes)} "
                                 f"bytes, expected {idx.get('bytes')}): corrupted, truncated or replaced. "
                                 f"Re-run oscillink ingest")
-        store_bytes = _read(d / store.get("file", CHUNKS_FILE), "chunk store")
+        store_bytes = _read(d / store_name, "chunk store")
         if sha256_bytes(store_bytes) != store.get("sha256"):
-            raise IndexDirError(f"{d / CHUNKS_FILE}: SHA-256 does not match the ingest receipt: corrupted, truncated "
+            raise IndexDirError(f"{d / store_name}: SHA-256 does not match the ingest receipt: corrupted, truncated "
                               f"or edited. Re-run oscillink ingest")
         import faiss
 
         try:
             index = faiss.deserialize_index(np.frombuffer(index_bytes, dtype=np.uint8))
         except Exception as exc:  # hash matched, so this is a FAISS version problem
-            raise IndexDirError(f"{d / INDEX_FILE}: FAISS cannot read it ({str(exc).splitlines()[0]})") from None
+            raise IndexDirError(f"{d / index_name}: FAISS cannot read it ({str(exc).splitlines()[0]})") from None
         chunks = [json.loads(line) for line in store_bytes.decode("utf-8").splitlines() if line]
         if index.d != dim or index.ntotal != len(chunks) or len(chunks) != receipt.get("chunks"):
             raise IndexDirError(f"{d}: inconsistent index (dimension {index.d} vs {dim}, {index.ntotal} vectors vs "
@@ -244,6 +452,12 @@ def run_query(store: IndexStore, question: str, *, k: int = 5, fetch_k: int = 50
 
     if not isinstance(question, str) or not question.strip():
         raise ValueError("the question is empty")
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError as exc:  # e.g. argv bytes that are not UTF-8 (kept as lone surrogates)
+        bad = question[exc.start:exc.end].encode("utf-8", "surrogateescape")
+        raise ValueError(f"the question is not valid UTF-8 (byte 0x{bad[0]:02x} at character {exc.start}); "
+                         f"pass the question as UTF-8 text") from None
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"-k must be a positive integer; got {k!r}")
     if isinstance(fetch_k, bool) or not isinstance(fetch_k, int) or fetch_k < 1:
@@ -272,6 +486,10 @@ def run_query(store: IndexStore, question: str, *, k: int = 5, fetch_k: int = 50
         "retrieval": {"index": store.receipt["index"]["type"], "fetch_k": fetch_k, "fetched": len(ids),
                       "k": k},
     }
+    # the published flat names (same values as provenance.*), for the documented auditor check
+    # ingest_receipt.index_sha256 == settle_receipt.meta.parent_ingest_sig
+    receipt["meta"] = {"parent_ingest_sig": store.index_sha256,
+                       "candidate_set_hash": receipt["inputs"]["candidate_set_hash"]}
     served = getattr(store, "query_provenance", None)
     if served is not None:  # a served store (vectorstores.ChromaIndexStore): the candidates as fetched
         receipt["provenance"]["served_store"] = served(rows, Y)
@@ -357,11 +575,22 @@ def labelled_queries(store: IndexStore, questions: list[dict], *, fetch_k: int =
 
     from .embeddings import embed
 
+    known = {c["id"] for c in store.chunks}
+    for i, q in enumerate(questions):
+        for field in ("relevant", "traps"):
+            missing = [str(x) for x in q.get(field, []) if str(x) not in known]
+            if missing:
+                more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+                shown = ", ".join(map(repr, missing[:5])) + more
+                raise ValueError(f"question {q.get('id', i)!r}: {field} id(s) not in the index {store.path}: {shown} "
+                                 f"(ids in the index look like {next(iter(sorted(known)), '?')!r})")
+        if not q.get("relevant"):
+            raise ValueError(f"question {q.get('id', i)!r}: 'relevant' is empty; list at least one id")
     vecs = embed([q["question"] for q in questions])
     out = []
     for i, (q, v) in enumerate(zip(questions, vecs, strict=True)):
         rows, _ = store.search(v, fetch_k)
         ids = [store.chunks[int(r)]["id"] for r in rows]
-        out.append(LabelledQuery(v, store.vectors(rows), ids=ids, relevance={r: 1.0 for r in q["relevant"]},
-                                 traps=set(q.get("traps", [])), qid=q.get("id", i)))
+        out.append(LabelledQuery(v, store.vectors(rows), ids=ids, relevance={str(r): 1.0 for r in q["relevant"]},
+                                 traps={str(t) for t in q.get("traps", [])}, qid=q.get("id", i)))
     return out
