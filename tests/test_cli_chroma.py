@@ -31,15 +31,6 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 
 
 @pytest.fixture(scope="module")
-def chroma_server():
-    from tests._chroma_server import start_chroma
-
-    server = start_chroma()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Path:
     rows = [json.loads(line) for line in CORPUS.read_text("utf-8").splitlines()]
     rows = [r for r in rows if r["id"].startswith(("bees-", "moon-0"))]  # 24 passages, traps included

@@ -47,6 +47,7 @@ from .store import (
     INGEST_FORMAT,
     RECEIPT_FILE,
     IndexDirError,
+    chunk_store_bytes,
     clean_index_dir,
     commit_index,
     data_file_name,
@@ -381,9 +382,9 @@ def build_index(paths: Sequence[str | os.PathLike], index_dir: str | os.PathLike
     import faiss
     import numpy as np
 
-    from oscillink_core import __version__, sign_receipt
+    from oscillink_core import sign_receipt
 
-    from .embeddings import EMBED_DIM, MODEL_NAME, model_fingerprint
+    from .embeddings import EMBED_DIM, MODEL_NAME
 
     t0 = time.perf_counter()
     out = Path(index_dir)
@@ -424,21 +425,13 @@ def build_index(paths: Sequence[str | os.PathLike], index_dir: str | os.PathLike
         index = faiss.IndexFlatIP(EMBED_DIM)
         index.add(vecs)
         index_bytes = faiss.serialize_index(index).tobytes()
-        store_bytes = b"".join(json.dumps(c.to_json(), sort_keys=True, ensure_ascii=False,
-                                          separators=(",", ":")).encode("utf-8") + b"\n" for c in chunks)
+        store_bytes = chunk_store_bytes(c.to_json() for c in chunks)
         index_sha, store_sha = sha256_bytes(index_bytes), sha256_bytes(store_bytes)
         index_name, store_name = data_file_name("index", index_sha), data_file_name("store", store_sha)
         torch = sys.modules.get("torch")
         receipt: dict = {
-            "format": INGEST_FORMAT,
-            "version": 1,
-            "package_version": __version__,
-            "model": {"name": MODEL_NAME, "fingerprint": model_fingerprint(), "dim": EMBED_DIM, "normalized": True},
-            "chunking": {"unit": "characters", "chunk_size": chunk_size, "chunk_overlap": chunk_overlap,
-                         "boundary": "whitespace", "text_field": text_field, "id_field": id_field,
-                         "encoding": encoding},
-            "sources": [i.to_json() for i in infos],
-            "chunks": len(chunks),
+            **receipt_head(infos, len(chunks), chunk_size=chunk_size, chunk_overlap=chunk_overlap,
+                           text_field=text_field, id_field=id_field, encoding=encoding),
             "index": {"file": index_name, "type": "IndexFlatIP", "metric": "inner_product (cosine on unit vectors)",
                       "ntotal": int(index.ntotal), "dim": EMBED_DIM, "sha256": index_sha,
                       "bytes": len(index_bytes)},
@@ -461,6 +454,26 @@ def build_index(paths: Sequence[str | os.PathLike], index_dir: str | os.PathLike
         commit_index(out, index_bytes=index_bytes, store_bytes=store_bytes, receipt_bytes=receipt_bytes,
                      index_name=index_name, store_name=store_name)
     return receipt
+
+
+def receipt_head(infos: Sequence[SourceInfo], n_chunks: int, *, chunk_size: int, chunk_overlap: int,
+                 text_field: str | None, id_field: str | None, encoding: str) -> dict:
+    """The fields every ingest receipt starts with, whatever store holds the index: format, package,
+    model, chunking, sources and the chunk count."""
+    from oscillink_core import __version__
+
+    from .embeddings import EMBED_DIM, MODEL_NAME, model_fingerprint
+
+    return {
+        "format": INGEST_FORMAT,
+        "version": 1,
+        "package_version": __version__,
+        "model": {"name": MODEL_NAME, "fingerprint": model_fingerprint(), "dim": EMBED_DIM, "normalized": True},
+        "chunking": {"unit": "characters", "chunk_size": chunk_size, "chunk_overlap": chunk_overlap,
+                     "boundary": "whitespace", "text_field": text_field, "id_field": id_field, "encoding": encoding},
+        "sources": [i.to_json() for i in infos],
+        "chunks": n_chunks,
+    }
 
 
 def published_ingest_fields(model: str, dim: int, index_sha: str, store_sha: str, chunks: int) -> dict:

@@ -36,7 +36,7 @@ import re
 import secrets
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,11 +281,16 @@ def _read(path: Path, what: str) -> bytes:
 
 
 # ------------------------------------------------------------------------------ index
-@dataclass
-class IndexStore:
-    path: Path
+def chunk_store_bytes(chunks: Iterable[dict]) -> bytes:
+    """The chunk store as hashed and written: one canonical JSON object per line (``chunks.jsonl``)."""
+    return b"".join(json.dumps(c, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+                    for c in chunks)
+
+
+class IndexInfo:
+    """What every index store derives from its ingest receipt and chunks (FAISS folder or served store)."""
+
     receipt: dict
-    index: Any  # faiss.Index
     chunks: list[dict]
 
     @property
@@ -295,6 +300,14 @@ class IndexStore:
     @property
     def has_traps(self) -> bool:
         return any("trap" in c.get("meta", {}) for c in self.chunks)
+
+
+@dataclass
+class IndexStore(IndexInfo):
+    path: Path
+    receipt: dict
+    index: Any  # faiss.Index
+    chunks: list[dict]
 
     @classmethod
     def open(cls, path: str | os.PathLike, *, key: bytes | str | None = None,

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from .store import IndexInfo, chunk_store_bytes
+
 __all__ = ["chroma_vectors", "chroma_space", "qdrant_vectors", "qdrant_score_kind", "is_chroma_collection",
            "is_qdrant_client"]
 
@@ -186,13 +188,6 @@ def _vectors_sha256(ids: Sequence[str], vecs: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _chunk_store_bytes(chunks: Sequence[dict]) -> bytes:
-    import json
-
-    return b"".join(json.dumps(c, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
-                    for c in chunks)
-
-
 def _read_all(collection: Any, n: int) -> tuple[list[dict], np.ndarray]:
     """Every record, back from the server, as (chunks in ingest row order, float32 vectors)."""
     import json
@@ -231,11 +226,11 @@ def build_chroma_index(paths: Sequence[Any], url: str, *, chunk_size: int, chunk
     import sys
     import time
 
-    from oscillink_core import __version__, sign_receipt
+    from oscillink_core import sign_receipt
 
-    from .embeddings import EMBED_DIM, MODEL_NAME, model_fingerprint
-    from .ingest import _embed_all, read_sources
-    from .store import INGEST_FORMAT, IndexDirError, hash_ingest_receipt, sha256_bytes
+    from .embeddings import EMBED_DIM, MODEL_NAME
+    from .ingest import EMBED_BATCH, _embed_all, published_ingest_fields, read_sources, receipt_head
+    from .store import IndexDirError, hash_ingest_receipt, sha256_bytes
 
     host, port, name = parse_store_url(url)
     t0 = time.perf_counter()
@@ -273,17 +268,11 @@ def build_chroma_index(paths: Sequence[Any], url: str, *, chunk_size: int, chunk
     sent = [c.to_json() for c in chunks]
     if back != sent or back_vecs.shape != vecs.shape or not np.array_equal(back_vecs, vecs):
         raise IndexDirError(f"{url}: the records read back differ from those written (server changed them?)")
-    store_bytes = _chunk_store_bytes(back)
+    store_bytes = chunk_store_bytes(back)
     torch = sys.modules.get("torch")
     receipt: dict = {
-        "format": INGEST_FORMAT,
-        "version": 1,
-        "package_version": __version__,
-        "model": {"name": MODEL_NAME, "fingerprint": model_fingerprint(), "dim": EMBED_DIM, "normalized": True},
-        "chunking": {"unit": "characters", "chunk_size": chunk_size, "chunk_overlap": chunk_overlap,
-                     "boundary": "whitespace", "text_field": text_field, "id_field": id_field, "encoding": encoding},
-        "sources": [i.to_json() for i in infos],
-        "chunks": len(chunks),
+        **receipt_head(infos, len(chunks), chunk_size=chunk_size, chunk_overlap=chunk_overlap,
+                       text_field=text_field, id_field=id_field, encoding=encoding),
         "index": {"type": "chroma", "url": url, "collection": name, "collection_id": str(collection.id),
                   "space": chroma_space(collection), "server_version": client.get_version(),
                   "metric": "inner-product distance (1 - cosine on unit vectors)", "ntotal": len(chunks),
@@ -294,18 +283,15 @@ def build_chroma_index(paths: Sequence[Any], url: str, *, chunk_size: int, chunk
         "store": {"format": "chroma documents + metadatas, hashed as chunks.jsonl", "count": len(back),
                   "sha256": sha256_bytes(store_bytes), "bytes": len(store_bytes)},
         "not_pinned": NOT_PINNED,
-        "determinism": {"device": "cpu", "dtype": "float32", "embed_batch_size": 64,
+        "determinism": {"device": "cpu", "dtype": "float32", "embed_batch_size": EMBED_BATCH,
                         "torch_version": getattr(torch, "__version__", None),
                         "search": "approximate (Chroma HNSW, ip space); verify re-runs the query",
                         "chunk_order": "sources in the order given (directories sorted), records in file order"},
         "timings_ms": {"read_ms": round(1e3 * (t1 - t0), 3), "embed_ms": round(1e3 * (t2 - t1), 3)},
     }
-    from . import ingest as _ingest
-
-    published = getattr(_ingest, "published_ingest_fields", None)  # the published flat names, where defined
-    if published is not None:
-        receipt.update(published(MODEL_NAME, EMBED_DIM, receipt["index"]["sha256"], receipt["store"]["sha256"],
-                                 len(chunks)))
+    # the published flat names (the same values as the nested fields above)
+    receipt.update(published_ingest_fields(MODEL_NAME, EMBED_DIM, receipt["index"]["sha256"],
+                                           receipt["store"]["sha256"], len(chunks)))
     receipt["receipt_sha256"] = hash_ingest_receipt(receipt)
     if sign_key is not None:
         receipt = sign_receipt(receipt, sign_key)
@@ -318,7 +304,7 @@ class _Info:
         self.ntotal, self.d = ntotal, d
 
 
-class ChromaIndexStore:
+class ChromaIndexStore(IndexInfo):
     """An index on a Chroma server, with the interface `store.run_query` / `reproduce` use.
 
     `open` checks the receipt (its hash, the signature under ``key``, the model) and re-hashes every
@@ -336,14 +322,6 @@ class ChromaIndexStore:
         self._vecs = vecs
         self._row_of = {c["id"]: i for i, c in enumerate(chunks)}
         self.index = _Info(len(chunks), int(receipt["model"]["dim"]))
-
-    @property
-    def index_sha256(self) -> str:
-        return self.receipt["index"]["sha256"]
-
-    @property
-    def has_traps(self) -> bool:
-        return any("trap" in c.get("meta", {}) for c in self.chunks)
 
     @classmethod
     def open(cls, url: str, *, key: bytes | str | None = None, check_model: bool = True) -> ChromaIndexStore:
@@ -392,7 +370,7 @@ class ChromaIndexStore:
             chunks, vecs = _read_all(collection, n)
         except ValueError as exc:
             raise IndexDirError(f"{url}: {exc}") from None
-        if sha256_bytes(_chunk_store_bytes(chunks)) != receipt["store"]["sha256"]:
+        if sha256_bytes(chunk_store_bytes(chunks)) != receipt["store"]["sha256"]:
             raise IndexDirError(f"{url}: the records' ids, texts or metadata do not match the ingest receipt's "
                                 "store.sha256 (edited on the server). Re-run oscillink ingest")
         if _vectors_sha256([c["id"] for c in chunks], vecs) != receipt["index"]["sha256"]:
@@ -429,7 +407,7 @@ class ChromaIndexStore:
 
         cands = [self.chunks[int(r)] for r in rows]
         return {"store_url": self.path,
-                "candidates_sha256": sha256_bytes(_chunk_store_bytes(cands) + bytes.fromhex(
+                "candidates_sha256": sha256_bytes(chunk_store_bytes(cands) + bytes.fromhex(
                     _vectors_sha256([c["id"] for c in cands], vectors))),
                 "candidates_hashes": "sha256(candidate chunks as JSONL + sha256(ids + float32 vectors)), as fetched",
                 "not_pinned": list(self.receipt.get("not_pinned", NOT_PINNED))}

@@ -46,16 +46,6 @@ def stores():
     return real_stores()
 
 
-@pytest.fixture(scope="session")
-def chroma_server():
-    """A real ``chroma run`` server on a free loopback port, for the whole session."""
-    from tests._chroma_server import start_chroma
-
-    server = start_chroma()
-    yield server
-    server.stop()
-
-
 @pytest.fixture(autouse=True)
 def _one_backend(monkeypatch):
     """Pin the solver backend: the default ("auto") switches from numpy to numba once the kernels are
