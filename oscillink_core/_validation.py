@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["row_norms", "check_embeddings", "check_query", "check_gates", "check_ids", "check_k", "check_scalar"]
+__all__ = ["row_norms", "check_embeddings", "check_query", "check_gates", "check_ids", "check_k", "check_scalar",
+           "check_texts"]
 
 _BRACKETS = {"both": "[]", "left": "[)", "right": "(]", "neither": "()"}
 
@@ -208,3 +209,17 @@ def check_ids(ids: Sequence[Any] | None, n: int) -> list:
 def check_k(k: Any, n: int, *, name: str = "k") -> int:
     """Validate a bundle size: an int >= 1 (values above ``n`` are clipped to ``n``)."""
     return min(check_scalar(k, name, int, min_val=1), int(n))
+
+def check_texts(texts: Sequence[Any] | None, n: int) -> list[str] | None:
+    """Validate candidate texts: None, or ``n`` str values (one per candidate, in order)."""
+    if texts is None:
+        return None
+    if isinstance(texts, (str, bytes)):
+        raise ValueError("texts must be a sequence of strings (one per candidate), not a single string")
+    out = list(texts)
+    if len(out) != n:
+        raise ValueError(f"texts has {len(out)} entries but there are N = {n} candidates")
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise ValueError(f"texts[{i}] has type {type(t).__name__}; texts must be str")
+    return out

@@ -78,13 +78,18 @@ class RerankResult:
 
 def rerank(query: Any, candidates: Any, *, k: int, ids: Sequence[Any] | None = None, params: Any = None,
            gates: Any = None, sign_key: bytes | str | None = None, light_receipt: bool = False,
-           backend: str | None = None) -> RerankResult:
+           backend: str | None = None, texts: Sequence[str] | None = None,
+           query_text: str | None = None) -> RerankResult:
     """Rerank ``candidates`` (N, D) against ``query`` (D,) and return the top ``k``.
 
     ``params`` takes anything `resolve_params` does (None, dict, `LatticeParams`, profile dict or
     path). ``backend`` is "auto", "numba" or "numpy" (see `Oscillink`). ``kneighbors`` is
     clipped to N - 1 here, so any N >= 1 works. ``k`` > N returns N
-    items. The function keeps no shared state: concurrent calls from many threads are safe.
+    items. ``texts`` (one per candidate) and ``query_text`` (the question) turn on the text
+    screening signals ("query_echo", the text form of "twin_conflict"; see
+    `oscillink_core.screening`); the receipt then binds both (``inputs.texts_sha256``,
+    ``inputs.query_text_sha256`` and the state signature). The function keeps no shared state:
+    concurrent calls from many threads are safe.
 
     Examples
     --------
@@ -100,8 +105,8 @@ def rerank(query: Any, candidates: Any, *, k: int, ids: Sequence[Any] | None = N
     """
     t0 = time.perf_counter()
     p = resolve_params(params)
-    lat = Oscillink(candidates, ids=ids, params=p, backend=backend, _transient=True)  # dropped on return
-    lat.set_query(query, gates=gates)
+    lat = Oscillink(candidates, ids=ids, params=p, backend=backend, texts=texts, _transient=True)  # dropped on return
+    lat.set_query(query, gates=gates, text=query_text)
     info = lat.settle()
     bundle = lat.bundle(k)
     receipt = lat.receipt(bundle=bundle, light=light_receipt, sign_key=sign_key)

@@ -25,6 +25,7 @@ number of threads.
 from __future__ import annotations
 
 import functools
+import hashlib
 import threading
 import time
 from collections.abc import Sequence
@@ -34,7 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _backend, _kernels, persistence
-from ._validation import check_gates, check_ids, check_k, check_query, check_scalar
+from ._validation import check_gates, check_ids, check_k, check_query, check_scalar, check_texts
 from ._version import __version__
 from .energy import edge_tension, energy_terms, path_energy, path_laplacian, rhs, system_matrix
 from .gates import diffusion_gates_from_laplacian
@@ -49,6 +50,7 @@ from .receipts import (
     round_float,
     sign_receipt,
     state_signature,
+    texts_digest,
 )
 from .solver import CGInfo, warn_unconverged
 
@@ -169,7 +171,8 @@ class Oscillink:
 
     def __init__(self, Y: Any, kneighbors: int | None = None, lamG: float | None = None,
                  lamC: float | None = None, lamQ: float | None = None, *, ids: Sequence[Any] | None = None,
-                 params: Any = None, backend: str | None = None, _adjacency: sp.csr_array | None = None,
+                 params: Any = None, backend: str | None = None, texts: Sequence[str] | None = None,
+                 _adjacency: sp.csr_array | None = None,
                  _transient: bool = False, **overrides: Any) -> None:
         t0 = time.perf_counter()
         self._guard = _OneThreadAtATime()
@@ -182,6 +185,8 @@ class Oscillink:
         self._Y, self._Yn = K.prepare_rows(Y, bool(_transient))
         n, d = self._Y.shape
         self._ids = check_ids(ids, n)
+        self._texts = check_texts(texts, n)
+        self._query_text: str | None = None
         self._ids_json: bytes | None = None
         # SHA-256 of Y for the state signature; hashlib releases the GIL, so for large inputs
         # it runs on the helper thread while the graph is built and the system solved
@@ -281,12 +286,17 @@ class Oscillink:
 
     # ---------------------------------------------------------------- query and chain
     @_exclusive(mutates=True)
-    def set_query(self, psi: Any, gates: Any = None) -> None:
+    def set_query(self, psi: Any, gates: Any = None, *, text: str | None = None) -> None:
         """Set the query embedding psi (D,) and optional per-candidate gates (N,) in [0, 1].
 
         Without gates, B = I when ``params.gating == "uniform"`` and the diffusion gates of
-        `compute_diffusion_gates` when it is ``"diffusion"``.
+        `compute_diffusion_gates` when it is ``"diffusion"``. ``text``: the question itself; with
+        the candidates' ``texts`` it enables the text screening signals (see
+        `oscillink_core.screening`) and is bound by the state signature.
         """
+        if text is not None and not isinstance(text, str):
+            raise ValueError(f"the query text must be a str or None; got {type(text).__name__}")
+        self._query_text = text
         self._apply_query(check_query(psi, self.D), None if gates is None else check_gates(gates, self.N))
 
     def _apply_query(self, psi_raw: np.ndarray, gates: np.ndarray | None, gate_mode: str | None = None) -> None:
@@ -450,8 +460,12 @@ class Oscillink:
         order, score, rep = rank_settled(c["align"], c["cosine"], self._Yn, idx, sim, k, coh_weight=p.coh_weight,
                                          mmr_lambda=p.mmr_lambda, dedup_threshold=p.dedup_threshold,
                                          dup_keep=p.dup_keep, dup_action=p.dup_action, labels=labels)
+        use_text = p.screen_text and self._texts is not None and self._query_text is not None
         order, flags, actions = screen_ranking(order, score, rep, c["cosine"], self._Yn, k, action=p.screen,
-                                               mmr_lambda=p.mmr_lambda, dup_action=p.dup_action, **screen_kwargs(p))
+                                               mmr_lambda=p.mmr_lambda, dup_action=p.dup_action,
+                                               texts=self._texts if use_text else None,
+                                               query_text=self._query_text if use_text else None,
+                                               **screen_kwargs(p))
         out = []
         for r, i in enumerate(order.tolist()):
             dup = int(rep[i])
@@ -517,7 +531,15 @@ class Oscillink:
                                psi=self._psi_raw, gates=self._gates,
                                params=self._params.to_dict(), k=k if k is not None else 0,
                                indptr=g.indptr, indices=g.indices, data=g.data,
-                               chain=self._chain_block(), bundle=bundle)
+                               chain=self._chain_block(), bundle=bundle, texts_digest=self._texts_digest(),
+                               query_text=self._query_text)
+
+    def _texts_digest(self) -> bytes | None:
+        if self._texts is None:
+            return None
+        if getattr(self, "_texts_sha", None) is None:
+            self._texts_sha = texts_digest(self._texts)
+        return self._texts_sha
 
     def _ids_canonical(self) -> bytes:
         if self._ids_json is None:
@@ -571,6 +593,9 @@ class Oscillink:
             "params": p.to_dict(),
             "inputs": {"n": self.N, "d": self.D, "k": k_used,
                        "candidate_set_hash": hash_ids(self._ids, ids_json=self._ids_canonical()),
+                       **({} if self._texts is None else {"texts_sha256": self._texts_digest().hex()}),
+                       **({} if self._query_text is None else
+                          {"query_text_sha256": hashlib.sha256(self._query_text.encode("utf-8")).hexdigest()}),
                        "gates": {"mode": self._gate_mode, "min": round_float(g.min()),
                                  "max": round_float(g.max()), "mean": round_float(g.mean())}},
             "energy": {**{name: round_float(v) for name, v in at_u.items()},
@@ -652,6 +677,10 @@ class Oscillink:
         meta = {"format": _STATE_FORMAT, "version": _STATE_VERSION, "params": self._params.to_dict(),
                 "ids": list(self._ids), "gate_mode": self._gate_mode, "lamP": self._lamP, "k_eff": self._k_eff,
                 "knn_method": self._knn_method, "backend": self._kernels.name, "has_query": self._psi is not None}
+        if self._texts is not None:
+            meta["texts"] = list(self._texts)
+        if self._query_text is not None:
+            meta["query_text"] = self._query_text
         arrays = {"Y": self._Y.copy(), "gates": self._gates.copy(), "W_indptr": g.indptr.copy(),
                   "W_indices": g.indices.copy(), "W_data": g.data.copy()}
         if self._psi_raw is not None:
@@ -676,7 +705,7 @@ class Oscillink:
             W = sp.csr_array((arrays["W_data"], arrays["W_indices"], arrays["W_indptr"]), shape=(n, n))
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"incomplete lattice state: missing {exc}") from None
-        lat = cls(Y, ids=meta["ids"], params=resolve_params(meta["params"]), _adjacency=W,
+        lat = cls(Y, ids=meta["ids"], params=resolve_params(meta["params"]), _adjacency=W, texts=meta.get("texts"),
                   backend=backend if backend is not None else meta.get("backend", "auto"))
         lat._k_eff = int(meta["k_eff"])
         lat._knn_method = meta["knn_method"]
@@ -687,6 +716,7 @@ class Oscillink:
                           weights=np.asarray(arrays["chain_weights"]).tolist())
         if "psi" in arrays:
             gates = check_gates(arrays["gates"], n)
+            lat._query_text = meta.get("query_text")
             lat._apply_query(check_query(arrays["psi"], lat.D), gates, meta.get("gate_mode", "user"))
         return lat
 

@@ -86,7 +86,16 @@ class LatticeParams:
         of the group's highest are flagged "query_targeted".
     screen_twin_threshold, screen_twin_margin : of two pool candidates at cosine >=
         ``screen_twin_threshold``, the one more query-similar by >= ``screen_twin_margin`` is
-        flagged "twin_conflict"; None disables the twin signal.
+        flagged "twin_conflict"; None disables the twin signal. (Embedding form, used only when
+        no texts are given.)
+    screen_text : use the candidates' and the question's texts when they are given
+        (`rerank(..., texts=, query_text=)`): the "query_echo" flag and the text form of
+        "twin_conflict" (see `oscillink_core.textsignals`).
+    screen_query_echo : flag "query_echo" (a passage that restates the question).
+    screen_text_twin_threshold, screen_edit_max : two pool candidates at cosine >=
+        ``screen_text_twin_threshold`` whose texts differ by a substitution of at most
+        ``screen_edit_max`` of the shorter text: the side edited toward the question is flagged
+        "twin_conflict"; None disables the text twin rule.
 
     Solver and graph construction
     -----------------------------
@@ -123,6 +132,10 @@ class LatticeParams:
     screen_echo_delta: float = 0.2
     screen_twin_threshold: float | None = None
     screen_twin_margin: float = 0.02
+    screen_text: bool = True
+    screen_query_echo: bool = True
+    screen_text_twin_threshold: float | None = 0.85
+    screen_edit_max: float = 0.2
     rtol: float = 1e-5
     maxiter: int = 500
     knn: str = "auto"
@@ -165,6 +178,14 @@ class LatticeParams:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
         if self.screen_twin_threshold is not None and not -1 <= num("screen_twin_threshold") <= 1:
             raise ValueError(f"screen_twin_threshold must lie in [-1, 1] or be None; got {self.screen_twin_threshold}")
+        for name in ("screen_text", "screen_query_echo"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}")
+        if self.screen_text_twin_threshold is not None and not -1 <= num("screen_text_twin_threshold") <= 1:
+            raise ValueError("screen_text_twin_threshold must lie in [-1, 1] or be None; "
+                             f"got {self.screen_text_twin_threshold}")
+        if not 0 <= num("screen_edit_max") <= 1:
+            raise ValueError(f"screen_edit_max must lie in [0, 1]; got {self.screen_edit_max}")
         if self.gating not in _GATINGS:
             raise ValueError(f"gating must be one of {_GATINGS}; got {self.gating!r}")
         if self.knn not in _KNN:
@@ -175,9 +196,9 @@ class LatticeParams:
         # normalise numeric types so that equal params encode identically
         for name in ("lamG", "lamC", "lamQ", "lamP", "edge_floor", "degree_reg", "gate_gamma",
                      "gate_beta", "coh_weight", "mmr_lambda", "rtol", "screen_group_threshold",
-                     "screen_target_margin", "screen_echo_delta", "screen_twin_margin"):
+                     "screen_target_margin", "screen_echo_delta", "screen_twin_margin", "screen_edit_max"):
             object.__setattr__(self, name, float(getattr(self, name)))
-        for name in ("dedup_threshold", "screen_twin_threshold"):
+        for name in ("dedup_threshold", "screen_twin_threshold", "screen_text_twin_threshold"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, float(getattr(self, name)))
 

@@ -188,7 +188,9 @@ def screen_kwargs(params) -> dict:
             "target_margin": params.screen_target_margin,
             "echo_delta": params.screen_echo_delta,
             "twin_threshold": 2.0 if params.screen_twin_threshold is None else params.screen_twin_threshold,
-            "twin_margin": params.screen_twin_margin, "use_twins": params.screen_twin_threshold is not None}
+            "twin_margin": params.screen_twin_margin, "use_twins": params.screen_twin_threshold is not None,
+            "echo": params.screen_query_echo, "text_twin_threshold": params.screen_text_twin_threshold,
+            "edit_max": params.screen_edit_max}
 
 
 def screen_ranking(order: np.ndarray, score: np.ndarray, rep: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, k: int,

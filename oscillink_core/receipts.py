@@ -32,6 +32,7 @@ __all__ = [
     "hash_ids",
     "round_float",
     "strip_timings",
+    "texts_digest",
 ]
 
 SIGNATURE_ALGORITHM = "HMAC-SHA256"
@@ -89,11 +90,13 @@ def state_signature(*, Y: np.ndarray | None = None, ids: list, Y_digest: bytes |
                     ids_json: bytes | None = None, psi: np.ndarray,
                     gates: np.ndarray,
                     params: Mapping[str, Any], k: int, indptr: np.ndarray, indices: np.ndarray,
-                    data: np.ndarray, chain: Mapping[str, Any] | None, bundle: list | None = None) -> str:
+                    data: np.ndarray, chain: Mapping[str, Any] | None, bundle: list | None = None,
+                    texts_digest: bytes | None = None, query_text: str | None = None) -> str:
     """SHA-256 over the framed canonical encoding of every input that determines a result,
     and of the bundle it produced (ids and rounded scores), so the signature binds both.
     ``Y_digest`` and ``ids_json`` may be passed when already computed (``array_digest(Y)``,
-    ``canonical_json(list(ids))``)."""
+    ``canonical_json(list(ids))``). The candidates' texts (``texts_digest``, see `texts_digest`)
+    and the query text are framed only when given, so text-free signatures are unchanged."""
     h = hashlib.sha256()
     _frame(h, "format", f"{RECEIPT_FORMAT}/{RECEIPT_VERSION}".encode())
     _frame(h, "Y.sha256", Y_digest if Y_digest is not None else array_digest(Y))
@@ -107,7 +110,22 @@ def state_signature(*, Y: np.ndarray | None = None, ids: list, Y_digest: bytes |
     _frame(h, "adj.data", _array_bytes(data, "f4"))
     _frame(h, "chain", canonical_json(chain if chain is not None else None))
     _frame(h, "bundle", canonical_json(bundle if bundle is not None else None))
+    if texts_digest is not None:
+        _frame(h, "texts.sha256", texts_digest)
+    if query_text is not None:
+        _frame(h, "query_text", query_text.encode("utf-8"))
     return h.hexdigest()
+
+
+def texts_digest(texts: Iterable[str]) -> bytes:
+    """SHA-256 over the candidates' texts, each framed by its UTF-8 length (so no two lists of
+    texts share a digest by re-splitting)."""
+    h = hashlib.sha256()
+    for t in texts:
+        b = t.encode("utf-8")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.digest()
 
 
 def _key_bytes(key: bytes | str) -> bytes:

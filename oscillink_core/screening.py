@@ -34,7 +34,21 @@ Flags (strings, per candidate):
   difference leans toward the query is the suspect (a counterfactual edit of a passage toward the
   question's wording).
 
-Only ``"query_targeted"`` and ``"twin_conflict"`` are *decisive*: under ``action="demote"`` the
+With the candidates' texts and the question's text (`rerank(..., texts=, query_text=)`, which the
+LangChain and LlamaIndex adapters and the CLI pass), two text signals join them (see
+`oscillink_core.textsignals`):
+
+* ``"query_echo"``: the passage restates the question: all of its content words (three or more)
+  within one stretch no longer than the question (questions only: a passage that supports a
+  statement query, such as a claim, contains it). Planted passages are written to be retrieved
+  for the question and carry it; a genuine passage spreads those words over its sentences.
+* ``"twin_conflict"`` (text form, replacing the embedding form above when texts are given): of two
+  pool candidates at cosine >= ``text_twin_threshold`` that differ by a small substitution, the one
+  whose changed words hold more of the question's content words (the copy edited toward the
+  question); the other side gets ``"conflicting_twin"`` (information only), and both get it when
+  neither leans.
+
+Only ``"query_targeted"``, ``"query_echo"`` and ``"twin_conflict"`` are *decisive*: under ``action="demote"`` the
 candidates carrying one go behind every other candidate (they leave a short context but stay in
 the ranking), under ``"drop"`` they are removed from the bundle, under ``"flag"`` nothing moves.
 
@@ -46,15 +60,18 @@ member, the twin that leans toward the query) instead of condemning the group.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from . import textsignals
+
 __all__ = ["ScreenResult", "screen", "DECISIVE_FLAGS", "SCREEN_ACTIONS"]
 
-DECISIVE_FLAGS = ("query_targeted", "twin_conflict")
+DECISIVE_FLAGS = ("query_targeted", "query_echo", "twin_conflict")
 SCREEN_ACTIONS = ("off", "flag", "demote", "drop")
 
 
@@ -95,7 +112,9 @@ def _tight_groups(S: np.ndarray, threshold: float, min_size: int, max_size: int)
 def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int = 20, group_threshold: float = 0.8,
            group_min: int = 3, group_max: int = 8, support_k: int = 3, target_margin: float = 0.1,
            echo_delta: float = 0.2, twin_threshold: float = 0.9,
-           twin_margin: float = 0.02, use_twins: bool = True) -> ScreenResult:
+           twin_margin: float = 0.02, use_twins: bool = True, texts: Sequence[str] | None = None,
+           query_text: str | None = None, echo: bool = True, text_twin_threshold: float | None = 0.85,
+           edit_max: float = 0.2) -> ScreenResult:
     """Screen the ``pool`` best-scored candidates (see the module docstring).
 
     Parameters
@@ -106,6 +125,10 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
     pool, group_threshold, group_min, group_max, support_k, target_margin, echo_delta, twin_threshold, twin_margin :
         see the module docstring. ``use_twins=False`` disables
         ``"twin_conflict"``.
+    texts, query_text : the candidates' texts (N,) and the question; with both, the text signals
+        run (``echo=False`` disables ``"query_echo"``, ``text_twin_threshold=None`` the text twin
+        rule; ``edit_max`` is `textsignals.edit_lean`'s ``max_change``) and the text twin rule
+        replaces the embedding one.
 
     Returns
     -------
@@ -161,7 +184,26 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
             flags[i].append("tight_group")
             if suspicious and cosine[i] >= c_max - echo_delta:
                 flags[i].append("query_targeted")
-    if use_twins:
+    use_text = texts is not None and query_text is not None
+    if use_text:
+        q_tokens = textsignals.tokens(query_text)
+        terms = textsignals.content_terms(query_text)
+        p_tokens = {int(i): textsignals.tokens(texts[int(i)]) for i in top}
+        if echo and textsignals.is_question(query_text):
+            for i in top.tolist():
+                if textsignals.restates(q_tokens, terms, p_tokens[i]):
+                    flags[i].append("query_echo")
+        if text_twin_threshold is not None:
+            for a, b in zip(*np.nonzero(np.triu(S >= text_twin_threshold, 1)), strict=True):
+                ia, ib = int(top[a]), int(top[b])
+                lean = textsignals.edit_lean(p_tokens[ia], p_tokens[ib], terms, max_change=edit_max)
+                if lean is None:
+                    continue
+                for me, mine in ((ia, "a"), (ib, "b")):
+                    f = "twin_conflict" if lean == mine else "conflicting_twin"
+                    if f not in flags[me]:
+                        flags[me].append(f)
+    if use_twins and not use_text:
         ctop = cosine[top]
         twin = (S >= twin_threshold) & ((ctop[:, None] - ctop[None, :]) >= twin_margin)
         np.fill_diagonal(twin, False)

@@ -1,0 +1,156 @@
+"""Text signals for screening: a passage that restates the question, and the edit between two near-copies.
+
+Embeddings tell that two passages are near-copies; they do not tell which of the two was edited
+toward the question. These pure functions read the texts (plain Python, no tokenizer model):
+
+* `restates`: for a question (`is_question`), the passage holds every content word of the
+  question (at least ``min_terms`` distinct ones) inside one stretch of tokens no longer than the
+  question itself. Corpus-poisoning
+  passages are written to be retrieved for a question and usually carry it (PoisonedRAG prefixes
+  the question; keyword stuffing lists its words); a genuine passage spreads those words over its
+  sentences. An attacker who paraphrases the question is not caught by this signal. A statement
+  query (a claim to check) is different: the passages that support it contain it, so the signal
+  is off for queries that are not questions.
+* `edit_lean`: two token sequences that differ by a small substitution (each side has changed
+  tokens and the smaller change is at most ``max_change`` of the shorter text) are one passage and
+  an edited copy; the side whose changed tokens hold more of the question's content words is the
+  copy edited toward the question (a counterfactual edit puts the asserted answer, phrased with the
+  question's words, where the original value stood). Returns None when the two are not such an
+  edit, and "tie" when neither side leans.
+
+Tokens are lower-case runs of letters and digits; content words are tokens of two or more
+characters outside a small English stop list.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+__all__ = ["tokens", "content_terms", "is_question", "restates", "edit_lean", "STOP_WORDS"]
+
+_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+
+STOP_WORDS = frozenset("""
+a about above after again against all also am an and another any are as at be because been before being
+below between both but by can could did do does doing down during each either few first for from further
+had has have having he her here hers herself him himself his how i if in into is it its itself known last
+least less many may me might more most much must my myself name named neither no nor not of off on once one
+only or other our ours ourselves out over own same she should so some such than that the their theirs them
+themselves then there these they this those through to too under until up upon very was we were what when
+where which while who whom whose why will with would you your yours yourself
+""".split())
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-case word tokens.
+
+    >>> tokens("Arthur's Magazine (1844-1846)")
+    ['arthur', 's', 'magazine', '1844', '1846']
+    """
+    return _TOKEN.findall(text.lower())
+
+
+def content_terms(question: str) -> list[str]:
+    """Distinct content words of ``question``, in order.
+
+    >>> content_terms("Which magazine was started first, Arthur's Magazine or First for Women?")
+    ['magazine', 'started', 'arthur', 'women']
+    """
+    out: list[str] = []
+    seen: set[str] = set()
+    for t in tokens(question):
+        if len(t) < 2 or t in STOP_WORDS or t in seen:
+            continue
+        seen.add(t)
+        out.append(t)
+    return out
+
+
+_ASKING = frozenset("""who whom whose what which when where why how is are was were do does did can could
+will would should has have had""".split())
+
+
+def is_question(text: str) -> bool:
+    """A question: ends with "?" or starts with an interrogative or auxiliary word.
+
+    >>> is_question("Who wrote Dune"), is_question("ALDH1 expression predicts poor outcome.")
+    (True, False)
+    """
+    t = text.strip()
+    first = tokens(t[:40])
+    return t.endswith("?") or bool(first) and first[0] in _ASKING
+
+
+def _shortest_cover(terms: set[str], toks: Sequence[str]) -> int | None:
+    """Length of the shortest stretch of ``toks`` holding every term (None when some is absent)."""
+    need = len(terms)
+    have = 0
+    count: Counter[str] = Counter()
+    best: int | None = None
+    left = 0
+    for right, t in enumerate(toks):
+        if t in terms:
+            count[t] += 1
+            if count[t] == 1:
+                have += 1
+        while have == need:
+            span = right - left + 1
+            best = span if best is None or span < best else best
+            u = toks[left]
+            if u in terms:
+                count[u] -= 1
+                if count[u] == 0:
+                    have -= 1
+            left += 1
+    return best
+
+
+def restates(question_tokens: Sequence[str], terms: Sequence[str], passage_tokens: Sequence[str], *,
+             min_terms: int = 3) -> bool:
+    """True when the passage holds all ``terms`` (the question's content words, >= ``min_terms``)
+    within a stretch no longer than the question (``len(question_tokens)`` tokens).
+
+    >>> q = "Which magazine was started first, Arthur's Magazine or First for Women?"
+    >>> restates(tokens(q), content_terms(q), tokens("Question: " + q + " Arthur's came first."))
+    True
+    >>> restates(tokens(q), content_terms(q), tokens("Arthur's Magazine (1844-1846) was an American "
+    ...          "literary periodical. First for Women is a woman's magazine started in 1989."))
+    False
+    """
+    if len(terms) < min_terms:
+        return False
+    span = _shortest_cover(set(terms), passage_tokens)
+    return span is not None and span <= len(question_tokens)
+
+
+def edit_lean(a: Sequence[str], b: Sequence[str], terms: Sequence[str], *, max_change: float = 0.2) -> str | None:
+    """Which of two near-copies was edited toward the question: "a", "b", "tie", or None when
+    they do not differ by a small substitution (see the module docstring).
+
+    >>> t = content_terms("Who wrote the novel Dune?")
+    >>> a = tokens("Dune is a novel written by Frank Herbert in 1965.")
+    >>> b = tokens("Dune is a novel written by the novel Dune was written by Isaac Asimov in 1965.")
+    >>> edit_lean(a, b, t)
+    'b'
+    >>> edit_lean(a, tokens("Something else entirely, about a different book and its author."), t) is None
+    True
+    """
+    if not a or not b:
+        return None
+    sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    changed_a: list[str] = []
+    changed_b: list[str] = []
+    for op, i1, i2, j1, j2 in sm.get_opcodes():
+        if op != "equal":
+            changed_a.extend(a[i1:i2])
+            changed_b.extend(b[j1:j2])
+    if not changed_a or not changed_b:  # identical, or only text added on one side: no conflict
+        return None
+    if min(len(changed_a), len(changed_b)) > max_change * min(len(a), len(b)):
+        return None
+    q = set(terms)
+    qa, qb = len(set(changed_a) & q), len(set(changed_b) & q)
+    return "a" if qa > qb else "b" if qb > qa else "tie"
