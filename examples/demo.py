@@ -230,7 +230,8 @@ def llm_step(k: int, fetch_k: int, only: list[str] | None = None) -> dict:
             if name == "cosine":
                 chosen, flags, screened = [int(i) for i in cand[:k]], {}, []
             else:
-                res = rerank(psi, X[cand], k=k, ids=[ids[i] for i in cand], params=params)
+                res = rerank(psi, X[cand], k=k, ids=[ids[i] for i in cand], params=params,
+                             texts=[texts[i] for i in cand], query_text=q["question"])
                 chosen = [int(cand[i]) for i in res.indices]
                 flags = {it.id: list(getattr(it, "flags", ()) or ()) for it in res}
                 screened = list(getattr(res, "screened", ()) or ())

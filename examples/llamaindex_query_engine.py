@@ -3,19 +3,19 @@
     python examples/llamaindex_query_engine.py                 # the three demo questions, default store
     python examples/llamaindex_query_engine.py --faiss --aquery
     python examples/llamaindex_query_engine.py --question "Why does sourdough rise?" --show-receipt
+    python examples/llamaindex_query_engine.py --llm mock      # MockLLM: print the context the LLM gets
 
 Everything runs offline: passages are embedded with the packaged all-MiniLM-L6-v2
-(``PackagedMiniLMEmbedding``) and answers are "synthesised" by LlamaIndex's ``MockLLM``, which
-echoes its prompt, so the printed answer is exactly the context the LLM would see. For each
-question the script prints the plain retriever order (cosine, top n) next to the reranked top n,
-marking passages the corpus labels as relevant or as planted traps, then the answer context and
-the receipt (signed with ``--sign-key`` and verified). The receipt is attached to every returned
-node's metadata but excluded from the LLM prompt, which the echoed context shows.
-
-``--llm gemma`` answers with a real LLM instead: ``llama_index.llms.oscillink_gemma.GemmaLLM``
+(``PackagedMiniLMEmbedding``) and a real LLM answers: ``llama_index.llms.oscillink_gemma.GemmaLLM``
 (Gemma 3 270M, offline, greedy, answers cached in ``~/.cache/oscillink/llm_answers``) with its
-few-shot ``QA_PROMPT`` as the text-QA template; the answer is printed, and the receipt check reads
-the prompt the engine formatted. Gemma is provided under and subject to the Gemma Terms of Use
+few-shot ``QA_PROMPT`` as the text-QA template. For each question the script prints the plain
+retriever order (cosine, top n) next to the reranked top n, marking passages the corpus labels as
+relevant or as planted traps, then the answer and the receipt (signed with ``--sign-key`` and
+verified). The receipt is attached to every returned node's metadata but excluded from the LLM
+prompt; the script checks the prompt the engine formatted.
+
+``--llm mock`` uses LlamaIndex's ``MockLLM`` instead, which echoes its prompt, so the printed
+"answer" is exactly the context the LLM would see. Gemma is provided under and subject to the Gemma Terms of Use
 (https://ai.google.dev/gemma/terms).
 """
 
@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", help="lattice params: a JSON dict or the path of a tuning profile")
     ap.add_argument("--sign-key", default="demo-key", help="HMAC key for the receipts (default: demo-key)")
     ap.add_argument("--show-receipt", action="store_true", help="print each receipt in full")
-    ap.add_argument("--llm", choices=("mock", "gemma"), default="mock",
-                    help="mock: MockLLM echoes the prompt (default); gemma: the packaged Gemma 3 270M answers")
+    ap.add_argument("--llm", choices=("mock", "gemma"), default="gemma",
+                    help="gemma: the packaged Gemma 3 270M answers (default); mock: MockLLM echoes the prompt")
     args = ap.parse_args(argv)
 
     Settings.embed_model = PackagedMiniLMEmbedding()

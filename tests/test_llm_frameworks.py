@@ -73,7 +73,7 @@ def test_llamaindex_example_answers_with_the_real_llm(capsys, tmp_path, monkeypa
     before = (Settings._llm, Settings._embed_model)
     try:
         example = _load("llamaindex_query_engine.py", "li_example_gemma")
-        assert example.main(["--llm", "gemma", "--question", "Who built Rocket?", "--top-n", "3"]) == 0
+        assert example.main(["--question", "Who built Rocket?", "--top-n", "3"]) == 0  # gemma is the default
     finally:
         Settings._llm, Settings._embed_model = before
     out = capsys.readouterr().out

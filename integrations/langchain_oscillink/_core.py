@@ -64,7 +64,7 @@ def rerank_documents(*, query_vector: Any, vectors: np.ndarray, docs: Sequence[D
                      positions: Sequence[int] | None = None, n_in: int | None = None, top_n: int | None,
                      score_threshold: float | None = None, params: LatticeParams, receipt_key: str,
                      signing_key: str | bytes | None, light_receipt: bool,
-                     provenance: dict) -> tuple[list[Document], dict, dict]:
+                     provenance: dict, query_text: str | None = None) -> tuple[list[Document], dict, dict]:
     """Rerank ``docs`` (unique, with their ``vectors``) against ``query_vector``; return new
     documents, the receipt and the trace summary (counts, items with flags / actions, timings).
 
@@ -80,7 +80,8 @@ def rerank_documents(*, query_vector: Any, vectors: np.ndarray, docs: Sequence[D
     t0 = time.perf_counter()
     ranked = rerank_candidates(query_vector, vectors, ids=candidate_ids(docs), top_n=top_n, params=params,
                                provenance=prov, score_threshold=score_threshold, sign_key=signing_key,
-                               light_receipt=light_receipt)
+                               light_receipt=light_receipt, texts=[d.page_content for d in docs],
+                               query_text=query_text)
     receipt = ranked.receipt
     frozen = json.dumps(receipt)  # each document gets its own copy (cheaper than deepcopy)
     out = []

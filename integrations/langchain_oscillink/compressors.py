@@ -130,11 +130,11 @@ class OscillinkCompressor(BaseDocumentCompressor):
         return prov
 
     def _rerank(self, qvec: Any, vectors: Any, docs: list[Document], keep: list[int], n_in: int,
-                prov: dict) -> tuple[list[Document], dict, dict]:
+                prov: dict, query: str | None = None) -> tuple[list[Document], dict, dict]:
         return rerank_documents(query_vector=qvec, vectors=vectors, docs=docs, retrieval_scores=None,
                                 positions=keep, n_in=n_in, top_n=self.top_n, score_threshold=self.score_threshold,
                                 params=self.params, receipt_key=self.receipt_key, signing_key=self.signing_key,
-                                light_receipt=self.light_receipt, provenance=prov)
+                                light_receipt=self.light_receipt, provenance=prov, query_text=query)
 
     @staticmethod
     def _fill(info: dict, prov: dict, summary: dict) -> None:
@@ -161,7 +161,7 @@ class OscillinkCompressor(BaseDocumentCompressor):
                 vecs = as_matrix(self.embeddings.embed_documents([d.page_content for d in docs]), "passage embeddings")
             prov = self._provenance(extra, reembedded=not reused)
             info["embed_ms"] = 1e3 * (time.perf_counter() - t0)
-            out, _, summary = self._rerank(qvec, vecs, docs, keep, len(given), prov)
+            out, _, summary = self._rerank(qvec, vecs, docs, keep, len(given), prov, query)
             self._fill(info, prov, summary)
         return out
 
@@ -185,7 +185,7 @@ class OscillinkCompressor(BaseDocumentCompressor):
                 vecs = as_matrix(rows, "passage embeddings")
             prov = self._provenance(extra, reembedded=not reused)
             info["embed_ms"] = 1e3 * (time.perf_counter() - t0)
-            out, _, summary = await asyncio.to_thread(self._rerank, qvec, vecs, docs, keep, len(given), prov)
+            out, _, summary = await asyncio.to_thread(self._rerank, qvec, vecs, docs, keep, len(given), prov, query)
             self._fill(info, prov, summary)
         return out
 

@@ -145,14 +145,16 @@ class OscillinkRetriever(BaseRetriever):
         return {"integration": "langchain_oscillink", "component": type(self).__name__,
                 "embeddings": type(self.embeddings).__name__, "fetch_k": fetch_k, **got.provenance}
 
-    def _rerank(self, qvec: Any, got: Fetched, k: int, fetch_k: int) -> tuple[list[Document], dict, dict]:
+    def _rerank(self, qvec: Any, got: Fetched, k: int, fetch_k: int,
+                query: str | None = None) -> tuple[list[Document], dict, dict]:
         docs, keep = unique_documents(got.docs)
         vectors = got.vectors if len(keep) == len(got.docs) else got.vectors[keep]
         return rerank_documents(query_vector=qvec, vectors=vectors, docs=docs,
                                 retrieval_scores=[got.scores[i] for i in keep], score_kind=got.score_kind,
                                 positions=keep, n_in=len(got.docs), top_n=k, score_threshold=self.score_threshold,
                                 params=self.params, receipt_key=self.receipt_key, signing_key=self.signing_key,
-                                light_receipt=self.light_receipt, provenance=self._provenance(got, fetch_k))
+                                light_receipt=self.light_receipt, provenance=self._provenance(got, fetch_k),
+                                query_text=query)
 
     @staticmethod
     def _fill(info: dict, got: Fetched, summary: dict, t_fetch: float) -> None:
@@ -174,7 +176,7 @@ class OscillinkRetriever(BaseRetriever):
         t_fetch = 1e3 * (time.perf_counter() - t0)
         with trace(run_manager.get_child(), query=query, n=len(got.docs), top_n=k,
                    component=type(self).__name__) as info:
-            out, _, summary = self._rerank(qvec, got, k, fetch_k)
+            out, _, summary = self._rerank(qvec, got, k, fetch_k, query)
             self._fill(info, got, summary, t_fetch)
         return out
 
@@ -193,6 +195,6 @@ class OscillinkRetriever(BaseRetriever):
         t_fetch = 1e3 * (time.perf_counter() - t0)
         async with atrace(run_manager.get_child(), query=query, n=len(got.docs), top_n=k,
                           component=type(self).__name__) as info:
-            out, _, summary = await asyncio.to_thread(self._rerank, qvec, got, k, fetch_k)
+            out, _, summary = await asyncio.to_thread(self._rerank, qvec, got, k, fetch_k, query)
             self._fill(info, got, summary, t_fetch)
         return out

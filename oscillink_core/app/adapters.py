@@ -148,8 +148,12 @@ def _as_rows(vectors: Any, n: int) -> np.ndarray:
 
 def rerank_candidates(query_vector: Any, vectors: Any, *, ids: Sequence[str], top_n: int | None, params: Any,
                       provenance: Mapping[str, Any], score_threshold: float | None = None,
-                      sign_key: str | bytes | None = None, light_receipt: bool = False) -> Ranked:
+                      sign_key: str | bytes | None = None, light_receipt: bool = False,
+                      texts: Sequence[str] | None = None, query_text: str | None = None) -> Ranked:
     """Rerank ``vectors`` (one row per id) against ``query_vector``; add provenance, then sign.
+
+    ``texts`` (one per id) and ``query_text`` go to the core, which then runs its text screening
+    signals and binds both in the receipt (see `oscillink_core.screening`).
 
     ``params`` is a resolved ``LatticeParams`` (or anything `resolve_params` takes). The query
     must be non-empty and have the candidates' dimension (a clear `ValueError` otherwise).
@@ -166,7 +170,8 @@ def rerank_candidates(query_vector: Any, vectors: Any, *, ids: Sequence[str], to
                          "the passages must come from the same embedding model")
     k = n if top_n is None else min(top_n, n)
     t0 = time.perf_counter()
-    res = rerank(q, Y, k=k, ids=list(ids), params=p, light_receipt=light_receipt)
+    res = rerank(q, Y, k=k, ids=list(ids), params=p, light_receipt=light_receipt,
+                 texts=None if texts is None else list(texts), query_text=query_text)
     core_ms = 1e3 * (time.perf_counter() - t0)
     items = list(res.items)
     dropped: list = []

@@ -483,7 +483,9 @@ def run_query(store: IndexStore, question: str, *, k: int = 5, fetch_k: int = 50
     rows, sims = store.search(q, fetch_k)
     Y = store.vectors(rows)
     ids = [store.chunks[int(r)]["id"] for r in rows]
-    res = rerank(q, Y, k=min(k, len(ids)), ids=ids, params=params, backend=backend)
+    texts = [store.chunks[int(r)]["text"] for r in rows]
+    res = rerank(q, Y, k=min(k, len(ids)), ids=ids, params=params, backend=backend, texts=texts,
+                 query_text=question)
     receipt = dict(res.receipt)
     receipt["provenance"] = {
         "format": PROVENANCE_FORMAT,

@@ -43,8 +43,9 @@ def qdrant_store(fake_emb, docs):
     client.close()
 
 
-def _reference(vectors: np.ndarray, qvec, ids, k):
-    return rerank(np.asarray(qvec, dtype=np.float32), vectors, k=k, ids=ids)
+def _reference(vectors: np.ndarray, qvec, ids, k, texts):
+    """The core on the same inputs the adapter passes: vectors, ids, the passages' texts, the query."""
+    return rerank(np.asarray(qvec, dtype=np.float32), vectors, k=k, ids=ids, texts=texts, query_text=QUERY)
 
 
 def test_chroma_server_retriever_reuses_vectors(chroma_store, fake_emb, handler):
@@ -61,7 +62,8 @@ def test_chroma_server_retriever_reuses_vectors(chroma_store, fake_emb, handler)
     ids = [d.id for d, _ in hits]
     got = chroma_store._collection.get(ids=ids, include=["embeddings"])
     by_id = dict(zip(got["ids"], got["embeddings"], strict=True))
-    ref = _reference(np.asarray([by_id[i] for i in ids], dtype=np.float32), q, ids, 4)
+    ref = _reference(np.asarray([by_id[i] for i in ids], dtype=np.float32), q, ids, 4,
+                     [d.page_content for d, _ in hits])
     assert [d.id for d in out] == ref.ids and rec["state_sig"] == ref.receipt["state_sig"]
     dist = dict((d.id, s) for d, s in hits)
     assert [d.metadata["retrieval_distance"] for d in out] == [pytest.approx(dist[d.id]) for d in out]
@@ -97,7 +99,7 @@ async def test_qdrant_local_retriever_and_compressor_reuse_vectors(qdrant_store,
     pids = [d.metadata["_id"] for d, _ in hits]
     pts = {p.id: p.vector for p in qdrant_store.client.retrieve("lc", pids, with_vectors=True)}
     Y = np.asarray([pts[p] for p in pids], dtype=np.float32)
-    ref = _reference(Y, q, None, 4)
+    ref = _reference(Y, q, None, 4, [d.page_content for d, _ in hits])
     assert [d.metadata["_id"] for d in out] == [pids[i] for i in ref.indices]
     assert [d.metadata["retrieval_score"] for d in out] == [pytest.approx(s) for d, s in
                                                             (hits[i] for i in ref.indices)]

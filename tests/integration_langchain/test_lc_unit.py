@@ -50,7 +50,8 @@ def expected_by_core(store: InMemoryVectorStore, emb, query: str, fetch_k: int, 
     q = np.asarray(emb.embed_query(query), dtype=np.float32)
     hits = store.similarity_search_with_score_by_vector(q.tolist(), k=fetch_k)
     Y = np.asarray([store.store[d.id]["vector"] for d, _ in hits], dtype=np.float32)
-    return rerank(q, Y, k=k, ids=[d.id for d, _ in hits])  # the core scales to unit length (params.normalize)
+    return rerank(q, Y, k=k, ids=[d.id for d, _ in hits],  # the core scales to unit length (params.normalize)
+                  texts=[d.page_content for d, _ in hits], query_text=query)
 
 
 # ---------------------------------------------------------------- package surface
@@ -105,7 +106,7 @@ def test_compressor_matches_the_core_on_the_same_vectors(fake_emb, docs):
     out = OscillinkCompressor(embeddings=fake_emb, top_n=5).compress_documents(docs, QUERY)
     Y = np.asarray(fake_emb.embed_documents([d.page_content for d in docs]), dtype=np.float32)
     q = np.asarray(fake_emb.embed_query(QUERY), dtype=np.float32)
-    ref = rerank(q, Y, k=5, ids=[d.id for d in docs])
+    ref = rerank(q, Y, k=5, ids=[d.id for d in docs], texts=[d.page_content for d in docs], query_text=QUERY)
     assert [d.id for d in out] == ref.ids
     assert out[0].metadata["oscillink_receipt"]["state_sig"] == ref.receipt["state_sig"]
     assert [d.metadata["oscillink_score"] for d in out] == ref.scores
@@ -390,7 +391,7 @@ def test_inmemory_vector_cache_follows_overwritten_documents(fake_emb, docs, mem
     second = comp.compress_documents(fresh, QUERY)[0].metadata["oscillink_receipt"]
     Y = np.asarray([memory_store.store[d.id]["vector"] for d in fresh], dtype=np.float32)
     q = np.asarray(fake_emb.embed_query(QUERY), dtype=np.float32)
-    ref = rerank(q, Y, k=3, ids=[d.id for d in fresh])
+    ref = rerank(q, Y, k=3, ids=[d.id for d in fresh], texts=[d.page_content for d in fresh], query_text=QUERY)
     assert second["state_sig"] == ref.receipt["state_sig"] != first["state_sig"]
     assert second["bundle"][0]["id"] == "d3"  # the passage now equal to the query wins
 

@@ -22,7 +22,7 @@ def load_example():
 def test_example_runs_over_the_demo_corpus(minilm, li_settings, capsys):
     li_settings(embed_model=minilm)  # the example replaces Settings; the fixture restores them
     example = load_example()
-    assert example.main(["--faiss", "--aquery", "--top-n", "3", "--sign-key", "k"]) == 0
+    assert example.main(["--faiss", "--aquery", "--top-n", "3", "--sign-key", "k", "--llm", "mock"]) == 0
     out = capsys.readouterr().out
     assert out.count("receipt in the LLM prompt: False") == 3
     assert out.count("HMAC-SHA256 valid=True") == 3

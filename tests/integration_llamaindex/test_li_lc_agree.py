@@ -41,7 +41,7 @@ def test_adapters_and_core_agree(normalize):
     li = OscillinkPostprocessor(top_n=8, params=params).postprocess_nodes(
         nodes, query_bundle=QueryBundle(QUERY, embedding=scaled(QUERY)))
     ref = rerank(np.asarray(scaled(QUERY)), np.asarray([scaled(t) for _, t in texts]), k=8,
-                 ids=[i for i, _ in texts], params=params)
+                 ids=[i for i, _ in texts], params=params, texts=[t for _, t in texts], query_text=QUERY)
     assert [d.id for d in lc] == [n.node.node_id for n in li] == ref.ids
     assert [d.metadata["relevance_score"] for d in lc] == [n.score for n in li] == ref.scores
     lc_rec = lc[0].metadata["oscillink_receipt"]

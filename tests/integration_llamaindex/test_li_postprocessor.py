@@ -148,7 +148,8 @@ def test_ranking_and_receipt_match_the_core_call():
     params = {"kneighbors": 4, "lamC": 0.7}
     out = OscillinkPostprocessor(top_n=5, params=params).postprocess_nodes(nodes, query_bundle=bundle(query))
     Y = np.vstack([np.asarray(n.node.embedding, dtype=np.float32) for n in nodes])
-    ref = rerank(hash_vector(query, DIM), Y, k=5, ids=[n.node.node_id for n in nodes], params=params)
+    ref = rerank(hash_vector(query, DIM), Y, k=5, ids=[n.node.node_id for n in nodes], params=params,
+                 texts=[n.node.get_content() for n in nodes], query_text=query)
     assert [x.node.node_id for x in out] == ref.ids
     assert [x.score for x in out] == ref.scores
     assert all(type(x.score) is float for x in out)
@@ -231,7 +232,8 @@ def test_embedded_path_uses_embed_model_on_embed_text(hash_embed):
     out = pp.postprocess_nodes(nodes, query_bundle=QueryBundle(query))  # no query embedding either
     assert hash_embed.text_calls == len(nodes)
     Y = np.vstack([hash_vector(n.node.get_content(MetadataMode.EMBED), DIM) for n in nodes])
-    ref = rerank(hash_vector(query, DIM), Y, k=4, ids=[n.node.node_id for n in nodes])
+    ref = rerank(hash_vector(query, DIM), Y, k=4, ids=[n.node.node_id for n in nodes],
+                 texts=[n.node.get_content() for n in nodes], query_text=query)
     receipt = json.loads(out[0].node.metadata["oscillink_receipt"])
     assert receipt["state_sig"] == ref.receipt["state_sig"]
     prov = receipt["provenance"]
@@ -279,7 +281,8 @@ async def test_vector_store_path_reads_stored_vectors(hash_embed, kind, wiring):
         pp = OscillinkPostprocessor(top_n=4, embed_model=NoTextEmbedding(), vector_store=index.vector_store)
     out = pp.postprocess_nodes(retrieved, query_bundle=bundle(query))
     Y = np.vstack([hash_vector(n.node.get_content(MetadataMode.EMBED), DIM) for n in retrieved])
-    ref = rerank(hash_vector(query, DIM), Y, k=4, ids=[n.node.node_id for n in retrieved])
+    ref = rerank(hash_vector(query, DIM), Y, k=4, ids=[n.node.node_id for n in retrieved],
+                 texts=[n.node.get_content() for n in retrieved], query_text=query)
     receipt = json.loads(out[0].node.metadata["oscillink_receipt"])
     assert receipt["state_sig"] == ref.receipt["state_sig"]  # bit-identical vectors from the store
     prov = receipt["provenance"]

@@ -63,7 +63,8 @@ def _check(index, hash_embed, stored_vectors, mode):
     prov = json.loads(out[0].node.metadata["oscillink_receipt"])["provenance"]
     assert prov["vectors"] == "vector_store" and prov["vector_counts"]["vector_store"] == 12
     ids = [n.node.node_id for n in retrieved]
-    ref = rerank(np.asarray(qb.embedding), stored_vectors(ids), k=4, ids=ids)
+    ref = rerank(np.asarray(qb.embedding), stored_vectors(ids), k=4, ids=ids,
+                 texts=[n.node.get_content() for n in retrieved], query_text=QUERY)
     assert [n.node.node_id for n in out] == ref.ids and [n.score for n in out] == ref.scores
     assert prov["score_kind"] == "similarity"
     first = {n.node.node_id: n.score for n in retrieved}

@@ -124,9 +124,9 @@ def meta(n: int, d: int, k_req: int, k_eff: int, p: LatticeParams, pid: str, rid
 
 
 def text_rerank(query_vec: np.ndarray, cand_vecs: np.ndarray, ids: list, k: int, p: LatticeParams,
-                sign_key: str | None, light: bool):
+                sign_key: str | None, light: bool, texts: list[str] | None = None, query_text: str | None = None):
     return rerank(query_vec, cand_vecs, k=min(k, len(ids)), ids=ids, params=p, sign_key=sign_key,
-                  light_receipt=light)
+                  light_receipt=light, texts=texts, query_text=query_text)
 
 
 # ---------------------------------------------------------------- feedback inputs (binary, compact)

@@ -301,7 +301,7 @@ def rerank_text(req: RerankRequest, request: Request, response: Response, key: A
         V = embed([req.query, *texts])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = calc.text_rerank(V[0], V[1:], ids, req.k, p, sign, light=False)
+        res = calc.text_rerank(V[0], V[1:], ids, req.k, p, sign, light=False, texts=texts, query_text=req.query)
     items = [{**it.to_dict(), "text": texts[it.index]} for it in res.items]
     if req.keep_for_feedback:
         _stash(request, key, rid, V[1:], V[0], ids, res.ids)

@@ -288,7 +288,8 @@ class OscillinkPostprocessor(BaseNodePostprocessor):
         sign = self.sign_key.get_secret_value() if self.sign_key is not None else None
         ranked = rerank_candidates(query_vec, Y, ids=[n.node.node_id for n in nodes], top_n=self.top_n,
                                    params=self.params, provenance=provenance, score_threshold=self.score_threshold,
-                                   sign_key=sign)
+                                   sign_key=sign, texts=[n.node.get_content() for n in nodes],
+                                   query_text=query_bundle.query_str)
         receipt_json = json.dumps(ranked.receipt, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         first_key = RETRIEVAL_DISTANCE_KEY if kind == "distance" else RETRIEVAL_SCORE_KEY
         added_keys = [RELEVANCE_KEY, SCORE_KEY, RANK_KEY, first_key, RETRIEVAL_RANK_KEY, self.receipt_key]
