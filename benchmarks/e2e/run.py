@@ -5,7 +5,9 @@ the packaged all-MiniLM-L6-v2, `benchmarks/quality/data.py`), rerank to a 5-pass
 
 * ``cosine``: the first-stage order;
 * ``mmr``: textbook MMR, lambda 0.7 (fixed, not tuned);
-* ``oscillink``: ``oscillink_core.rerank`` with its defaults (``params=None``);
+* ``oscillink``: ``oscillink_core.rerank`` with its defaults (``params=None``), given the
+  passages' texts and the question as the LangChain and LlamaIndex adapters give them (so the
+  text screening signals run);
 * ``oscillink_drop``: the same with ``screen="drop"`` (candidates with a decisive flag leave the
   context; ``--drop-params`` overrides the params, e.g. the tuned ones the method announces),
 
@@ -123,7 +125,7 @@ def follows_false(pred: str, right: str, wrong: str, question: str) -> float:
 
 
 # ----------------------------------------------------------------------------- contexts
-def contexts(prep: data.Prepared, qi: int, drop_params: dict) -> dict[str, dict]:
+def contexts(prep: data.Prepared, qi: int, drop_params: dict, question: str) -> dict[str, dict]:
     """Top-10 index lists (into the 100 candidates) per method, plus oscillink's flags."""
     sp = prep.splits["test"]
     cand = sp["cand"][qi]
@@ -134,7 +136,8 @@ def contexts(prep: data.Prepared, qi: int, drop_params: dict) -> dict[str, dict]
     out = {"cosine": {"top": cosine_topk(cos, K_EVAL).tolist()},
            "mmr": {"top": mmr_topk(Y, cos, MMR_LAMBDA, K_EVAL).tolist()}}
     for name, params in (("oscillink", None), ("oscillink_drop", drop_params)):
-        res = rerank(psi, Y, k=K_EVAL, ids=list(range(len(ids))), params=params)
+        res = rerank(psi, Y, k=K_EVAL, ids=list(range(len(ids))), params=params,
+                     texts=[prep.ds.doc_texts[j] for j in cand], query_text=question)
         flags = {int(it.id): list(getattr(it, "flags", ()) or ()) for it in res}
         actions = {int(it.id): getattr(it, "action", "kept") for it in res}
         screened = [dict(s) for s in getattr(res, "screened", ()) or ()]
@@ -212,7 +215,7 @@ def run_dataset(name: str, rows: list[dict], n: int, seed: int, drop_params: dic
     for j, qi in enumerate(picked):
         qid = split.qids[qi]
         question = split.qtexts[qi]
-        ctx = contexts(prep, qi, drop_params)
+        ctx = contexts(prep, qi, drop_params, question)
         rec = {"qid": qid, "question": question, "methods": {}}
         row = rows[int(qid[1:])] if qid.startswith("q") and qid[1:].isdigit() else None
         if use_llm and row is not None:

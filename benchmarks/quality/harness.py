@@ -28,6 +28,8 @@ class QueryView:
     cos: np.ndarray  # (n,) float64 cosine to psi
     psi: np.ndarray  # (d,) unit query
     ids: list[str]  # candidate ids
+    texts: list[str] | None = None  # candidate texts (what the adapters pass to the core)
+    qtext: str | None = None  # the question
 
 
 def views(prep: Prepared, part: str, limit: int | None = None) -> list[QueryView]:
@@ -39,7 +41,8 @@ def views(prep: Prepared, part: str, limit: int | None = None) -> list[QueryView
         Y = prep.doc_emb[cand]
         psi = sp["q_emb"][i]
         cos = (Y.astype(np.float64) @ psi.astype(np.float64))
-        out.append(QueryView(q, Y, cos, psi, [prep.ds.doc_ids[j] for j in cand]))
+        out.append(QueryView(q, Y, cos, psi, [prep.ds.doc_ids[j] for j in cand],
+                             [prep.ds.doc_texts[j] for j in cand], sp["split"].qtexts[i]))
     return out
 
 

@@ -75,8 +75,10 @@ def mmr_topk(Y: np.ndarray, cos: np.ndarray, lam: float, k: int = 10) -> np.ndar
     return chosen
 
 
-def lattice_topk(Y: np.ndarray, psi: np.ndarray, params: LatticeParams | dict | None, k: int = 10) -> np.ndarray:
-    res = rerank(psi, Y, k=k, params=params)
+def lattice_topk(Y: np.ndarray, psi: np.ndarray, params: LatticeParams | dict | None, k: int = 10,
+                 texts: list[str] | None = None, query_text: str | None = None) -> np.ndarray:
+    """`rerank`'s top k; with ``texts`` and ``query_text`` the text screening signals run too."""
+    res = rerank(psi, Y, k=k, params=params, texts=texts, query_text=query_text)
     return np.asarray(res.indices, dtype=np.int64)
 
 
