@@ -92,10 +92,13 @@ class LatticeParams:
         (`rerank(..., texts=, query_text=)`): the "query_echo" flag and the text form of
         "twin_conflict" (see `oscillink_core.textsignals`).
     screen_query_echo : flag "query_echo" (a passage that restates the question).
-    screen_text_twin_threshold, screen_edit_max : two pool candidates at cosine >=
-        ``screen_text_twin_threshold`` whose texts differ by a substitution of at most
-        ``screen_edit_max`` of the shorter text: the side edited toward the question is flagged
-        "twin_conflict"; None disables the text twin rule.
+    screen_text_twin_threshold, screen_edit_max, screen_edit_max_tokens : two pool candidates at
+        cosine >= ``screen_text_twin_threshold`` whose texts differ by a substitution whose smaller
+        side is at most ``screen_edit_max`` of the shorter text and at most
+        ``screen_edit_max_tokens`` tokens (None: no token cap; a counterfactual edit replaces a
+        short answer span, while two genuine passages that share a paragraph differ by more): the
+        side edited toward the question is flagged "twin_conflict"; a threshold of None disables
+        the text twin rule.
 
     Solver and graph construction
     -----------------------------
@@ -136,6 +139,7 @@ class LatticeParams:
     screen_query_echo: bool = True
     screen_text_twin_threshold: float | None = 0.85
     screen_edit_max: float = 0.2
+    screen_edit_max_tokens: int | None = 6
     rtol: float = 1e-5
     maxiter: int = 500
     knn: str = "auto"
@@ -186,6 +190,8 @@ class LatticeParams:
                              f"got {self.screen_text_twin_threshold}")
         if not 0 <= num("screen_edit_max") <= 1:
             raise ValueError(f"screen_edit_max must lie in [0, 1]; got {self.screen_edit_max}")
+        if self.screen_edit_max_tokens is not None:
+            check_scalar(self.screen_edit_max_tokens, "screen_edit_max_tokens", int, min_val=1)
         if self.gating not in _GATINGS:
             raise ValueError(f"gating must be one of {_GATINGS}; got {self.gating!r}")
         if self.knn not in _KNN:

@@ -114,7 +114,7 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
            echo_delta: float = 0.2, twin_threshold: float = 0.9,
            twin_margin: float = 0.02, use_twins: bool = True, texts: Sequence[str] | None = None,
            query_text: str | None = None, echo: bool = True, text_twin_threshold: float | None = 0.85,
-           edit_max: float = 0.2) -> ScreenResult:
+           edit_max: float = 0.2, edit_max_tokens: int | None = 6) -> ScreenResult:
     """Screen the ``pool`` best-scored candidates (see the module docstring).
 
     Parameters
@@ -127,7 +127,8 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
         ``"twin_conflict"``.
     texts, query_text : the candidates' texts (N,) and the question; with both, the text signals
         run (``echo=False`` disables ``"query_echo"``, ``text_twin_threshold=None`` the text twin
-        rule; ``edit_max`` is `textsignals.edit_lean`'s ``max_change``) and the text twin rule
+        rule; ``edit_max`` and ``edit_max_tokens`` are `textsignals.edit_lean`'s ``max_change``
+        and ``max_tokens``) and the text twin rule
         replaces the embedding one.
 
     Returns
@@ -196,7 +197,8 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
         if text_twin_threshold is not None:
             for a, b in zip(*np.nonzero(np.triu(S >= text_twin_threshold, 1)), strict=True):
                 ia, ib = int(top[a]), int(top[b])
-                lean = textsignals.edit_lean(p_tokens[ia], p_tokens[ib], terms, max_change=edit_max)
+                lean = textsignals.edit_lean(p_tokens[ia], p_tokens[ib], terms, max_change=edit_max,
+                                              max_tokens=edit_max_tokens)
                 if lean is None:
                     continue
                 for me, mine in ((ia, "a"), (ib, "b")):

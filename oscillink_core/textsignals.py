@@ -12,8 +12,8 @@ toward the question. These pure functions read the texts (plain Python, no token
   query (a claim to check) is different: the passages that support it contain it, so the signal
   is off for queries that are not questions.
 * `edit_lean`: two token sequences that differ by a small substitution (each side has changed
-  tokens and the smaller change is at most ``max_change`` of the shorter text) are one passage and
-  an edited copy; the side whose changed tokens hold more of the question's content words is the
+  tokens and the smaller change is at most ``max_tokens`` tokens and at most ``max_change`` of
+  the shorter text) are one passage and an edited copy; the side whose changed tokens hold more of the question's content words is the
   copy edited toward the question (a counterfactual edit puts the asserted answer, phrased with the
   question's words, where the original value stood). Returns None when the two are not such an
   edit, and "tie" when neither side leans.
@@ -126,7 +126,8 @@ def restates(question_tokens: Sequence[str], terms: Sequence[str], passage_token
     return span is not None and span <= len(question_tokens)
 
 
-def edit_lean(a: Sequence[str], b: Sequence[str], terms: Sequence[str], *, max_change: float = 0.2) -> str | None:
+def edit_lean(a: Sequence[str], b: Sequence[str], terms: Sequence[str], *, max_change: float = 0.2,
+              max_tokens: int | None = 6) -> str | None:
     """Which of two near-copies was edited toward the question: "a", "b", "tie", or None when
     they do not differ by a small substitution (see the module docstring).
 
@@ -149,7 +150,8 @@ def edit_lean(a: Sequence[str], b: Sequence[str], terms: Sequence[str], *, max_c
             changed_b.extend(b[j1:j2])
     if not changed_a or not changed_b:  # identical, or only text added on one side: no conflict
         return None
-    if min(len(changed_a), len(changed_b)) > max_change * min(len(a), len(b)):
+    smaller = min(len(changed_a), len(changed_b))
+    if smaller > max_change * min(len(a), len(b)) or max_tokens is not None and smaller > max_tokens:
         return None
     q = set(terms)
     qa, qb = len(set(changed_a) & q), len(set(changed_b) & q)

@@ -54,6 +54,18 @@ def test_edit_lean_points_at_the_copy_edited_toward_the_question():
     assert edit_lean(tokens(TRUE), tokens(TRUE), terms) is None
 
 
+
+def test_edit_lean_ignores_two_passages_that_share_a_paragraph():
+    """Two genuine passages that share one paragraph and differ in a second one are not an edit,
+    even when the second paragraphs are short next to the shared one (the token cap)."""
+    terms = content_terms(QUESTION)
+    shared = " ".join([TRUE] * 3)
+    a = tokens(shared + " Orleans hosts a jazz festival every June in the old town square.")
+    b = tokens(shared + " The city of Orleans in France has a cathedral begun in the 13th century.")
+    assert edit_lean(a, b, terms) is None
+    # without the cap the fraction rule alone would call it an edit toward the question
+    assert edit_lean(a, b, terms, max_tokens=None) == "b"
+
 @pytest.fixture(scope="module")
 def corpus():
     from oscillink_core.app.embeddings import embed
