@@ -99,6 +99,10 @@ class LatticeParams:
         short answer span, while two genuine passages that share a paragraph differ by more): the
         side edited toward the question is flagged "twin_conflict"; a threshold of None disables
         the text twin rule.
+    screen_group_defer : with texts, a tight group in which some member restates the question
+        ("query_echo") or is the edited twin ("twin_conflict") is explained by those members; the
+        other members are not flagged "query_targeted" (planted passages written from the truth
+        put the true passage in their group).
 
     Solver and graph construction
     -----------------------------
@@ -140,6 +144,7 @@ class LatticeParams:
     screen_text_twin_threshold: float | None = 0.85
     screen_edit_max: float = 0.2
     screen_edit_max_tokens: int | None = 6
+    screen_group_defer: bool = True
     rtol: float = 1e-5
     maxiter: int = 500
     knn: str = "auto"
@@ -182,7 +187,7 @@ class LatticeParams:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
         if self.screen_twin_threshold is not None and not -1 <= num("screen_twin_threshold") <= 1:
             raise ValueError(f"screen_twin_threshold must lie in [-1, 1] or be None; got {self.screen_twin_threshold}")
-        for name in ("screen_text", "screen_query_echo"):
+        for name in ("screen_text", "screen_query_echo", "screen_group_defer"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}")
         if self.screen_text_twin_threshold is not None and not -1 <= num("screen_text_twin_threshold") <= 1:

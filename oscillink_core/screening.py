@@ -114,7 +114,7 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
            echo_delta: float = 0.2, twin_threshold: float = 0.9,
            twin_margin: float = 0.02, use_twins: bool = True, texts: Sequence[str] | None = None,
            query_text: str | None = None, echo: bool = True, text_twin_threshold: float | None = 0.85,
-           edit_max: float = 0.2, edit_max_tokens: int | None = 6) -> ScreenResult:
+           edit_max: float = 0.2, edit_max_tokens: int | None = 6, group_defer: bool = True) -> ScreenResult:
     """Screen the ``pool`` best-scored candidates (see the module docstring).
 
     Parameters
@@ -128,7 +128,10 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
     texts, query_text : the candidates' texts (N,) and the question; with both, the text signals
         run (``echo=False`` disables ``"query_echo"``, ``text_twin_threshold=None`` the text twin
         rule; ``edit_max`` and ``edit_max_tokens`` are `textsignals.edit_lean`'s ``max_change``
-        and ``max_tokens``) and the text twin rule
+        and ``max_tokens``) and the text twin rule replaces the embedding one. With
+        ``group_defer`` (default), a tight group in which some member restates the question or is
+        the edited twin is explained by those members: the others lose ``"query_targeted"``
+        (a true passage that planted ones were written from sits in their group). and the text twin rule
         replaces the embedding one.
 
     Returns
@@ -205,6 +208,14 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
                     f = "twin_conflict" if lean == mine else "conflicting_twin"
                     if f not in flags[me]:
                         flags[me].append(f)
+    if use_text and group_defer:
+        for g in np.unique(lab[lab >= 0]).tolist():
+            members = top[lab == g].tolist()
+            text_hit = [("query_echo" in flags[i]) or ("twin_conflict" in flags[i]) for i in members]
+            if any(text_hit):
+                for i, hit in zip(members, text_hit, strict=True):
+                    if not hit and "query_targeted" in flags[i]:
+                        flags[i].remove("query_targeted")
     if use_twins and not use_text:
         ctop = cosine[top]
         twin = (S >= twin_threshold) & ((ctop[:, None] - ctop[None, :]) >= twin_margin)

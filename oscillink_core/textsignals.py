@@ -13,10 +13,10 @@ toward the question. These pure functions read the texts (plain Python, no token
   is off for queries that are not questions.
 * `edit_lean`: two token sequences that differ by a small substitution (each side has changed
   tokens and the smaller change is at most ``max_tokens`` tokens and at most ``max_change`` of
-  the shorter text) are one passage and an edited copy; the side whose changed tokens hold more of the question's content words is the
-  copy edited toward the question (a counterfactual edit puts the asserted answer, phrased with the
-  question's words, where the original value stood). Returns None when the two are not such an
-  edit, and "tie" when neither side leans.
+  the shorter text) are one passage and an edited copy; the side whose changed tokens hold more
+  of the question's content words is the copy edited toward the question (a counterfactual edit
+  puts the asserted answer, phrased with the question's words, where the original value stood).
+  Returns None when the two are not such an edit, and "tie" when neither side leans.
 
 Tokens are lower-case runs of letters and digits; content words are tokens of two or more
 characters outside a small English stop list.

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from oscillink_core import rerank, validate_receipt, verify_receipt
+from oscillink_core.screening import screen
 from oscillink_core.textsignals import content_terms, edit_lean, is_question, restates, tokens
 
 QUESTION = "Which river flows through the city of Orleans in France?"
@@ -185,3 +186,35 @@ def test_langchain_and_llamaindex_pass_texts(corpus, monkeypatch):
     li_plain = OscillinkPostprocessor(top_n=5, params={"screen_text": False}).postprocess_nodes(
         nodes, query_bundle=QueryBundle(QUESTION, embedding=q.tolist()))
     assert {"twin", "plant0", "plant1", "plant2"} & {n.node.node_id for n in li_plain}
+
+
+def _group_case():
+    """Four near-copies that match the query far better than the rest of the candidates support:
+    three planted passages that restate the question and a true passage (the last of the four)."""
+    rng = np.random.default_rng(3)
+    d = 32
+    q = np.zeros(d)
+    q[0] = 1.0
+    base = np.zeros(d)
+    base[0], base[1] = 0.9, 0.436
+    group = [base + 0.03 * rng.normal(size=d) for _ in range(4)]
+    others = [rng.normal(size=d) for _ in range(16)]
+    Y = np.vstack(group + others)
+    Y /= np.linalg.norm(Y, axis=1, keepdims=True)
+    texts = PLANTED + [TRUE] + OTHER + OTHER[:4]
+    return Y, q, texts
+
+
+@pytest.mark.parametrize("defer", [True, False])
+def test_a_group_explained_by_echoing_members_spares_the_true_member(defer):
+    Y, q, texts = _group_case()
+    cos = Y @ q
+    res = screen(Y, cos, cos, texts=texts, query_text=QUESTION, group_defer=defer)
+    assert all("tight_group" in res.flags[i] for i in range(4))
+    assert all("query_echo" in res.flags[i] and res.decisive[i] for i in range(3))
+    # the true passage sits in the planted group; the echoing members explain the group
+    assert ("query_targeted" in res.flags[3]) is (not defer)
+    assert bool(res.decisive[3]) is (not defer)
+    # without texts the embedding rule alone condemns the whole group
+    res0 = screen(Y, cos, cos)
+    assert all("query_targeted" in res0.flags[i] for i in range(4))
