@@ -47,9 +47,13 @@ LangChain and LlamaIndex adapters and the CLI pass), two text signals join them 
   whose changed words hold more of the question's content words (the copy edited toward the
   question); the other side gets ``"conflicting_twin"`` (information only), and both get it when
   neither leans.
+* a tight group in which some member carries one of these two text flags is explained by those
+  members: its other members keep ``"tight_group"`` but lose ``"query_targeted"`` (``group_defer``;
+  the true passage that planted ones were written from sits in their group). A group with no text
+  hit (planted passages that paraphrase the question) is judged by the embedding rule alone.
 
-Only ``"query_targeted"``, ``"query_echo"`` and ``"twin_conflict"`` are *decisive*: under ``action="demote"`` the
-candidates carrying one go behind every other candidate (they leave a short context but stay in
+Only ``"query_targeted"``, ``"query_echo"`` and ``"twin_conflict"`` are *decisive*: under
+``action="demote"`` the candidates carrying one go behind every other candidate (they leave a short context but stay in
 the ranking), under ``"drop"`` they are removed from the bundle, under ``"flag"`` nothing moves.
 
 Why this and not membership: purging every member of a tight group removes planted passages
