@@ -396,12 +396,10 @@ def load_two_hop(rows: list[dict] | None = None) -> Dataset:
 
 # ----------------------------------------------------------------------------- embeddings
 def _text_hash(texts: list[str]) -> str:
-    h = hashlib.sha256()
-    for t in texts:
-        b = t.encode("utf-8")
-        h.update(len(b).to_bytes(8, "little"))
-        h.update(b)
-    return h.hexdigest()
+    """The receipts' length-framed SHA-256 of a list of texts, hex (the cache key of an embedding file)."""
+    from oscillink_core.receipts import texts_digest
+
+    return texts_digest(texts).hex()
 
 
 def _row_hash(t: str) -> str:
