@@ -275,19 +275,22 @@ def test_ctrl_c_during_embedding_stops_at_once_and_keeps_the_old_index(plain_ind
     d = tmp_path / "idx"
     shutil.copytree(plain_index, d)
     old = snapshot(d)
+    # PYTHONFAULTHANDLER: should the process hang, SIGABRT makes it print every thread's stack
     p = subprocess.Popen([str(OSCILLINK), "ingest", str(corpora[1]), "--index", str(d), "--overwrite", "-q"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(**{FAULT_ENV: "embedding:hang"}))
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=env(**{FAULT_ENV: "embedding:hang", "PYTHONFAULTHANDLER": "1"}))
     for line in p.stderr:  # blocks until the process is inside the embedding step
         if b"oscillink-fault: hanging at embedding" in line:
             break
     p.send_signal(signal.SIGINT)
     try:
-        p.wait(timeout=300)  # a bound for a hung test run, not a timing assertion
+        # communicate drains both pipes, so a chatty child cannot block on a full pipe
+        _, err_b = p.communicate(timeout=300)  # a bound for a hung test run, not a timing assertion
     except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-        pytest.fail("SIGINT did not end the ingest")
-    err = p.stderr.read().decode()
+        p.send_signal(signal.SIGABRT)
+        _, err_b = p.communicate()
+        pytest.fail("SIGINT did not end the ingest; its threads:\n" + err_b.decode(errors="replace")[-6000:])
+    err = err_b.decode()
     assert p.returncode == 130 and "interrupted" in err and "Traceback" not in err
     assert snapshot(d) == old
     assert cli("ingest", corpora[1], "--index", d, "--overwrite", "-q").returncode == 0  # lock released
