@@ -275,10 +275,14 @@ def test_ctrl_c_during_embedding_stops_at_once_and_keeps_the_old_index(plain_ind
     d = tmp_path / "idx"
     shutil.copytree(plain_index, d)
     old = snapshot(d)
-    # PYTHONFAULTHANDLER: should the process hang, SIGABRT makes it print every thread's stack
+    # PYTHONFAULTHANDLER: should the process hang, SIGABRT makes it print every thread's stack.
+    # The child gets Ctrl-C as a terminal gives it: a test run started in the background
+    # (`make test &`) ignores SIGINT, the child would inherit that, and Python would then never
+    # raise KeyboardInterrupt.
     p = subprocess.Popen([str(OSCILLINK), "ingest", str(corpora[1]), "--index", str(d), "--overwrite", "-q"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         env=env(**{FAULT_ENV: "embedding:hang", "PYTHONFAULTHANDLER": "1"}))
+                         env=env(**{FAULT_ENV: "embedding:hang", "PYTHONFAULTHANDLER": "1"}),
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in p.stderr:  # blocks until the process is inside the embedding step
         if b"oscillink-fault: hanging at embedding" in line:
             break
