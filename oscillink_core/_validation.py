@@ -210,6 +210,7 @@ def check_k(k: Any, n: int, *, name: str = "k") -> int:
     """Validate a bundle size: an int >= 1 (values above ``n`` are clipped to ``n``)."""
     return min(check_scalar(k, name, int, min_val=1), int(n))
 
+
 def check_texts(texts: Sequence[Any] | None, n: int) -> list[str] | None:
     """Validate candidate texts: None, or ``n`` str values (one per candidate, in order)."""
     if texts is None:

@@ -186,6 +186,7 @@ class Oscillink:
         n, d = self._Y.shape
         self._ids = check_ids(ids, n)
         self._texts = check_texts(texts, n)
+        self._texts_sha: bytes | None = None
         self._query_text: str | None = None
         self._ids_json: bytes | None = None
         # SHA-256 of Y for the state signature; hashlib releases the GIL, so for large inputs
@@ -537,7 +538,7 @@ class Oscillink:
     def _texts_digest(self) -> bytes | None:
         if self._texts is None:
             return None
-        if getattr(self, "_texts_sha", None) is None:
+        if self._texts_sha is None:
             self._texts_sha = texts_digest(self._texts)
         return self._texts_sha
 

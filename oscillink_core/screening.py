@@ -135,8 +135,7 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
         and ``max_tokens``) and the text twin rule replaces the embedding one. With
         ``group_defer`` (default), a tight group in which some member restates the question or is
         the edited twin is explained by those members: the others lose ``"query_targeted"``
-        (a true passage that planted ones were written from sits in their group). and the text twin rule
-        replaces the embedding one.
+        (a true passage that planted ones were written from sits in their group).
 
     Returns
     -------

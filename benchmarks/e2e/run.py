@@ -133,11 +133,12 @@ def contexts(prep: data.Prepared, qi: int, drop_params: dict, question: str) -> 
     psi = sp["q_emb"][qi]
     cos = Y.astype(np.float64) @ psi.astype(np.float64)
     ids = [prep.ds.doc_ids[j] for j in cand]
+    cand_texts = [prep.ds.doc_texts[j] for j in cand]
     out = {"cosine": {"top": cosine_topk(cos, K_EVAL).tolist()},
            "mmr": {"top": mmr_topk(Y, cos, MMR_LAMBDA, K_EVAL).tolist()}}
     for name, params in (("oscillink", None), ("oscillink_drop", drop_params)):
         res = rerank(psi, Y, k=K_EVAL, ids=list(range(len(ids))), params=params,
-                     texts=[prep.ds.doc_texts[j] for j in cand], query_text=question)
+                     texts=cand_texts, query_text=question)
         flags = {int(it.id): list(getattr(it, "flags", ()) or ()) for it in res}
         actions = {int(it.id): getattr(it, "action", "kept") for it in res}
         screened = [dict(s) for s in getattr(res, "screened", ()) or ()]

@@ -171,7 +171,7 @@ def rerank_candidates(query_vector: Any, vectors: Any, *, ids: Sequence[str], to
     k = n if top_n is None else min(top_n, n)
     t0 = time.perf_counter()
     res = rerank(q, Y, k=k, ids=list(ids), params=p, light_receipt=light_receipt,
-                 texts=None if texts is None else list(texts), query_text=query_text)
+                 texts=texts, query_text=query_text)
     core_ms = 1e3 * (time.perf_counter() - t0)
     items = list(res.items)
     dropped: list = []
