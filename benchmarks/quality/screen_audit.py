@@ -1,0 +1,136 @@
+"""What screening with texts does to relevant passages, and the variants compared on TRAIN.
+
+Two measurements behind the text-screening defaults (`docs/text_screening.md`):
+
+* ``relevant`` (TEST, first ``--test-limit`` questions of the clean and two-hop sets): the
+  questions whose relevant passage `rerank(..., texts=, query_text=)` keeps out of the top 10 by
+  a flag, counted by the flags, and the questions whose top 10 differs from the text-free run.
+* ``variants`` (TRAIN, first ``--train-limit`` questions of every dataset): nDCG@10, the share of
+  questions with a relevant passage in the top 5 and the planted share of the top 5 for cosine,
+  the defaults without texts, with texts but ``screen_group_defer=False``, the defaults with
+  texts, and the defaults with texts at ``coh_weight`` -0.9 and -1 (the cosine order).
+
+Run: ``python benchmarks/quality/screen_audit.py [--test-limit 600] [--train-limit 300]``; writes
+``benchmarks/results/screen_audit.json`` and prints both tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks" / "quality"))
+sys.path.insert(0, str(ROOT))
+
+import data  # noqa: E402
+from methods import cosine_topk  # noqa: E402
+
+from oscillink_core import rerank  # noqa: E402
+from oscillink_core.evaluation import evaluate_rankings  # noqa: E402
+
+K = 10
+RELEVANT_SETS = ("halueval", "two_hop")
+VARIANTS = {  # name -> (params, with texts)
+    "vectors only": (None, False),
+    "texts, no group defer": ({"screen_group_defer": False}, True),
+    "texts (defaults)": (None, True),
+    "texts, coh_weight -0.9": ({"coh_weight": -0.9}, True),
+    "texts, coh_weight -1": ({"coh_weight": -1.0}, True),
+}
+
+
+def _inputs(prep: data.Prepared, part: str, qi: int):
+    sp = prep.splits[part]
+    cand = sp["cand"][qi]
+    Y, psi = prep.doc_emb[cand], sp["q_emb"][qi]
+    return Y, psi, [prep.ds.doc_ids[j] for j in cand], [prep.ds.doc_texts[j] for j in cand], sp["split"].qtexts[qi]
+
+
+def relevant(name: str, limit: int) -> dict:
+    prep = data.prepare(name)
+    split = prep.splits["test"]["split"]
+    n = min(limit, len(split.qids))
+    kept_out: Counter[str] = Counter()
+    differs = 0
+    for qi in range(n):
+        Y, psi, ids, texts, question = _inputs(prep, "test", qi)
+        rel = set(split.qrels[split.qids[qi]])
+        with_t = rerank(psi, Y, k=K, texts=texts, query_text=question)
+        without = rerank(psi, Y, k=K)
+        differs += list(with_t.indices) != list(without.indices)
+        for s in with_t.screened or ():
+            if ids[int(s["index"])] in rel:
+                kept_out[", ".join(s["flags"])] += 1
+    return {"n_questions": n, "relevant_kept_out_by_flags": dict(kept_out),
+            "relevant_kept_out": int(sum(kept_out.values())), "rankings_differ_from_vectors_only": differs}
+
+
+def variants(name: str, limit: int) -> dict:
+    prep = data.prepare(name)
+    split = prep.splits["train"]["split"]
+    n = min(limit, len(split.qids))
+    qids = split.qids[:n]
+    runs: dict[str, dict[str, list[str]]] = {"cosine": {}, **{v: {} for v in VARIANTS}}
+    for qi in range(n):
+        Y, psi, ids, texts, question = _inputs(prep, "train", qi)
+        cos = Y.astype(np.float64) @ psi.astype(np.float64)
+        runs["cosine"][qids[qi]] = [ids[j] for j in cosine_topk(cos, K)]
+        for v, (params, use_text) in VARIANTS.items():
+            kw = {"texts": texts, "query_text": question} if use_text else {}
+            res = rerank(psi, Y, k=K, params=params, **kw)
+            runs[v][qids[qi]] = [ids[j] for j in res.indices]
+    qrels = {q: split.qrels[q] for q in qids}
+    traps = prep.ds.traps
+    out = {}
+    for v, rk in runs.items():
+        ev = evaluate_rankings(rk, qrels, traps={q: traps for q in qids} if traps else None, ks=(5, 10))
+        row = {"ndcg@10": float(np.mean(ev["ndcg@10"])),
+               "relevant_in_top5": float(np.mean([bool(set(qrels[q]) & set(rk[q][:5])) for q in qids]))}
+        if "trap_share@5" in ev:
+            row["trap_share@5"] = float(np.mean(ev["trap_share@5"]))
+        out[v] = row
+    return {"n_questions": n, "methods": out}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--test-limit", type=int, default=600)
+    ap.add_argument("--train-limit", type=int, default=300)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "screen_audit.json"))
+    a = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    args = argv if argv is not None else sys.argv[1:]
+    doc = {"format": "oscillink-core/screen-audit",
+           "command": "python benchmarks/quality/screen_audit.py " + " ".join(args),
+           "relevant": {}, "variants": {}}
+    print(f"relevant passages kept out by a flag (test, first {a.test_limit} questions)")
+    for name in RELEVANT_SETS:
+        r = doc["relevant"][name] = relevant(name, a.test_limit)
+        print(f"  {name:16s} n={r['n_questions']}  kept out {r['relevant_kept_out']} "
+              f"{r['relevant_kept_out_by_flags']}  rankings differing from vectors only "
+              f"{r['rankings_differ_from_vectors_only']}", flush=True)
+    print(f"\nvariants (train, first {a.train_limit} questions): nDCG@10 / relevant in top 5 / planted share@5")
+    for name in data.DATASETS:
+        r = doc["variants"][name] = variants(name, a.train_limit)
+        print(f"  {name} (n={r['n_questions']})")
+        for v, row in r["methods"].items():
+            extra = f" / {row['trap_share@5']:.3f}" if "trap_share@5" in row else ""
+            print(f"    {v:24s} {row['ndcg@10']:.4f} / {row['relevant_in_top5']:.3f}{extra}", flush=True)
+    doc["runtime_s"] = round(time.perf_counter() - t0, 1)
+    Path(a.out).write_text(json.dumps(doc, indent=1) + "\n", "utf-8")
+    print(f"\nwrote {a.out} ({doc['runtime_s']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
