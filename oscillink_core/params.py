@@ -103,6 +103,17 @@ class LatticeParams:
         ("query_echo") or is the edited twin ("twin_conflict") is explained by those members; the
         other members are not flagged "query_targeted" (planted passages written from the truth
         put the true passage in their group).
+    screen_lone_echo, screen_lone_echo_rest : a restatement that is the only one in the pool and
+        outside any tight group is decisive under "off_topic" only when the passage asks the
+        question itself (a sentence ending with "?" holds all its content words) or holds at most
+        ``screen_lone_echo_rest`` of the question's content words outside the restated stretch
+        (it echoes the question and speaks of something else); otherwise it is flagged
+        "lone_echo" (information). "decisive": every restatement decides; "info": a lone one never.
+        An attack plants several passages; a lone restatement is often the genuine passage the
+        question was written from.
+    screen_untexted_group_margin : with texts, a tight group in which no member restates the
+        question or edits a twin stays suspicious only when its most targeted member is at least
+        this much more targeted than the rest (None: ``screen_target_margin``).
 
     Solver and graph construction
     -----------------------------
@@ -145,6 +156,9 @@ class LatticeParams:
     screen_edit_max: float = 0.2
     screen_edit_max_tokens: int | None = 6
     screen_group_defer: bool = True
+    screen_lone_echo: str = "off_topic"
+    screen_lone_echo_rest: float = 0.0
+    screen_untexted_group_margin: float | None = 0.3
     rtol: float = 1e-5
     maxiter: int = 500
     knn: str = "auto"
@@ -197,6 +211,14 @@ class LatticeParams:
             raise ValueError(f"screen_edit_max must lie in [0, 1]; got {self.screen_edit_max}")
         if self.screen_edit_max_tokens is not None:
             check_scalar(self.screen_edit_max_tokens, "screen_edit_max_tokens", int, min_val=1)
+        if self.screen_lone_echo not in ("off_topic", "decisive", "info"):
+            raise ValueError("screen_lone_echo must be 'off_topic', 'decisive' or 'info'; "
+                             f"got {self.screen_lone_echo!r}")
+        if not 0 <= num("screen_lone_echo_rest") <= 1:
+            raise ValueError(f"screen_lone_echo_rest must lie in [0, 1]; got {self.screen_lone_echo_rest}")
+        if self.screen_untexted_group_margin is not None and num("screen_untexted_group_margin") < 0:
+            raise ValueError(f"screen_untexted_group_margin must be >= 0 or None; "
+                             f"got {self.screen_untexted_group_margin}")
         if self.gating not in _GATINGS:
             raise ValueError(f"gating must be one of {_GATINGS}; got {self.gating!r}")
         if self.knn not in _KNN:
@@ -207,9 +229,11 @@ class LatticeParams:
         # normalise numeric types so that equal params encode identically
         for name in ("lamG", "lamC", "lamQ", "lamP", "edge_floor", "degree_reg", "gate_gamma",
                      "gate_beta", "coh_weight", "mmr_lambda", "rtol", "screen_group_threshold",
-                     "screen_target_margin", "screen_echo_delta", "screen_twin_margin", "screen_edit_max"):
+                     "screen_target_margin", "screen_echo_delta", "screen_twin_margin", "screen_edit_max",
+                     "screen_lone_echo_rest"):
             object.__setattr__(self, name, float(getattr(self, name)))
-        for name in ("dedup_threshold", "screen_twin_threshold", "screen_text_twin_threshold"):
+        for name in ("dedup_threshold", "screen_twin_threshold", "screen_text_twin_threshold",
+                     "screen_untexted_group_margin"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, float(getattr(self, name)))
 

@@ -191,7 +191,9 @@ def screen_kwargs(params) -> dict:
             "twin_margin": params.screen_twin_margin, "use_twins": params.screen_twin_threshold is not None,
             "echo": params.screen_query_echo, "text_twin_threshold": params.screen_text_twin_threshold,
             "edit_max": params.screen_edit_max, "edit_max_tokens": params.screen_edit_max_tokens,
-            "group_defer": params.screen_group_defer}
+            "group_defer": params.screen_group_defer, "lone_echo": params.screen_lone_echo,
+            "lone_echo_rest": params.screen_lone_echo_rest,
+            "untexted_group_margin": params.screen_untexted_group_margin}
 
 
 def screen_ranking(order: np.ndarray, score: np.ndarray, rep: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, k: int,

@@ -42,6 +42,16 @@ LangChain and LlamaIndex adapters and the CLI pass), two text signals join them 
   within one stretch no longer than the question (questions only: a passage that supports a
   statement query, such as a claim, contains it). Planted passages are written to be retrieved
   for the question and carry it; a genuine passage spreads those words over its sentences.
+  An attack plants several passages; a *lone* restatement (the only candidate of the pool that
+  echoes, outside any tight group) is as often the genuine passage the question was copied from
+  (HotpotQA questions are written from their paragraphs). With ``lone_echo="off_topic"``
+  (default) a lone restatement is decisive only when the passage poses the question itself (a
+  sentence ending with "?" holds all its content words, as PoisonedRAG's prefix does; an
+  encyclopedic passage states, it does not ask) or holds none of the question's content words
+  outside the restated stretch (``lone_echo_rest``: at most that share of them): a lure that
+  echoes the question and then speaks of something else. Otherwise it is flagged
+  ``"lone_echo"`` (information only). ``"decisive"`` treats it like any echo, ``"info"`` never
+  lets it decide.
 * ``"twin_conflict"`` (text form, replacing the embedding form above when texts are given): of two
   pool candidates at cosine >= ``text_twin_threshold`` that differ by a small substitution, the one
   whose changed words hold more of the question's content words (the copy edited toward the
@@ -50,9 +60,14 @@ LangChain and LlamaIndex adapters and the CLI pass), two text signals join them 
 * a tight group in which some member carries one of these two text flags is explained by those
   members: its other members keep ``"tight_group"`` but lose ``"query_targeted"`` (``group_defer``;
   the true passage that planted ones were written from sits in their group). A group with no text
-  hit (planted passages that paraphrase the question) is judged by the embedding rule alone.
+  hit (planted passages that paraphrase the question) is judged by the embedding rule alone, with
+  the stricter margin ``untexted_group_margin`` when it is given (default 0.3 through
+  `LatticeParams`): with texts at hand, a group that neither restates the question nor edits a
+  twin needs stronger embedding evidence (related genuine passages, such as the pages of one
+  subject, also form tight groups).
 
-Only ``"query_targeted"``, ``"query_echo"`` and ``"twin_conflict"`` are *decisive*: under
+Only ``"query_targeted"``, ``"query_echo"`` and ``"twin_conflict"`` are *decisive* (``"lone_echo"``,
+``"tight_group"`` and ``"conflicting_twin"`` are information): under
 ``action="demote"`` the candidates carrying one go behind every other candidate (they leave a short context but stay in
 the ranking), under ``"drop"`` they are removed from the bundle, under ``"flag"`` nothing moves.
 
@@ -118,7 +133,9 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
            echo_delta: float = 0.2, twin_threshold: float = 0.9,
            twin_margin: float = 0.02, use_twins: bool = True, texts: Sequence[str] | None = None,
            query_text: str | None = None, echo: bool = True, text_twin_threshold: float | None = 0.85,
-           edit_max: float = 0.2, edit_max_tokens: int | None = 6, group_defer: bool = True) -> ScreenResult:
+           edit_max: float = 0.2, edit_max_tokens: int | None = 6, group_defer: bool = True,
+           lone_echo: str = "off_topic", lone_echo_rest: float = 0.0,
+           untexted_group_margin: float | None = None) -> ScreenResult:
     """Screen the ``pool`` best-scored candidates (see the module docstring).
 
     Parameters
@@ -136,6 +153,10 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
         ``group_defer`` (default), a tight group in which some member restates the question or is
         the edited twin is explained by those members: the others lose ``"query_targeted"``
         (a true passage that planted ones were written from sits in their group).
+    lone_echo, lone_echo_rest : how a lone restatement is treated ("off_topic", "decisive" or
+        "info"; see the module docstring).
+    untexted_group_margin : with texts, the targeting margin a tight group without a text hit
+        needs to stay suspicious (None: ``target_margin``, as without texts).
 
     Returns
     -------
@@ -152,6 +173,8 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
     >>> int(r.decisive.sum())
     0
     """
+    if lone_echo not in ("off_topic", "decisive", "info"):
+        raise ValueError(f"lone_echo must be 'off_topic', 'decisive' or 'info'; got {lone_echo!r}")
     n = Yn.shape[0]
     cosine = np.asarray(cosine, dtype=np.float64)
     flags: list[list[str]] = [[] for _ in range(n)]
@@ -197,8 +220,14 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
         terms = textsignals.content_terms(query_text)
         p_tokens = {int(i): textsignals.tokens(texts[int(i)]) for i in top}
         if echo and textsignals.is_question(query_text):
-            for i in top.tolist():
-                if textsignals.restates(q_tokens, terms, p_tokens[i]):
+            echoers = [i for i in top.tolist() if textsignals.restates(q_tokens, terms, p_tokens[i])]
+            for i in echoers:
+                alone = len(echoers) == 1 and group[i] < 0
+                if alone and (lone_echo == "info" or lone_echo == "off_topic"
+                              and not textsignals.asks(terms, texts[i])
+                              and textsignals.beyond_restatement(terms, p_tokens[i]) > lone_echo_rest):
+                    flags[i].append("lone_echo")
+                else:
                     flags[i].append("query_echo")
         if text_twin_threshold is not None:
             for a, b in zip(*np.nonzero(np.triu(S >= text_twin_threshold, 1)), strict=True):
@@ -219,6 +248,12 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
                 for i, hit in zip(members, text_hit, strict=True):
                     if not hit and "query_targeted" in flags[i]:
                         flags[i].remove("query_targeted")
+            elif untexted_group_margin is not None:
+                t = targeting[members]
+                if not (np.isfinite(t).any() and float(np.nanmax(t)) - ref >= untexted_group_margin):
+                    for i in members:
+                        if "query_targeted" in flags[i]:
+                            flags[i].remove("query_targeted")
     if use_twins and not use_text:
         ctop = cosine[top]
         twin = (S >= twin_threshold) & ((ctop[:, None] - ctop[None, :]) >= twin_margin)

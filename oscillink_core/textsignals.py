@@ -29,7 +29,8 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-__all__ = ["tokens", "content_terms", "is_question", "restates", "edit_lean", "STOP_WORDS"]
+__all__ = ["tokens", "content_terms", "is_question", "restates", "asks", "beyond_restatement", "edit_lean",
+           "STOP_WORDS"]
 
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 
@@ -84,12 +85,12 @@ def is_question(text: str) -> bool:
     return t.endswith("?") or bool(first) and first[0] in _ASKING
 
 
-def _shortest_cover(terms: set[str], toks: Sequence[str]) -> int | None:
-    """Length of the shortest stretch of ``toks`` holding every term (None when some is absent)."""
+def _shortest_cover(terms: set[str], toks: Sequence[str]) -> tuple[int, int] | None:
+    """(start, stop) of the shortest stretch of ``toks`` holding every term (None when some is absent)."""
     need = len(terms)
     have = 0
     count: Counter[str] = Counter()
-    best: int | None = None
+    best: tuple[int, int] | None = None
     left = 0
     for right, t in enumerate(toks):
         if t in terms:
@@ -97,8 +98,8 @@ def _shortest_cover(terms: set[str], toks: Sequence[str]) -> int | None:
             if count[t] == 1:
                 have += 1
         while have == need:
-            span = right - left + 1
-            best = span if best is None or span < best else best
+            if best is None or right + 1 - left < best[1] - best[0]:
+                best = (left, right + 1)
             u = toks[left]
             if u in terms:
                 count[u] -= 1
@@ -123,7 +124,45 @@ def restates(question_tokens: Sequence[str], terms: Sequence[str], passage_token
     if len(terms) < min_terms:
         return False
     span = _shortest_cover(set(terms), passage_tokens)
-    return span is not None and span <= len(question_tokens)
+    return span is not None and span[1] - span[0] <= len(question_tokens)
+
+
+_ASKED = re.compile(r"[^.?!]*\?")
+
+
+def asks(terms: Sequence[str], text: str) -> bool:
+    """True when some question sentence of ``text`` (a stretch ending with "?") holds every one of
+    ``terms``: the passage poses the question itself, as PoisonedRAG-style passages do.
+
+    >>> t = content_terms("Who built the locomotive Rocket?")
+    >>> asks(t, "Who built the locomotive Rocket? It was built by a man from Shildon.")
+    True
+    >>> asks(t, "The locomotive Rocket was built in 1829. Who drove it first?")
+    False
+    """
+    need = set(terms)
+    return bool(need) and any(need <= set(tokens(m.group(0))) for m in _ASKED.finditer(text))
+
+
+def beyond_restatement(terms: Sequence[str], passage_tokens: Sequence[str]) -> float:
+    """Share of the question's content words that the passage also holds outside the shortest
+    stretch holding them all (1.0 when there is no such stretch): how much more of the question
+    the passage speaks about than its restatement.
+
+    >>> q = "Which magazine was started first, Arthur's Magazine or First for Women?"
+    >>> beyond_restatement(content_terms(q), tokens("magazine started arthur women. Dune is a novel."))
+    0.0
+    >>> beyond_restatement(content_terms(q), tokens("Arthur's Magazine was started before First for "
+    ...                    "Women. Arthur's Magazine was an American magazine."))
+    0.5
+    """
+    if not terms:
+        return 1.0
+    span = _shortest_cover(set(terms), passage_tokens)
+    if span is None:
+        return 1.0
+    rest = set(passage_tokens[:span[0]]) | set(passage_tokens[span[1]:])
+    return len(rest & set(terms)) / len(set(terms))
 
 
 def edit_lean(a: Sequence[str], b: Sequence[str], terms: Sequence[str], *, max_change: float = 0.2,

@@ -218,3 +218,103 @@ def test_a_group_explained_by_echoing_members_spares_the_true_member(defer):
     # without texts the embedding rule alone condemns the whole group
     res0 = screen(Y, cos, cos)
     assert all("query_targeted" in res0.flags[i] for i in range(4))
+
+
+# -- a lone restatement ---------------------------------------------------------------------------
+# HotpotQA-style questions are often written from a sentence of their own passage: the genuine
+# passage then restates the question, alone among the candidates, and goes on about the subject.
+GENUINE_ECHO = ("The Loire is the river that flows through the city of Orleans in France. The Loire rises in "
+                "the Massif Central and is the longest river of France.")
+LURE = "river flows city Orleans France. Pasta should be cooked in plenty of salted water."
+
+
+def _spread(n, seed=5, d=32):
+    Y = np.random.default_rng(seed).normal(size=(n, d))
+    Y /= np.linalg.norm(Y, axis=1, keepdims=True)
+    return Y, Y[0] * 0.6 + Y[1] * 0.4  # no tight group: random directions
+
+
+def test_beyond_restatement():
+    from oscillink_core.textsignals import beyond_restatement
+
+    terms = content_terms(QUESTION)
+    assert beyond_restatement(terms, tokens(LURE)) == 0.0
+    assert beyond_restatement(terms, tokens(GENUINE_ECHO)) == pytest.approx(2 / 5)  # river, france again
+    assert beyond_restatement(terms, tokens(SUPPORT[0])) == 1.0  # no restatement at all
+
+
+@pytest.mark.parametrize("mode, genuine_decides, lure_decides",
+                         [("off_topic", False, True), ("decisive", True, True), ("info", False, False)])
+def test_a_lone_restatement_decides_only_when_it_speaks_of_something_else(mode, genuine_decides, lure_decides):
+    Y, q = _spread(20)
+    cos = Y @ q
+    for passage, decides in ((GENUINE_ECHO, genuine_decides), (LURE, lure_decides)):
+        texts = [passage, *SUPPORT, *OTHER, *OTHER[:4]]
+        res = screen(Y, cos, cos, texts=texts, query_text=QUESTION, lone_echo=mode)
+        assert res.group[0] < 0  # alone, outside any tight group
+        assert bool(res.decisive[0]) is decides
+        assert res.flags[0] == (["query_echo"] if decides else ["lone_echo"])
+        assert not res.decisive[1:].any()
+    # two restatements are the pattern of a planted attack: both decide, whatever they say further
+    texts = [GENUINE_ECHO, PLANTED[0], *SUPPORT, *OTHER, *OTHER[:3]]
+    res = screen(Y, cos, cos, texts=texts, query_text=QUESTION, lone_echo=mode)
+    assert res.flags[0] == ["query_echo"] and res.flags[1] == ["query_echo"]
+    assert res.decisive[:2].all()
+
+
+def test_lone_echo_options_are_checked():
+    from oscillink_core import LatticeParams
+
+    Y, q = _spread(4)
+    with pytest.raises(ValueError, match="lone_echo"):
+        screen(Y, Y @ q, Y @ q, lone_echo="sometimes")
+    with pytest.raises(ValueError, match="screen_lone_echo"):
+        LatticeParams(screen_lone_echo="sometimes")
+    with pytest.raises(ValueError, match="screen_lone_echo_rest"):
+        LatticeParams(screen_lone_echo_rest=1.5)
+    with pytest.raises(ValueError, match="screen_untexted_group_margin"):
+        LatticeParams(screen_untexted_group_margin=-0.1)
+
+
+@pytest.mark.slow
+def test_a_genuine_passage_that_restates_the_question_stays_in_the_context(monkeypatch):
+    """Through the packaged model and `rerank`: alone, the genuine restatement keeps its place
+    (flag "lone_echo"); the off-topic lure alone leaves the context; the default keeps
+    ``screen_lone_echo="off_topic"`` and ``"decisive"`` restores the old rule."""
+    monkeypatch.setenv("OSCILLINK_BACKEND", "numpy")
+    from oscillink_core.app.embeddings import embed
+
+    for passage, pid in ((GENUINE_ECHO, "genuine"), (LURE, "lure")):
+        texts = [passage, *SUPPORT, *OTHER]
+        ids = [pid, "sup0", "sup1", "sup2", *[f"o{i}" for i in range(len(OTHER))]]
+        V = embed([QUESTION, *texts])
+        q, Y = V[0], V[1:]
+        res = rerank(q, Y, k=3, ids=ids, texts=texts, query_text=QUESTION)
+        if pid == "genuine":
+            assert res.ids[0] == "genuine" and res.items[0].flags == ("lone_echo",)
+            assert res.items[0].action == "kept"
+            strict = rerank(q, Y, k=3, ids=ids, texts=texts, query_text=QUESTION,
+                            params={"screen_lone_echo": "decisive"})
+            assert "genuine" not in strict.ids
+        else:
+            assert float(Y[0] @ q) == max(float(y @ q) for y in Y)  # cosine puts the lure first
+            assert "lure" not in res.ids
+            assert {s["id"]: s["flags"] for s in res.screened}["lure"] == ["query_echo"]
+
+
+# -- a tight group without a text hit --------------------------------------------------------------
+def test_a_group_without_text_hits_needs_the_stricter_margin():
+    Y, q, _ = _group_case()
+    cos = Y @ q
+    plain = screen(Y, cos, cos)
+    assert all("query_targeted" in plain.flags[i] for i in range(4))
+    in_pool = np.isfinite(plain.targeting)
+    margin = float(np.nanmax(plain.targeting[:4]) - plain.targeting[in_pool & (plain.group < 0)].max())
+    texts = OTHER + OTHER[:8]  # nobody restates the question or edits a twin
+    for m, flagged in ((margin - 0.01, True), (margin + 0.01, False), (None, True)):
+        res = screen(Y, cos, cos, texts=texts, query_text=QUESTION, untexted_group_margin=m)
+        assert all("tight_group" in res.flags[i] for i in range(4))
+        assert all(("query_targeted" in res.flags[i]) is flagged for i in range(4))
+    # without texts the stricter margin does not apply: the embedding rule is the only evidence
+    assert all("query_targeted" in screen(Y, cos, cos, untexted_group_margin=margin + 0.01).flags[i]
+               for i in range(4))

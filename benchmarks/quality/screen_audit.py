@@ -5,13 +5,15 @@ Two measurements behind the text-screening defaults (`docs/text_screening.md`):
 * ``relevant`` (TEST, first ``--test-limit`` questions of the clean and two-hop sets): the
   questions whose relevant passage `rerank(..., texts=, query_text=)` keeps out of the top 10 by
   a flag, counted by the flags, and the questions whose top 10 differs from the text-free run.
-* ``variants`` (TRAIN, first ``--train-limit`` questions of every dataset): nDCG@10, the share of
-  questions with a relevant passage in the top 5 and the planted share of the top 5 for cosine,
-  the defaults without texts, with texts but ``screen_group_defer=False``, the defaults with
-  texts, and the defaults with texts at ``coh_weight`` -0.9 and -1 (the cosine order).
+* ``variants`` (TRAIN, every train question of every dataset unless ``--train-limit``): nDCG@10
+  with its paired bootstrap 95% interval against cosine, the share of questions with a relevant
+  passage in the top 5 and the planted share of the top 5, for cosine, the defaults without
+  texts, the defaults with texts, and the defaults with texts and one choice changed (the rule
+  before the lone-echo and untexted-group choices, each of those choices undone alone, no group
+  defer, the cosine order ``coh_weight=-1``).
 
-Run: ``python benchmarks/quality/screen_audit.py [--test-limit 600] [--train-limit 300]``; writes
-``benchmarks/results/screen_audit.json`` and prints both tables.
+Run: ``python benchmarks/quality/screen_audit.py [--test-limit 600] [--train-limit N]``; writes
+``benchmarks/results/screen_audit.json`` and prints both tables (about 6 min on 2 CPUs).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -36,15 +39,21 @@ import data  # noqa: E402
 from methods import cosine_topk  # noqa: E402
 
 from oscillink_core import rerank  # noqa: E402
-from oscillink_core.evaluation import evaluate_rankings  # noqa: E402
+from oscillink_core.evaluation import evaluate_rankings, paired_bootstrap_ci  # noqa: E402
 
 K = 10
 RELEVANT_SETS = ("halueval", "two_hop")
 VARIANTS = {  # name -> (params, with texts)
     "vectors only": (None, False),
-    "texts, no group defer": ({"screen_group_defer": False}, True),
     "texts (defaults)": (None, True),
-    "texts, coh_weight -0.9": ({"coh_weight": -0.9}, True),
+    "texts, earlier rule (every echo decides, one group margin)":
+        ({"screen_lone_echo": "decisive", "screen_untexted_group_margin": None}, True),
+    "texts, every lone echo decides": ({"screen_lone_echo": "decisive"}, True),
+    "texts, no lone echo decides": ({"screen_lone_echo": "info"}, True),
+    "texts, lone echo rest 0.2": ({"screen_lone_echo_rest": 0.2}, True),
+    "texts, one group margin (0.1)": ({"screen_untexted_group_margin": None}, True),
+    "texts, group margin 0.2": ({"screen_untexted_group_margin": 0.2}, True),
+    "texts, no group defer": ({"screen_group_defer": False}, True),
     "texts, coh_weight -1": ({"coh_weight": -1.0}, True),
 }
 
@@ -75,10 +84,10 @@ def relevant(name: str, limit: int) -> dict:
             "relevant_kept_out": int(sum(kept_out.values())), "rankings_differ_from_vectors_only": differs}
 
 
-def variants(name: str, limit: int) -> dict:
+def variants(name: str, limit: int | None) -> dict:
     prep = data.prepare(name)
     split = prep.splits["train"]["split"]
-    n = min(limit, len(split.qids))
+    n = len(split.qids) if limit is None else min(limit, len(split.qids))
     qids = split.qids[:n]
     runs: dict[str, dict[str, list[str]]] = {"cosine": {}, **{v: {} for v in VARIANTS}}
     for qi in range(n):
@@ -92,10 +101,13 @@ def variants(name: str, limit: int) -> dict:
     qrels = {q: split.qrels[q] for q in qids}
     traps = prep.ds.traps
     out = {}
-    for v, rk in runs.items():
-        ev = evaluate_rankings(rk, qrels, traps={q: traps for q in qids} if traps else None, ks=(5, 10))
+    evs = {v: evaluate_rankings(rk, qrels, traps={q: traps for q in qids} if traps else None, ks=(5, 10))
+           for v, rk in runs.items()}
+    for v, ev in evs.items():
+        ci = paired_bootstrap_ci(evs["cosine"]["ndcg@10"], ev["ndcg@10"], n_boot=2000, seed=0)
         row = {"ndcg@10": float(np.mean(ev["ndcg@10"])),
-               "relevant_in_top5": float(np.mean([bool(set(qrels[q]) & set(rk[q][:5])) for q in qids]))}
+               "ndcg@10_diff": float(ci.mean), "ndcg@10_diff_ci95": [float(ci.low), float(ci.high)],
+               "relevant_in_top5": float(np.mean([bool(set(qrels[q]) & set(runs[v][q][:5])) for q in qids]))}
         if "trap_share@5" in ev:
             row["trap_share@5"] = float(np.mean(ev["trap_share@5"]))
         out[v] = row
@@ -105,7 +117,7 @@ def variants(name: str, limit: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--test-limit", type=int, default=600)
-    ap.add_argument("--train-limit", type=int, default=300)
+    ap.add_argument("--train-limit", type=int, default=None, help="train questions per dataset (default: all)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "screen_audit.json"))
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -119,13 +131,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:16s} n={r['n_questions']}  kept out {r['relevant_kept_out']} "
               f"{r['relevant_kept_out_by_flags']}  rankings differing from vectors only "
               f"{r['rankings_differ_from_vectors_only']}", flush=True)
-    print(f"\nvariants (train, first {a.train_limit} questions): nDCG@10 / relevant in top 5 / planted share@5")
-    for name in data.DATASETS:
-        r = doc["variants"][name] = variants(name, a.train_limit)
-        print(f"  {name} (n={r['n_questions']})")
-        for v, row in r["methods"].items():
-            extra = f" / {row['trap_share@5']:.3f}" if "trap_share@5" in row else ""
-            print(f"    {v:24s} {row['ndcg@10']:.4f} / {row['relevant_in_top5']:.3f}{extra}", flush=True)
+    print(f"\nvariants (train, {'all' if a.train_limit is None else a.train_limit} questions): nDCG@10 "
+          "(difference to cosine [95% CI]) / relevant in top 5 / planted share@5")
+    with ProcessPoolExecutor(max_workers=2) as pool:  # one dataset per process, 2 CPUs
+        futures = {name: pool.submit(variants, name, a.train_limit) for name in data.DATASETS}
+        for name, fut in futures.items():
+            r = doc["variants"][name] = fut.result()
+            print(f"  {name} (n={r['n_questions']})")
+            for v, row in r["methods"].items():
+                lo, hi = row["ndcg@10_diff_ci95"]
+                extra = f" / {row['trap_share@5']:.3f}" if "trap_share@5" in row else ""
+                print(f"    {v:58s} {row['ndcg@10']:.4f} ({row['ndcg@10_diff']:+.4f} [{lo:+.4f}, {hi:+.4f}]) / "
+                      f"{row['relevant_in_top5']:.3f}{extra}", flush=True)
     doc["runtime_s"] = round(time.perf_counter() - t0, 1)
     Path(a.out).write_text(json.dumps(doc, indent=1) + "\n", "utf-8")
     print(f"\nwrote {a.out} ({doc['runtime_s']} s)")
