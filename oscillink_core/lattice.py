@@ -40,7 +40,7 @@ from ._version import __version__
 from .energy import edge_tension, energy_terms, path_energy, path_laplacian, rhs, system_matrix
 from .gates import diffusion_gates_from_laplacian
 from .params import LatticeParams, resolve_params
-from .ranking import rank_settled, row_cosine, scores, screen_kwargs, screen_ranking
+from .ranking import rank_and_screen, row_cosine, scores
 from .receipts import (
     RECEIPT_FORMAT,
     RECEIPT_VERSION,
@@ -458,15 +458,11 @@ class Oscillink:
         p = self._params
         idx, sim = self._knn_lists() if (p.dedup_threshold is not None and self._k_eff >= 1) else (None, None)
         labels = self._kernels.dup_labels(idx, sim, p.dedup_threshold) if idx is not None else None
-        order, score, rep = rank_settled(c["align"], c["cosine"], self._Yn, idx, sim, k, coh_weight=p.coh_weight,
-                                         mmr_lambda=p.mmr_lambda, dedup_threshold=p.dedup_threshold,
-                                         dup_keep=p.dup_keep, dup_action=p.dup_action, labels=labels)
         use_text = p.screen_text and self._texts is not None and self._query_text is not None
-        order, flags, actions = screen_ranking(order, score, rep, c["cosine"], self._Yn, k, action=p.screen,
-                                               mmr_lambda=p.mmr_lambda, dup_action=p.dup_action,
-                                               texts=self._texts if use_text else None,
-                                               query_text=self._query_text if use_text else None,
-                                               **screen_kwargs(p))
+        order, score, rep, flags, actions, ranking = rank_and_screen(
+            c["align"], c["cosine"], self._Yn, idx, sim, k, p, texts=self._texts if use_text else None,
+            query_text=self._query_text if use_text else None, labels=labels)
+        self._ranking = ranking
         out = []
         for r, i in enumerate(order.tolist()):
             dup = int(rep[i])
@@ -610,7 +606,8 @@ class Oscillink:
             "graph": {"method": self._knn_method, "kneighbors": self._k_eff, "mutual": True,
                       **stats.to_dict(), "mean_degree": round_float(stats.mean_degree)},
             "bundle": bundle_block,
-            "screen": {"action": p.screen, "screened": getattr(self, "_screened", [])},
+            "screen": {"action": p.screen, "screened": getattr(self, "_screened", []),
+                       "ranking": getattr(self, "_ranking", "lattice")},
         }
         if self._chain is not None:
             rec["chain"] = {**self._chain_block(), "verdict": self.chain_receipt()["verdict"]}

@@ -229,3 +229,47 @@ def screen_ranking(order: np.ndarray, score: np.ndarray, rep: np.ndarray, cosine
     for i in hit.tolist():
         actions[i] = label
     return order, res.flags, actions
+
+
+#: flags that count as evidence for the lattice to reshape the order under ``coh_scope="evidence"``
+EVIDENCE_FLAGS = ("tight_group", "query_targeted", "query_echo", "twin_conflict", "conflicting_twin")
+
+
+def rank_and_screen(align: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, idx: np.ndarray | None,
+                    sim: np.ndarray | None, k: int, params, *, texts=None, query_text=None,
+                    labels: np.ndarray | None = None):
+    """`rank_settled` then `screen_ranking` under the ranking and screening fields of ``params``
+    (a `LatticeParams`), with ``coh_scope``.
+
+    Under ``coh_scope="evidence"`` (and screening on) the candidate set is screened in its cosine
+    order first. When nothing in the pool is evidence of structure (no flag of `EVIDENCE_FLAGS`,
+    no near-duplicate pair at ``dedup_threshold`` inside the pool), the result is the cosine order
+    (score = cosine, no near-duplicate reordering) with that screen's flags; otherwise the lattice
+    ranks and screens as under ``"always"``. Returns (order, score, rep, flags, actions, ranking)
+    with ``ranking`` "lattice" or "cosine".
+    """
+    p = params
+    kw = screen_kwargs(p)
+    if p.coh_scope == "evidence" and p.screen != "off":
+        pre = screen(Yn, cosine, cosine, texts=texts, query_text=query_text, **kw)
+        evidence = any(f in EVIDENCE_FLAGS for fl in pre.flags for f in fl)
+        if not evidence and p.dedup_threshold is not None and idx is not None and idx.size:
+            if labels is None:
+                labels = near_duplicate_groups(idx, sim, p.dedup_threshold)
+            n = cosine.shape[0]
+            pool = np.lexsort((np.arange(n), -np.asarray(cosine, dtype=np.float64)))[:min(p.screen_pool, n)]
+            lab = labels[pool]
+            lab = lab[lab >= 0]
+            evidence = lab.size > np.unique(lab).size  # two pool members share a near-duplicate group
+        if not evidence:
+            order, score, rep = rank_settled(align, cosine, Yn, None, None, k, coh_weight=-1.0,
+                                             mmr_lambda=p.mmr_lambda)
+            return order, score, rep, pre.flags, ["kept"] * cosine.shape[0], "cosine"
+    order, score, rep = rank_settled(align, cosine, Yn, idx, sim, k, coh_weight=p.coh_weight,
+                                     mmr_lambda=p.mmr_lambda, dedup_threshold=p.dedup_threshold,
+                                     dup_keep=p.dup_keep, dup_action=p.dup_action, labels=labels)
+    order, flags, actions = screen_ranking(order, score, rep, cosine, Yn, k, action=p.screen,
+                                           mmr_lambda=p.mmr_lambda, dup_action=p.dup_action,
+                                           texts=texts, query_text=query_text, **kw)
+    return order, score, rep, flags, actions, "lattice"
+

@@ -80,7 +80,40 @@ def test_no_flags_on_clean_random_data(seed):
     res = rerank(q, Y, k=10, params=DEMOTE)
     assert all(it.flags == () and it.action == "kept" for it in res)
     off = rerank(q, Y, k=10, params={"screen": "off"})
-    assert res.indices == off.indices
+    assert rerank(q, Y, k=10, params={**DEMOTE, "coh_scope": "always"}).indices == off.indices
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_without_evidence_the_cosine_order_stands(seed):
+    """coh_scope="evidence" (default): no tight group, no near-duplicate pair, no flag in the pool:
+    the bundle is the cosine order, and the receipt says which ranking ran."""
+    rng = np.random.default_rng(seed)
+    Y = _unit(rng.normal(size=(100, 384)))
+    q = _unit(Y[:8].mean(axis=0) + 0.5 * _unit(rng.normal(size=384)))
+    cos_order = np.lexsort((np.arange(100), -(Y.astype(np.float64) @ q)))[:40].tolist()
+    res = rerank(q, Y, k=40)
+    assert list(res.indices) == cos_order
+    assert res.receipt["screen"]["ranking"] == "cosine"
+    validate_receipt(res.receipt)
+    always = rerank(q, Y, k=40, params={"coh_scope": "always"})
+    assert always.receipt["screen"]["ranking"] == "lattice"
+    assert list(always.indices) != cos_order  # the lattice does reorder this set
+
+
+def test_structure_lets_the_lattice_rank():
+    Y, q, t, planted = poisoned_set(0)
+    assert rerank(q, Y, k=5).receipt["screen"]["ranking"] == "lattice"  # a tight group
+    # one near-duplicate pair inside the pool is evidence too
+    rng = np.random.default_rng(4)
+    Y = _unit(rng.normal(size=(60, D)))
+    q = _unit(Y[:6].mean(axis=0))
+    Y[1] = _unit(Y[0] + 0.02 * rng.normal(size=D))
+    assert float(Y[0] @ Y[1]) > 0.95
+    assert rerank(q, Y, k=5).receipt["screen"]["ranking"] == "lattice"
+    assert rerank(q, Y, k=5, params={"dedup_threshold": None}).receipt["screen"]["ranking"] == "cosine"
+    # screening off: no evidence is looked for, the lattice always ranks
+    off = rerank(q, Y, k=5, params={"screen": "off", "dedup_threshold": None})
+    assert off.receipt["screen"]["ranking"] == "lattice"
 
 
 def test_actions_flag_drop_and_off():
@@ -123,7 +156,8 @@ def test_receipt_records_flags_and_verifies():
 
 
 @pytest.mark.parametrize("bad", [{"screen": "purge"}, {"screen_pool": 1}, {"screen_group_min": True},
-                                 {"screen_target_margin": -0.1}, {"screen_twin_threshold": 1.5}])
+                                 {"screen_target_margin": -0.1}, {"screen_twin_threshold": 1.5},
+                                 {"coh_scope": "sometimes"}])
 def test_bad_screen_params_are_clear_errors(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         LatticeParams(**bad)

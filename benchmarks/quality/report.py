@@ -16,6 +16,7 @@ LABELS = {
     "lattice_default_text": "oscillink defaults, with texts (what the adapters run)",
     "lattice_default": "oscillink defaults, vectors only",
     "lattice_default_noscreen": "oscillink defaults, screen off",
+    "lattice_default_text_always": "oscillink with texts, lattice on every query (coh_scope always)",
     "lattice_recommended": "lattice, recommended",
     "lattice_tuned": "lattice, tuned per dataset",
     "proto_twin_reorder": "prototype: twin reorder",

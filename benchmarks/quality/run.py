@@ -16,6 +16,9 @@ Methods (all on the same top-100 FAISS candidates of each query):
   screening included (``screen="demote"``: candidates flagged query_targeted / twin_conflict leave the
   context; defaults chosen on train by screen_tune.py).
 * lattice_default_noscreen: the same with ``screen="off"`` (ranking only).
+* lattice_default_text_always: ``lattice_default_text`` with ``coh_scope="always"`` (the lattice
+  ranks every query; the default ``"evidence"`` keeps the cosine order where the pool shows no
+  structure).
 * lattice_tuned: ``rerank`` with the (energy x ranking) grid point with the best train objective
   of that dataset (grid = ENERGY_GRID x RANK_GRID, LatticeParams fields only).
 * lattice_recommended: ``rerank`` with ONE grid point for all datasets: the one whose worst
@@ -272,6 +275,8 @@ def main() -> None:
             "mmr_tuned": lambda v, lam=lam: mmr_topk(v.Y, v.cos, lam),
             "lattice_default_text": lambda v: lattice_topk(v.Y, v.psi, LatticeParams(), texts=v.texts,
                                                            query_text=v.qtext),
+            "lattice_default_text_always": lambda v: lattice_topk(v.Y, v.psi, LatticeParams(coh_scope="always"),
+                                                                  texts=v.texts, query_text=v.qtext),
             "lattice_default": lambda v: lattice_topk(v.Y, v.psi, LatticeParams()),
             "lattice_default_noscreen": lambda v: lattice_topk(v.Y, v.psi, LatticeParams(screen="off")),
             "lattice_recommended": lambda v: lattice_topk(v.Y, v.psi, rec_params),
@@ -301,6 +306,7 @@ def main() -> None:
                          "description": prep.ds.description, "methods": res,
                          "params": {"mmr_tuned": {"mmr_lambda": lam}, "lattice_default": LatticeParams().to_dict(),
                                     "lattice_default_text": LatticeParams().to_dict(),
+                                    "lattice_default_text_always": LatticeParams(coh_scope="always").to_dict(),
                                     "lattice_default_noscreen": LatticeParams(screen="off").to_dict(),
                                     "lattice_recommended": rec_params.to_dict(), "lattice_tuned": tuned.to_dict(),
                                     **{pn: pc["variant"] for pn, pc in proto_choice.items()},

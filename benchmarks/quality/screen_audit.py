@@ -10,7 +10,9 @@ Two measurements behind the text-screening defaults (`docs/text_screening.md`):
   passage in the top 5 and the planted share of the top 5, for cosine, the defaults without
   texts, the defaults with texts, and the defaults with texts and one choice changed (the rule
   before the lone-echo and untexted-group choices, each of those choices undone alone, no group
-  defer, the cosine order ``coh_weight=-1``).
+  defer, the cosine order ``coh_weight=-1``, the lattice on every query ``coh_scope="always"``),
+  and how many queries the lattice ranked (``coh_scope="evidence"`` leaves the cosine order
+  where the pool shows no structure).
 
 Run: ``python benchmarks/quality/screen_audit.py [--test-limit 600] [--train-limit N]``; writes
 ``benchmarks/results/screen_audit.json`` and prints both tables (about 6 min on 2 CPUs).
@@ -55,6 +57,8 @@ VARIANTS = {  # name -> (params, with texts)
     "texts, group margin 0.2": ({"screen_untexted_group_margin": 0.2}, True),
     "texts, no group defer": ({"screen_group_defer": False}, True),
     "texts, coh_weight -1": ({"coh_weight": -1.0}, True),
+    "texts, lattice on every query (coh_scope always)": ({"coh_scope": "always"}, True),
+    "vectors only, coh_scope always": ({"coh_scope": "always"}, False),
 }
 
 
@@ -90,6 +94,7 @@ def variants(name: str, limit: int | None) -> dict:
     n = len(split.qids) if limit is None else min(limit, len(split.qids))
     qids = split.qids[:n]
     runs: dict[str, dict[str, list[str]]] = {"cosine": {}, **{v: {} for v in VARIANTS}}
+    lattice_ranked = Counter()
     for qi in range(n):
         Y, psi, ids, texts, question = _inputs(prep, "train", qi)
         cos = Y.astype(np.float64) @ psi.astype(np.float64)
@@ -98,6 +103,7 @@ def variants(name: str, limit: int | None) -> dict:
             kw = {"texts": texts, "query_text": question} if use_text else {}
             res = rerank(psi, Y, k=K, params=params, **kw)
             runs[v][qids[qi]] = [ids[j] for j in res.indices]
+            lattice_ranked[v] += res.receipt["screen"]["ranking"] == "lattice"
     qrels = {q: split.qrels[q] for q in qids}
     traps = prep.ds.traps
     out = {}
@@ -110,6 +116,10 @@ def variants(name: str, limit: int | None) -> dict:
                "relevant_in_top5": float(np.mean([bool(set(qrels[q]) & set(runs[v][q][:5])) for q in qids]))}
         if "trap_share@5" in ev:
             row["trap_share@5"] = float(np.mean(ev["trap_share@5"]))
+        if v != "cosine":
+            row["lattice_ranked"] = int(lattice_ranked[v])
+        row["worse_than_cosine"] = int((ev["ndcg@10"] < evs["cosine"]["ndcg@10"] - 1e-12).sum())
+        row["better_than_cosine"] = int((ev["ndcg@10"] > evs["cosine"]["ndcg@10"] + 1e-12).sum())
         out[v] = row
     return {"n_questions": n, "methods": out}
 
@@ -141,8 +151,9 @@ def main(argv: list[str] | None = None) -> int:
             for v, row in r["methods"].items():
                 lo, hi = row["ndcg@10_diff_ci95"]
                 extra = f" / {row['trap_share@5']:.3f}" if "trap_share@5" in row else ""
-                print(f"    {v:58s} {row['ndcg@10']:.4f} ({row['ndcg@10_diff']:+.4f} [{lo:+.4f}, {hi:+.4f}]) / "
-                      f"{row['relevant_in_top5']:.3f}{extra}", flush=True)
+                print(f"    {v:52s} {row['ndcg@10']:.4f} ({row['ndcg@10_diff']:+.4f} [{lo:+.4f}, {hi:+.4f}]) / "
+                      f"{row['relevant_in_top5']:.3f}{extra}  worse/better {row['worse_than_cosine']}/"
+                      f"{row['better_than_cosine']}  lattice ranked {row.get('lattice_ranked', '-')}", flush=True)
     doc["runtime_s"] = round(time.perf_counter() - t0, 1)
     Path(a.out).write_text(json.dumps(doc, indent=1) + "\n", "utf-8")
     print(f"\nwrote {a.out} ({doc['runtime_s']} s)")

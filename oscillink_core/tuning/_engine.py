@@ -14,7 +14,7 @@ from .._validation import check_scalar
 from ..evaluation import mrr_at_k, ndcg_at_k, precision_at_1, recall_at_k, trap_share_at_k
 from ..lattice import Oscillink
 from ..params import LatticeParams
-from ..ranking import rank_settled, screen_kwargs, screen_ranking
+from ..ranking import rank_and_screen
 from .queries import LabelledQuery
 
 _JOINT = (("gating", "gate_gamma", "gate_beta"), ("dedup_threshold", "dup_keep", "dup_action"))
@@ -24,7 +24,7 @@ _JOINT = (("gating", "gate_gamma", "gate_beta"), ("dedup_threshold", "dup_keep",
 # treated as changing the settled state, which is always safe.
 _KNN_FIELDS = ("kneighbors", "knn", "exact_max_n", "seed")
 _GRAPH_FIELDS = _KNN_FIELDS + ("edge_floor", "degree_reg")
-_RANK_FIELDS = ("coh_weight", "mmr_lambda", "dedup_threshold", "dup_keep", "dup_action")
+_RANK_FIELDS = ("coh_weight", "coh_scope", "mmr_lambda", "dedup_threshold", "dup_keep", "dup_action")
 _NO_EFFECT = ("lamP",)  # acts only through a chain, and rerank never adds one
 
 _METRICS = {"ndcg": ndcg_at_k, "mrr": mrr_at_k, "recall": recall_at_k}
@@ -124,12 +124,7 @@ def _rank(p: LatticeParams, align: np.ndarray, cosine: np.ndarray, Yn: np.ndarra
           depth: int) -> np.ndarray:
     """The selection step of `Oscillink.bundle` for settled components (the same function)."""
     k = min(depth, align.shape[0])
-    order, score, rep = rank_settled(align, cosine, Yn, idx, sim, k, coh_weight=p.coh_weight,
-                                     mmr_lambda=p.mmr_lambda, dedup_threshold=p.dedup_threshold, dup_keep=p.dup_keep,
-                                     dup_action=p.dup_action)
-    order, _, _ = screen_ranking(order, score, rep, cosine, Yn, k, action=p.screen, mmr_lambda=p.mmr_lambda,
-                                 dup_action=p.dup_action, **screen_kwargs(p))
-    return order
+    return rank_and_screen(align, cosine, Yn, idx, sim, k, p)[0]
 
 
 class _Objective:
