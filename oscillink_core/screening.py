@@ -47,9 +47,10 @@ LangChain and LlamaIndex adapters and the CLI pass), two text signals join them 
   (HotpotQA questions are written from their paragraphs). With ``lone_echo="off_topic"``
   (default) a lone restatement is decisive only when the passage poses the question itself (a
   sentence ending with "?" holds all its content words, as PoisonedRAG's prefix does; an
-  encyclopedic passage states, it does not ask) or holds none of the question's content words
-  outside the restated stretch (``lone_echo_rest``: at most that share of them): a lure that
-  echoes the question and then speaks of something else. Otherwise it is flagged
+  encyclopedic passage states, it does not ask) or echoes the question and then speaks of
+  something else: outside the restated stretch it has at least as many tokens as the stretch and
+  none of the question's content words (``lone_echo_rest``: at most that share of them). A short
+  genuine paragraph that is little more than its restatement is not such a lure. Otherwise it is flagged
   ``"lone_echo"`` (information only). ``"decisive"`` treats it like any echo, ``"info"`` never
   lets it decide.
 * ``"twin_conflict"`` (text form, replacing the embedding form above when texts are given): of two
@@ -225,7 +226,8 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
                 alone = len(echoers) == 1 and group[i] < 0
                 if alone and (lone_echo == "info" or lone_echo == "off_topic"
                               and not textsignals.asks(terms, texts[i])
-                              and textsignals.beyond_restatement(terms, p_tokens[i]) > lone_echo_rest):
+                              and not textsignals.speaks_of_something_else(terms, p_tokens[i],
+                                                                            max_share=lone_echo_rest)):
                     flags[i].append("lone_echo")
                 else:
                     flags[i].append("query_echo")

@@ -29,7 +29,8 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-__all__ = ["tokens", "content_terms", "is_question", "restates", "asks", "beyond_restatement", "edit_lean",
+__all__ = ["tokens", "content_terms", "is_question", "restates", "asks", "beyond_restatement",
+           "speaks_of_something_else", "edit_lean",
            "STOP_WORDS"]
 
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
@@ -142,6 +143,26 @@ def asks(terms: Sequence[str], text: str) -> bool:
     """
     need = set(terms)
     return bool(need) and any(need <= set(tokens(m.group(0))) for m in _ASKED.finditer(text))
+
+
+def speaks_of_something_else(terms: Sequence[str], passage_tokens: Sequence[str], *, max_share: float = 0.0) -> bool:
+    """True when the passage restates the question in a stretch and then speaks of something else:
+    outside the shortest stretch holding all ``terms`` it has at least as many tokens as the
+    stretch, and holds at most ``max_share`` of the terms there (`beyond_restatement`). A short
+    genuine passage that is little more than its restatement is not "something else".
+
+    >>> t = content_terms("Which magazine was started first, Arthur's Magazine or First for Women?")
+    >>> speaks_of_something_else(t, tokens("magazine started arthur women. Dune is a science fiction "
+    ...                          "novel by Frank Herbert, published in 1965."))
+    True
+    >>> speaks_of_something_else(t, tokens("Arthur's Magazine started before First for Women did."))
+    False
+    """
+    span = _shortest_cover(set(terms), passage_tokens) if terms else None
+    if span is None:
+        return False
+    rest = len(passage_tokens) - (span[1] - span[0])
+    return rest >= span[1] - span[0] and beyond_restatement(terms, passage_tokens) <= max_share
 
 
 def beyond_restatement(terms: Sequence[str], passage_tokens: Sequence[str]) -> float:

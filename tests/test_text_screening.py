@@ -243,6 +243,24 @@ def test_beyond_restatement():
     assert beyond_restatement(terms, tokens(SUPPORT[0])) == 1.0  # no restatement at all
 
 
+def test_a_short_genuine_passage_is_not_something_else():
+    """A paragraph that is little more than the restatement (rest shorter than the stretch) does
+    not "speak of something else", even with no question word outside the stretch."""
+    from oscillink_core.textsignals import beyond_restatement, speaks_of_something_else
+
+    terms = content_terms(QUESTION)
+    short = "The Loire is the river that flows through the city of Orleans in France, they say."
+    assert beyond_restatement(terms, tokens(short)) == 0.0
+    assert not speaks_of_something_else(terms, tokens(short))
+    assert speaks_of_something_else(terms, tokens(LURE))
+    assert not speaks_of_something_else(terms, tokens(GENUINE_ECHO))  # it speaks of the question again
+    assert speaks_of_something_else(terms, tokens(GENUINE_ECHO), max_share=0.5)
+    Y, q = _spread(20)
+    cos = Y @ q
+    res = screen(Y, cos, cos, texts=[short, *SUPPORT, *OTHER, *OTHER[:4]], query_text=QUESTION)
+    assert res.flags[0] == ["lone_echo"] and not res.decisive[0]
+
+
 @pytest.mark.parametrize("mode, genuine_decides, lure_decides",
                          [("off_topic", False, True), ("decisive", True, True), ("info", False, False)])
 def test_a_lone_restatement_decides_only_when_it_speaks_of_something_else(mode, genuine_decides, lure_decides):
