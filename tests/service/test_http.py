@@ -95,6 +95,28 @@ def test_admin_routes_are_off_without_an_admin_key(srv):
     assert not [p for p in httpx.get(srv.url + "/openapi.json").json()["paths"] if p.startswith("/admin")]
 
 
+def test_ranking_scope_and_screen_per_request(srv):
+    Y, psi = vectors(30, 8)
+    ranking = {}
+    for scope in ("evidence", "always"):
+        r = post(srv, "/v1/settle", {"Y": Y, "psi": psi, "params": {"coh_scope": scope},
+                                     "options": {"bundle_k": 5, "include_receipt": True}}, srv.key)
+        assert r.status_code == 200, r.text
+        ranking[scope] = r.json()["receipt"]["screen"]["ranking"]
+        assert r.json()["receipt"]["params"]["coh_scope"] == scope
+    from oscillink_core import rerank  # the service decides as the core does on the same input
+
+    assert ranking == {scope: rerank(psi, Y, k=5, params={"coh_scope": scope}).receipt["screen"]["ranking"]
+                       for scope in ("evidence", "always")}
+    assert ranking["always"] == "lattice"
+    r = post(srv, "/v1/settle", {"Y": Y, "psi": psi, "params": {"screen": "flag"},
+                                 "options": {"bundle_k": 5, "include_receipt": True}}, srv.key)
+    assert r.status_code == 200 and r.json()["receipt"]["screen"]["action"] == "flag"
+    for bad in ({"coh_scope": "sometimes"}, {"screen": "purge"}):
+        r = post(srv, "/v1/settle", {"Y": Y, "psi": psi, "params": bad}, srv.key)
+        assert r.status_code == 422 and "params." + next(iter(bad)) in r.json()["detail"], r.text
+
+
 def test_caps_413_and_shape_errors_422(srv):
     big = [[0.0] * 200 for _ in range(201)]  # 40200 units > 40000
     r = post(srv, "/v1/settle", {"Y": big}, srv.key)

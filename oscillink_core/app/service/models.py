@@ -20,6 +20,11 @@ class Params(BaseModel):
     kneighbors: int | None = Field(None, ge=1, le=256, description="neighbours per node (clipped to N - 1)")
     gating: Literal["uniform", "diffusion"] | None = None
     coh_weight: float | None = Field(None, ge=-10, le=10)
+    coh_scope: Literal["evidence", "always"] | None = Field(
+        None, description="'evidence': the lattice reorders only when the candidates show structure, "
+                          "else the cosine order; 'always': the lattice ranks every query")
+    screen: Literal["off", "flag", "demote", "drop"] | None = Field(
+        None, description="what happens to candidates with a decisive screening flag")
     mmr_lambda: float | None = Field(None, gt=0, le=1)
     dedup_threshold: float | None = Field(None, ge=-1, le=1)
     edge_floor: float | None = Field(None, ge=0, lt=1)
