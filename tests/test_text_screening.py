@@ -336,3 +336,32 @@ def test_a_group_without_text_hits_needs_the_stricter_margin():
     # without texts the stricter margin does not apply: the embedding rule is the only evidence
     assert all("query_targeted" in screen(Y, cos, cos, untexted_group_margin=margin + 0.01).flags[i]
                for i in range(4))
+
+
+# -- the tuner reads the texts too ------------------------------------------------------------------
+def test_the_tuner_ranks_with_the_texts_like_rerank():
+    from oscillink_core import LatticeParams
+    from oscillink_core.tuning import LabelledQuery, queries_from_rows, tune
+    from oscillink_core.tuning._engine import _Engine
+
+    Y, q = _spread(20)
+    texts = [PLANTED[0], PLANTED[1], PLANTED[2], TRUE, *SUPPORT, *OTHER, *OTHER[:1]]
+    ids = [f"c{i}" for i in range(20)]
+    lq = LabelledQuery(q, Y, ids=ids, relevance={"c3": 1}, traps={"c0", "c1", "c2"}, texts=texts,
+                       query_text=QUESTION)
+    plain = LabelledQuery(q, Y, ids=ids, relevance={"c3": 1}, traps={"c0", "c1", "c2"})
+    p = LatticeParams()
+    with_t = _Engine([lq]).rankings(p, 5)[0]
+    assert with_t == list(rerank(q, Y, k=5, texts=texts, query_text=QUESTION).indices)
+    assert _Engine([plain]).rankings(p, 5)[0] == list(rerank(q, Y, k=5).indices)
+    assert not {0, 1, 2} & set(with_t) and {0, 1} <= set(_Engine([plain]).rankings(p, 5)[0])
+    # rows with texts and a query text become text-carrying queries (what `oscillink tune` reads)
+    rows = [{"query_id": "q", "query": QUESTION, "query_vector": q.tolist(), "id": i, "vector": y.tolist(),
+             "text": t, "label": int(i == "c3"), "trap": i in ("c0", "c1", "c2")}
+            for i, y, t in zip(ids, Y, texts, strict=True)]
+    (from_rows,) = queries_from_rows(rows)
+    assert from_rows.texts == tuple(texts) and from_rows.query_text == QUESTION
+    res = tune([from_rows, from_rows, lq, lq], grid={"coh_weight": [-0.75, -1.0]}, folds=2, k=5)
+    assert res.params.screen == "demote"
+    with pytest.raises(ValueError, match="texts must be 20 strings"):
+        LabelledQuery(q, Y, texts=texts[:3], query_text=QUESTION)

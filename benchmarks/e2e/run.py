@@ -9,7 +9,12 @@ the packaged all-MiniLM-L6-v2, `benchmarks/quality/data.py`), rerank to a 5-pass
   passages' texts and the question as the LangChain and LlamaIndex adapters give them (so the
   text screening signals run);
 * ``oscillink_drop``: the same with ``screen="drop"`` (candidates with a decisive flag leave the
-  context; ``--drop-params`` overrides the params, e.g. the tuned ones the method announces),
+  context; ``--drop-params`` overrides the params),
+* ``oscillink_tuned``: ``rerank`` with a profile that `oscillink_core.tuning.tune` fitted on the
+  dataset's first ``--tune-limit`` train questions (FAISS top 100, texts and question included,
+  objective nDCG@10 minus the planted share of the 5-passage context, 5-fold cross-validation,
+  the default grid; the tuner keeps the defaults unless the held-out gain's interval is above
+  zero). The profile's changes and its cross-validated gain are recorded per dataset,
 
 then ask Gemma 3 270M (`oscillink_core.app.llm`, greedy, the few-shot QA prompt, the passages in
 rank order) and score the answer against HaluEval's right answer:
@@ -73,7 +78,7 @@ from oscillink_core.evaluation import evaluate_rankings, paired_bootstrap_ci  # 
 
 LLM_DATASETS = ("halueval", "halueval_traps", "halueval_poison", "two_hop")
 DEFAULT_DATASETS = LLM_DATASETS + ("scifact",)
-METHODS = ("cosine", "mmr", "oscillink", "oscillink_drop")
+METHODS = ("cosine", "mmr", "oscillink", "oscillink_drop", "oscillink_tuned")
 MMR_LAMBDA = 0.7
 K_CONTEXT = 5
 K_EVAL = 10
@@ -125,7 +130,33 @@ def follows_false(pred: str, right: str, wrong: str, question: str) -> float:
 
 
 # ----------------------------------------------------------------------------- contexts
-def contexts(prep: data.Prepared, qi: int, drop_params: dict, question: str) -> dict[str, dict]:
+def tuned_params(prep: data.Prepared, limit: int):
+    """`tune` on the first ``limit`` train questions of ``prep`` (see the module docstring)."""
+    from oscillink_core.tuning import LabelledQuery, tune
+
+    sp = prep.splits["train"]
+    split = sp["split"]
+    traps = prep.ds.traps or set()
+    queries = []
+    for qi in range(min(limit, len(split.qids))):
+        cand = sp["cand"][qi]
+        ids = [prep.ds.doc_ids[j] for j in cand]
+        queries.append(LabelledQuery(sp["q_emb"][qi], prep.doc_emb[cand], ids=ids,
+                                     relevance=split.qrels[split.qids[qi]], traps=set(ids) & traps,
+                                     qid=split.qids[qi], texts=[prep.ds.doc_texts[j] for j in cand],
+                                     query_text=split.qtexts[qi]))
+    res = tune(queries, metric="ndcg@10", k=K_CONTEXT, folds=5, seed=0)
+    gain = res.cv["gain"]["objective"]
+    base = res.base.to_dict()
+    searched = {k: v for k, v in res.searched.to_dict().items() if base[k] != v}
+    info = {"n_train_questions": len(queries), "changed": dict(res.changed), "searched": searched,
+            "fell_back": res.fell_back,
+            "cv_gain_objective": {"mean": float(gain["mean"]), "ci95": [float(gain["low"]), float(gain["high"])]},
+            "seconds": round(res.elapsed_s, 1)}
+    return res.params, info
+
+
+def contexts(prep: data.Prepared, qi: int, drop_params: dict, question: str, tuned=None) -> dict[str, dict]:
     """Top-10 index lists (into the 100 candidates) per method, plus oscillink's flags."""
     sp = prep.splits["test"]
     cand = sp["cand"][qi]
@@ -136,7 +167,7 @@ def contexts(prep: data.Prepared, qi: int, drop_params: dict, question: str) -> 
     cand_texts = [prep.ds.doc_texts[j] for j in cand]
     out = {"cosine": {"top": cosine_topk(cos, K_EVAL).tolist()},
            "mmr": {"top": mmr_topk(Y, cos, MMR_LAMBDA, K_EVAL).tolist()}}
-    for name, params in (("oscillink", None), ("oscillink_drop", drop_params)):
+    for name, params in (("oscillink", None), ("oscillink_drop", drop_params), ("oscillink_tuned", tuned)):
         res = rerank(psi, Y, k=K_EVAL, ids=list(range(len(ids))), params=params,
                      texts=cand_texts, query_text=question)
         flags = {int(it.id): list(getattr(it, "flags", ()) or ()) for it in res}
@@ -158,7 +189,7 @@ def sample_indices(n_test: int, n: int, seed: int) -> list[int]:
 
 # ----------------------------------------------------------------------------- one dataset
 def run_dataset(name: str, rows: list[dict], n: int, seed: int, drop_params: dict, cache, n_boot: int,
-                use_llm: bool, on_progress=None) -> dict:
+                use_llm: bool, on_progress=None, tune_limit: int = 200) -> dict:
     """One dataset over the first ``n`` questions of the seeded sample. ``on_progress(partial)`` is
     called after each question with the result so far (so an interrupted run leaves a valid file)."""
     from oscillink_core.app import llm
@@ -167,6 +198,9 @@ def run_dataset(name: str, rows: list[dict], n: int, seed: int, drop_params: dic
     prep = data.prepare(name, rows)
     split = prep.splits["test"]["split"]
     picked = sample_indices(len(split.qids), n, seed)
+    print(f"{name}: tuning on {tune_limit} train questions ...", flush=True)
+    tuned, tuned_info = tuned_params(prep, tune_limit)
+    print(f"{name}: tuned {tuned_info}", flush=True)
     texts = dict(zip(prep.ds.doc_ids, prep.ds.doc_texts, strict=True))
     traps = prep.ds.traps
     per = {m: {"em": [], "f1": [], "contains": [], "follows_false": [], "planted_in_context": [], "both@5": []}
@@ -210,13 +244,14 @@ def run_dataset(name: str, rows: list[dict], n: int, seed: int, drop_params: dic
                 "n_sampled": len(done), "complete": len(done) == len(picked),
                 "sample": f"first {len(done)} of a seeded permutation (numpy default_rng({seed})) of the "
                           f"{len(split.qids)} test questions",
-                "llm": use_llm, "summary": summary, "records": records[:n_done], "llm_seconds": round(t_llm, 1),
+                "llm": use_llm, "tuned": tuned_info, "summary": summary, "records": records[:n_done],
+                "llm_seconds": round(t_llm, 1),
                 "seconds": round(time.perf_counter() - t0, 1)}
 
     for j, qi in enumerate(picked):
         qid = split.qids[qi]
         question = split.qtexts[qi]
-        ctx = contexts(prep, qi, drop_params, question)
+        ctx = contexts(prep, qi, drop_params, question, tuned)
         rec = {"qid": qid, "question": question, "methods": {}}
         row = rows[int(qid[1:])] if qid.startswith("q") and qid[1:].isdigit() else None
         if use_llm and row is not None:
@@ -266,9 +301,11 @@ def markdown(doc: dict) -> str:
              f"{doc['runtime_s']:.0f} s; answers {doc['answer_cache']['misses']} generated, "
              f"{doc['answer_cache']['hits']} from the cache.", "",
              "Each cell: mean (difference to cosine, paired bootstrap 95% interval). "
-             f"`oscillink_drop` params: `{json.dumps(doc['drop_params'])}`.", ""]
+             f"`oscillink_drop` params: `{json.dumps(doc['drop_params'])}`. `oscillink_tuned`: the profile "
+             "`tune` fitted on the dataset's train questions (below each table).", ""]
     for ds in doc["datasets"]:
         lines += [f"## {ds['dataset']} ({ds['sample']})", ""]
+        t = ds.get("tuned")
         keys = [(k, lab) for k, lab in ROW_KEYS if k in ds["summary"]["cosine"]]
         lines.append("| method | " + " | ".join(lab for _, lab in keys) + " |")
         lines.append("|---|" + "---|" * len(keys))
@@ -281,6 +318,12 @@ def markdown(doc: dict) -> str:
                     c += f" ({e['diff_vs_cosine']:+.3f} [{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}])"
                 cells.append(c)
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        if t:
+            g = t["cv_gain_objective"]
+            lines += ["", f"`oscillink_tuned`: fitted on {t['n_train_questions']} train questions; searched changes "
+                          f"`{json.dumps(t['searched'])}`; cross-validated objective gain {g['mean']:+.4f} "
+                          f"[{g['ci95'][0]:+.4f}, {g['ci95'][1]:+.4f}]"
+                          + (" (not above zero: the defaults were kept)." if t["fell_back"] else ".")]
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -315,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--datasets", default=",".join(DEFAULT_DATASETS))
     ap.add_argument("--drop-params", default='{"screen": "drop"}', help="JSON params of oscillink_drop")
     ap.add_argument("--n-boot", type=int, default=5000)
+    ap.add_argument("--tune-limit", type=int, default=200, help="train questions the tuned profile is fitted on")
     ap.add_argument("--out", default=str(RESULTS / "e2e.json"))
     ap.add_argument("--merge", nargs="+", metavar="JSON",
                     help="combine the datasets of earlier runs (e.g. run in parallel) into --out; no new run")
@@ -364,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         use_llm = name in LLM_DATASETS
         n = n_per.get(name, a.n if use_llm else a.n_retrieval_only)
         out.append(run_dataset(name, rows, n, a.seed, drop_params, cache, a.n_boot, use_llm,
-                               on_progress=lambda part: write(out + [part])))
+                               on_progress=lambda part: write(out + [part]), tune_limit=a.tune_limit))
     doc = write(out)
     print(markdown(doc))
     return 0

@@ -116,15 +116,18 @@ class _Engine:
         """Top-``depth`` candidate indices of every query under ``p`` (``depth`` clipped to N)."""
         out = []
         for i, (align, cosine, idx, sim) in enumerate(self._state(p)):
-            out.append(_rank(p, align, cosine, self._Yn[i], idx, sim, depth).tolist())
+            q = self.queries[i]
+            use_text = p.screen_text and q.texts is not None and q.query_text is not None
+            out.append(_rank(p, align, cosine, self._Yn[i], idx, sim, depth, texts=q.texts if use_text else None,
+                             query_text=q.query_text if use_text else None).tolist())
         return out
 
 
 def _rank(p: LatticeParams, align: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, idx: Any, sim: Any,
-          depth: int) -> np.ndarray:
+          depth: int, texts: Sequence[str] | None = None, query_text: str | None = None) -> np.ndarray:
     """The selection step of `Oscillink.bundle` for settled components (the same function)."""
     k = min(depth, align.shape[0])
-    return rank_and_screen(align, cosine, Yn, idx, sim, k, p)[0]
+    return rank_and_screen(align, cosine, Yn, idx, sim, k, p, texts=texts, query_text=query_text)[0]
 
 
 class _Objective:

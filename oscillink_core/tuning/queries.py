@@ -40,6 +40,8 @@ class LabelledQuery:
         allowed (they still count in the ideal DCG and in recall).
     traps : ids of trap candidates (ids that are not candidates are ignored).
     qid : optional query id, carried into reports.
+    texts, query_text : optional candidate texts (N strings) and the query's text; with both, the
+        tuner ranks with the text screening signals, as ``rerank(..., texts=, query_text=)`` does.
 
     Arrays are validated and copied to float32; bad shapes, NaN or zero rows raise ValueError.
 
@@ -57,9 +59,18 @@ class LabelledQuery:
     relevance: Mapping[Hashable, float] = field(default_factory=dict)
     traps: Iterable[Hashable] = frozenset()
     qid: Hashable | None = None
+    texts: Sequence[str] | None = None
+    query_text: str | None = None
 
     def __post_init__(self) -> None:
         Y = check_embeddings(self.candidates, name="candidates")
+        if self.texts is not None:
+            if isinstance(self.texts, (str, bytes)) or len(self.texts) != Y.shape[0] \
+                    or not all(isinstance(t, str) for t in self.texts):
+                raise ValueError(f"texts must be {Y.shape[0]} strings, one per candidate")
+            object.__setattr__(self, "texts", tuple(self.texts))
+        if self.query_text is not None and not isinstance(self.query_text, str):
+            raise ValueError(f"query_text must be a string; got {type(self.query_text).__name__}")
         psi = check_query(self.query, Y.shape[1], name="query")
         ids = tuple(check_ids(self.ids, Y.shape[0]))
         if not isinstance(self.relevance, Mapping):
@@ -256,7 +267,11 @@ def queries_from_rows(rows: Iterable[Mapping[str, Any]], *, embed: Callable[[lis
                 rel[r["id"]] = g
             if _truthy(r.get("trap", False)):
                 traps.add(r["id"])
-        out.append(LabelledQuery(query=qv, candidates=Y, ids=ids, relevance=rel, traps=traps, qid=q))
+        texts_ = [r.get("text") for r in grp]
+        qtext_ = next((r["query"] for r in grp if isinstance(r.get("query"), str)), None)
+        has_texts = all(isinstance(t, str) for t in texts_) and qtext_ is not None
+        out.append(LabelledQuery(query=qv, candidates=Y, ids=ids, relevance=rel, traps=traps, qid=q,
+                                 texts=texts_ if has_texts else None, query_text=qtext_ if has_texts else None))
     return out
 
 
