@@ -36,7 +36,9 @@ Every difference to cosine comes with a paired bootstrap 95% interval over the s
 SciFact has no short answers: retrieval metrics only, no LLM.
 
 Answers are cached by prompt hash in the checkout's git-ignored ``.cache/llm_answers/``, so
-identical contexts cost one generation and a rerun takes seconds.
+identical contexts cost one generation and a rerun costs little more than the tuning of
+``oscillink_tuned`` (2 to 20 minutes per dataset on 2 busy cores: the trap set's text twin rule
+compares many near-copies; ``--tune-limit`` trades it for fewer train questions).
 
 Run: ``python benchmarks/e2e/run.py [--n 20] [--datasets halueval,halueval_traps,...]``; writes
 ``benchmarks/results/e2e.json`` and ``e2e.md``. Runs over disjoint datasets can go in parallel
