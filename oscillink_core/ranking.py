@@ -262,8 +262,8 @@ def rank_and_screen(align: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, idx: 
             lab = lab[lab >= 0]
             evidence = lab.size > np.unique(lab).size  # two pool members share a near-duplicate group
         if not evidence:
-            order, score, rep = rank_settled(align, cosine, Yn, None, None, k, coh_weight=-1.0,
-                                             mmr_lambda=p.mmr_lambda)
+            # score = cosine exactly (align = cosine with coh_weight 0; -1 would round)
+            order, score, rep = rank_settled(cosine, cosine, Yn, None, None, k, mmr_lambda=p.mmr_lambda)
             return order, score, rep, pre.flags, ["kept"] * cosine.shape[0], "cosine"
     order, score, rep = rank_settled(align, cosine, Yn, idx, sim, k, coh_weight=p.coh_weight,
                                      mmr_lambda=p.mmr_lambda, dedup_threshold=p.dedup_threshold,

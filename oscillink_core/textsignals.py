@@ -30,8 +30,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 __all__ = ["tokens", "content_terms", "is_question", "restates", "asks", "beyond_restatement",
-           "speaks_of_something_else", "edit_lean",
-           "STOP_WORDS"]
+           "speaks_of_something_else", "edit_lean", "STOP_WORDS"]
 
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 
@@ -162,7 +161,7 @@ def speaks_of_something_else(terms: Sequence[str], passage_tokens: Sequence[str]
     if span is None:
         return False
     rest = len(passage_tokens) - (span[1] - span[0])
-    return rest >= span[1] - span[0] and beyond_restatement(terms, passage_tokens) <= max_share
+    return rest >= span[1] - span[0] and _share_outside(set(terms), passage_tokens, span) <= max_share
 
 
 def beyond_restatement(terms: Sequence[str], passage_tokens: Sequence[str]) -> float:
@@ -177,13 +176,13 @@ def beyond_restatement(terms: Sequence[str], passage_tokens: Sequence[str]) -> f
     ...                    "Women. Arthur's Magazine was an American magazine."))
     0.5
     """
-    if not terms:
-        return 1.0
-    span = _shortest_cover(set(terms), passage_tokens)
-    if span is None:
-        return 1.0
-    rest = set(passage_tokens[:span[0]]) | set(passage_tokens[span[1]:])
-    return len(rest & set(terms)) / len(set(terms))
+    span = _shortest_cover(set(terms), passage_tokens) if terms else None
+    return 1.0 if span is None else _share_outside(set(terms), passage_tokens, span)
+
+
+def _share_outside(terms: set[str], toks: Sequence[str], span: tuple[int, int]) -> float:
+    rest = set(toks[:span[0]]) | set(toks[span[1]:])
+    return len(rest & terms) / len(terms)
 
 
 def edit_lean(a: Sequence[str], b: Sequence[str], terms: Sequence[str], *, max_change: float = 0.2,

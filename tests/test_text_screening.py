@@ -363,5 +363,5 @@ def test_the_tuner_ranks_with_the_texts_like_rerank():
     assert from_rows.texts == tuple(texts) and from_rows.query_text == QUESTION
     res = tune([from_rows, from_rows, lq, lq], grid={"coh_weight": [-0.75, -1.0]}, folds=2, k=5)
     assert res.params.screen == "demote"
-    with pytest.raises(ValueError, match="texts must be 20 strings"):
+    with pytest.raises(ValueError, match="texts has 3 entries but there are N = 20"):
         LabelledQuery(q, Y, texts=texts[:3], query_text=QUESTION)

@@ -217,7 +217,7 @@ def load_halueval_traps(rows: list[dict] | None = None) -> Dataset:
     base = load_halueval(rows)
     trap_rows = make_trap_rows(rows, list(HALU_TEST) + list(HALU_TRAIN))
     CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = trap_jsonl_path().with_suffix(".tmp")
+    tmp = trap_jsonl_path().with_suffix(f".{os.getpid()}.tmp")  # per process: parallel runs prepare it too
     with open(tmp, "w", encoding="utf-8") as f:
         for row in trap_rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -437,7 +437,7 @@ def cached_embed(name: str, texts: list[str], *, verbose: bool = True) -> np.nda
         for h, row in zip(todo, embed(list(todo.values()), batch_size=64), strict=True):
             known[h] = row
     X = np.stack([known[h] for h in hashes]).astype(np.float32) if texts else np.zeros((0, 384), np.float32)
-    tmp = npy.with_name(npy.stem + ".tmp.npy")
+    tmp = npy.with_name(f"{npy.stem}.{os.getpid()}.tmp.npy")
     np.save(tmp, X)
     os.replace(tmp, npy)
     meta_path.write_text(json.dumps({**model, "texts_sha256": _text_hash(texts), "n": len(texts), "rows": hashes}))

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_embeddings, check_ids, check_query
+from .._validation import check_embeddings, check_ids, check_query, check_texts
 
 
 def _check_id(v: Any, what: str) -> Hashable:
@@ -65,10 +65,7 @@ class LabelledQuery:
     def __post_init__(self) -> None:
         Y = check_embeddings(self.candidates, name="candidates")
         if self.texts is not None:
-            if isinstance(self.texts, (str, bytes)) or len(self.texts) != Y.shape[0] \
-                    or not all(isinstance(t, str) for t in self.texts):
-                raise ValueError(f"texts must be {Y.shape[0]} strings, one per candidate")
-            object.__setattr__(self, "texts", tuple(self.texts))
+            object.__setattr__(self, "texts", tuple(check_texts(self.texts, Y.shape[0])))
         if self.query_text is not None and not isinstance(self.query_text, str):
             raise ValueError(f"query_text must be a string; got {type(self.query_text).__name__}")
         psi = check_query(self.query, Y.shape[1], name="query")
