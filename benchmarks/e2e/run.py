@@ -320,6 +320,12 @@ def markdown(doc: dict) -> str:
                     c += f" ({e['diff_vs_cosine']:+.3f} [{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}])"
                 cells.append(c)
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        recs = ds.get("records") or []
+        if recs:
+            same = {m: sum(r["methods"][m]["context"] == r["methods"]["cosine"]["context"] for r in recs)
+                    for m in METHODS[1:]}
+            lines += ["", "Contexts identical to cosine's (same 5 passages, same order): "
+                      + ", ".join(f"{m} {v} of {len(recs)}" for m, v in same.items()) + "."]
         if t:
             g = t["cv_gain_objective"]
             lines += ["", f"`oscillink_tuned`: fitted on {t['n_train_questions']} train questions; searched changes "
