@@ -104,6 +104,10 @@ class LatticeParams:
         short answer span, while two genuine passages that share a paragraph differ by more): the
         side edited toward the question is flagged "twin_conflict"; a threshold of None disables
         the text twin rule.
+    screen_twin_lean : which changed question words make a text twin lean: "shared" (default;
+        only those the other passage also holds: a counterfactual copy repeats the question's
+        words, while of two genuine pages from one template the one the question names holds a
+        word the other lacks) or "any" (every changed question word).
     screen_group_defer : with texts, a tight group in which some member restates the question
         ("query_echo") or is the edited twin ("twin_conflict") is explained by those members; the
         other members are not flagged "query_targeted" (planted passages written from the truth
@@ -162,6 +166,7 @@ class LatticeParams:
     screen_text_twin_threshold: float | None = 0.85
     screen_edit_max: float = 0.2
     screen_edit_max_tokens: int | None = 6
+    screen_twin_lean: str = "shared"
     screen_group_defer: bool = True
     screen_lone_echo: str = "off_topic"
     screen_lone_echo_rest: float = 0.0
@@ -220,6 +225,8 @@ class LatticeParams:
             raise ValueError(f"screen_edit_max must lie in [0, 1]; got {self.screen_edit_max}")
         if self.screen_edit_max_tokens is not None:
             check_scalar(self.screen_edit_max_tokens, "screen_edit_max_tokens", int, min_val=1)
+        if self.screen_twin_lean not in ("shared", "any"):
+            raise ValueError(f"screen_twin_lean must be 'shared' or 'any'; got {self.screen_twin_lean!r}")
         if self.screen_lone_echo not in ("off_topic", "decisive", "info"):
             raise ValueError("screen_lone_echo must be 'off_topic', 'decisive' or 'info'; "
                              f"got {self.screen_lone_echo!r}")

@@ -30,6 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from . import textsignals
 from .screening import screen
 
 __all__ = ["row_cosine", "scores", "select", "near_duplicate_groups", "outside_support", "resolve_groups",
@@ -193,7 +194,8 @@ def screen_kwargs(params) -> dict:
             "edit_max": params.screen_edit_max, "edit_max_tokens": params.screen_edit_max_tokens,
             "group_defer": params.screen_group_defer, "lone_echo": params.screen_lone_echo,
             "lone_echo_rest": params.screen_lone_echo_rest,
-            "untexted_group_margin": params.screen_untexted_group_margin}
+            "untexted_group_margin": params.screen_untexted_group_margin,
+            "twin_lean": params.screen_twin_lean}
 
 
 def screen_ranking(order: np.ndarray, score: np.ndarray, rep: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, k: int,
@@ -235,6 +237,29 @@ def screen_ranking(order: np.ndarray, score: np.ndarray, rep: np.ndarray, cosine
 EVIDENCE_FLAGS = ("tight_group", "query_targeted", "query_echo", "twin_conflict", "conflicting_twin")
 
 
+def split_siblings(labels: np.ndarray, texts, query_text: str, *, max_change: float = 0.2,
+                   max_tokens: int | None = 6) -> np.ndarray:
+    """Near-duplicate labels with template siblings taken out of their groups (a copy).
+
+    A member that is a `textsignals.siblings` page of every other member of its group (two
+    genuine pages from one template, the question naming one of them: a team's 1926 and 1976
+    seasons) is not a near-duplicate to be resolved by support: its label becomes -1, and a group
+    left with one member dissolves.
+    """
+    out = np.array(labels, dtype=np.int64, copy=True)
+    terms = textsignals.content_terms(query_text)
+    for g in np.unique(out[out >= 0]).tolist():
+        members = np.flatnonzero(out == g).tolist()
+        toks = {i: textsignals.tokens(texts[i]) for i in members}
+        alone = [i for i in members
+                 if all(textsignals.siblings(toks[i], toks[j], terms, max_change=max_change, max_tokens=max_tokens)
+                        for j in members if j != i)]
+        out[alone] = -1
+        if len(members) - len(alone) < 2:
+            out[members] = -1
+    return out
+
+
 def rank_and_screen(align: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, idx: np.ndarray | None,
                     sim: np.ndarray | None, k: int, params, *, texts=None, query_text=None,
                     labels: np.ndarray | None = None):
@@ -250,6 +275,14 @@ def rank_and_screen(align: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, idx: 
     """
     p = params
     kw = screen_kwargs(p)
+    if (texts is not None and query_text is not None and p.screen != "off" and p.screen_twin_lean == "shared"
+            and p.screen_text_twin_threshold is not None and p.dedup_threshold is not None
+            and idx is not None and idx.size):
+        if labels is None:
+            labels = near_duplicate_groups(idx, sim, p.dedup_threshold)
+        if (labels >= 0).any():
+            labels = split_siblings(labels, texts, query_text, max_change=p.screen_edit_max,
+                                    max_tokens=p.screen_edit_max_tokens)
     if p.coh_scope == "evidence" and p.screen != "off":
         pre = screen(Yn, cosine, cosine, texts=texts, query_text=query_text, **kw)
         evidence = any(f in EVIDENCE_FLAGS for fl in pre.flags for f in fl)

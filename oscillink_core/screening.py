@@ -55,9 +55,11 @@ LangChain and LlamaIndex adapters and the CLI pass), two text signals join them 
   lets it decide.
 * ``"twin_conflict"`` (text form, replacing the embedding form above when texts are given): of two
   pool candidates at cosine >= ``text_twin_threshold`` that differ by a small substitution, the one
-  whose changed words hold more of the question's content words (the copy edited toward the
-  question); the other side gets ``"conflicting_twin"`` (information only), and both get it when
-  neither leans.
+  whose changed words hold more of the question's content words that the other side also holds
+  (the copy edited toward the question repeats them; ``twin_lean="any"`` counts every changed
+  question word, and then of two genuine pages from one template, such as a team's 1926 and 1976
+  seasons, the one the question names is flagged); the other side gets ``"conflicting_twin"``
+  (information only), and both get it when neither leans.
 * a tight group in which some member carries one of these two text flags is explained by those
   members: its other members keep ``"tight_group"`` but lose ``"query_targeted"`` (``group_defer``;
   the true passage that planted ones were written from sits in their group). A group with no text
@@ -136,7 +138,7 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
            query_text: str | None = None, echo: bool = True, text_twin_threshold: float | None = 0.85,
            edit_max: float = 0.2, edit_max_tokens: int | None = 6, group_defer: bool = True,
            lone_echo: str = "off_topic", lone_echo_rest: float = 0.0,
-           untexted_group_margin: float | None = None) -> ScreenResult:
+           untexted_group_margin: float | None = None, twin_lean: str = "shared") -> ScreenResult:
     """Screen the ``pool`` best-scored candidates (see the module docstring).
 
     Parameters
@@ -158,6 +160,8 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
         "info"; see the module docstring).
     untexted_group_margin : with texts, the targeting margin a tight group without a text hit
         needs to stay suspicious (None: ``target_margin``, as without texts).
+    twin_lean : "shared" (default) or "any": which changed question words make a text twin lean
+        (see the module docstring).
 
     Returns
     -------
@@ -176,6 +180,8 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
     """
     if lone_echo not in ("off_topic", "decisive", "info"):
         raise ValueError(f"lone_echo must be 'off_topic', 'decisive' or 'info'; got {lone_echo!r}")
+    if twin_lean not in ("shared", "any"):
+        raise ValueError(f"twin_lean must be 'shared' or 'any'; got {twin_lean!r}")
     n = Yn.shape[0]
     cosine = np.asarray(cosine, dtype=np.float64)
     flags: list[list[str]] = [[] for _ in range(n)]
@@ -235,7 +241,7 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
             for a, b in zip(*np.nonzero(np.triu(S >= text_twin_threshold, 1)), strict=True):
                 ia, ib = int(top[a]), int(top[b])
                 lean = textsignals.edit_lean(p_tokens[ia], p_tokens[ib], terms, max_change=edit_max,
-                                              max_tokens=edit_max_tokens)
+                                              max_tokens=edit_max_tokens, shared=twin_lean == "shared")
                 if lean is None:
                     continue
                 for me, mine in ((ia, "a"), (ib, "b")):

@@ -16,6 +16,10 @@ toward the question. These pure functions read the texts (plain Python, no token
   the shorter text) are one passage and an edited copy; the side whose changed tokens hold more
   of the question's content words is the copy edited toward the question (a counterfactual edit
   puts the asserted answer, phrased with the question's words, where the original value stood).
+  With ``shared=True`` (the default) only question words that the *other* passage also holds
+  count: a counterfactual copy repeats words its original already has, while two genuine pages
+  written from one template (a team's 1926 and 1976 seasons) differ by a question word that the
+  page about something else lacks, and the page that holds it is the answer, not an edit.
   Returns None when the two are not such an edit, and "tie" when neither side leans.
 
 Tokens are lower-case runs of letters and digits; content words are tokens of two or more
@@ -30,7 +34,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 __all__ = ["tokens", "content_terms", "is_question", "restates", "asks", "beyond_restatement",
-           "speaks_of_something_else", "edit_lean", "STOP_WORDS"]
+           "speaks_of_something_else", "edit_lean", "siblings", "STOP_WORDS"]
 
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 
@@ -186,9 +190,10 @@ def _share_outside(terms: set[str], toks: Sequence[str], span: tuple[int, int]) 
 
 
 def edit_lean(a: Sequence[str], b: Sequence[str], terms: Sequence[str], *, max_change: float = 0.2,
-              max_tokens: int | None = 6) -> str | None:
+              max_tokens: int | None = 6, shared: bool = True) -> str | None:
     """Which of two near-copies was edited toward the question: "a", "b", "tie", or None when
-    they do not differ by a small substitution (see the module docstring).
+    they do not differ by a small substitution (see the module docstring; ``shared``: count only
+    the changed question words that the other side also holds).
 
     >>> t = content_terms("Who wrote the novel Dune?")
     >>> a = tokens("Dune is a novel written by Frank Herbert in 1965.")
@@ -197,6 +202,11 @@ def edit_lean(a: Sequence[str], b: Sequence[str], terms: Sequence[str], *, max_c
     'b'
     >>> edit_lean(a, tokens("Something else entirely, about a different book and its author."), t) is None
     True
+    >>> t = content_terms("Where did the 1926 Navy team play?")
+    >>> a = tokens("The 1926 Navy team played its home games in Annapolis, Maryland.")
+    >>> b = tokens("The 1976 Navy team played its home games in Annapolis, Maryland.")
+    >>> edit_lean(a, b, t), edit_lean(a, b, t, shared=False)
+    ('tie', 'a')
     """
     if not a or not b:
         return None
@@ -213,5 +223,28 @@ def edit_lean(a: Sequence[str], b: Sequence[str], terms: Sequence[str], *, max_c
     if smaller > max_change * min(len(a), len(b)) or max_tokens is not None and smaller > max_tokens:
         return None
     q = set(terms)
-    qa, qb = len(set(changed_a) & q), len(set(changed_b) & q)
+    if shared:
+        qa, qb = len(set(changed_a) & q & set(b)), len(set(changed_b) & q & set(a))
+    else:
+        qa, qb = len(set(changed_a) & q), len(set(changed_b) & q)
     return "a" if qa > qb else "b" if qb > qa else "tie"
+
+
+def siblings(a: Sequence[str], b: Sequence[str], terms: Sequence[str], *, max_change: float = 0.2,
+             max_tokens: int | None = 6) -> bool:
+    """Are two near-copies two genuine pages from one template rather than a passage and its
+    edited copy? True when they differ by a small substitution that no side leans by the shared
+    rule (`edit_lean` with ``shared=True`` gives "tie") while a changed question word is held by
+    one side only (``shared=False`` leans): the question names one page, the other is about
+    something else.
+
+    >>> t = content_terms("Where did the 1926 Navy team play?")
+    >>> page = tokens("The 1926 Navy team played in Annapolis.")
+    >>> siblings(page, tokens("The 1976 Navy team played in Annapolis."), t)
+    True
+    >>> siblings(page, tokens("The 1926 Navy team played in Baltimore."), t)
+    False
+    """
+    kw = {"max_change": max_change, "max_tokens": max_tokens}
+    return (edit_lean(a, b, terms, shared=True, **kw) == "tie"
+            and edit_lean(a, b, terms, shared=False, **kw) in ("a", "b"))

@@ -292,6 +292,10 @@ def test_lone_echo_options_are_checked():
         LatticeParams(screen_lone_echo_rest=1.5)
     with pytest.raises(ValueError, match="screen_untexted_group_margin"):
         LatticeParams(screen_untexted_group_margin=-0.1)
+    with pytest.raises(ValueError, match="screen_twin_lean"):
+        LatticeParams(screen_twin_lean="some")
+    with pytest.raises(ValueError, match="twin_lean"):
+        screen(Y, Y @ q, Y @ q, twin_lean="some")
 
 
 @pytest.mark.slow
@@ -365,3 +369,41 @@ def test_the_tuner_ranks_with_the_texts_like_rerank():
     assert res.params.screen == "demote"
     with pytest.raises(ValueError, match="texts has 3 entries but there are N = 20"):
         LabelledQuery(q, Y, texts=texts[:3], query_text=QUESTION)
+
+
+# -- two genuine pages from one template ------------------------------------------------------------
+SEASON_Q = "In which state was the 1926 Navy Midshipmen football team located?"
+SEASONS = [
+    f"The {y} Navy Midshipmen football team represented the United States Naval Academy in the {y} college "
+    "football season. The Naval Academy is a federal service academy in Annapolis, Maryland."
+    for y in (1926, 1976)]
+
+
+def test_edit_lean_counts_only_question_words_both_sides_hold():
+    terms = content_terms(SEASON_Q)
+    a, b = tokens(SEASONS[0]), tokens(SEASONS[1])
+    assert edit_lean(a, b, terms) == "tie"  # 1976 is not an edit of 1926 toward the question
+    assert edit_lean(a, b, terms, shared=False) == "a"
+    # a copy that repeats the question's words where the answer stood still leans
+    edited = SEASONS[0].replace("Maryland", "the 1926 Navy Midshipmen football team state of Virginia")
+    assert edit_lean(a, tokens(edited), terms) == "b"
+
+
+@pytest.mark.slow
+def test_the_page_the_question_names_keeps_its_place_next_to_its_template_sibling(monkeypatch):
+    """Through the packaged model and `rerank`: the 1926 page, cosine's first, stays first and is
+    only flagged "conflicting_twin"; ``screen_twin_lean="any"`` (the earlier rule) demoted it."""
+    monkeypatch.setenv("OSCILLINK_BACKEND", "numpy")
+    from oscillink_core.app.embeddings import embed
+
+    texts = [*SEASONS, *OTHER]
+    ids = ["p1926", "p1976", *[f"o{i}" for i in range(len(OTHER))]]
+    V = embed([SEASON_Q, *texts])
+    q, Y = V[0], V[1:]
+    assert float(Y[0] @ Y[1]) >= 0.85 and float(Y[0] @ q) > float(Y[1] @ q)
+    res = rerank(q, Y, k=3, ids=ids, texts=texts, query_text=SEASON_Q)
+    assert res.ids[0] == "p1926" and res.items[0].action == "kept"
+    assert res.items[0].flags == ("conflicting_twin",)
+    old = rerank(q, Y, k=3, ids=ids, texts=texts, query_text=SEASON_Q, params={"screen_twin_lean": "any"})
+    assert old.ids[0] != "p1926"
+    assert {s["id"]: s["flags"] for s in old.screened}["p1926"] == ["twin_conflict"]

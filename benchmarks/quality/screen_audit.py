@@ -10,7 +10,8 @@ Two measurements behind the text-screening defaults (`docs/text_screening.md`):
   passage in the top 5 and the planted share of the top 5, for cosine, the defaults without
   texts, the defaults with texts, and the defaults with texts and one choice changed (the rule
   before the lone-echo and untexted-group choices, each of those choices undone alone, no group
-  defer, the cosine order ``coh_weight=-1``, the lattice on every query ``coh_scope="always"``),
+  defer, the twin lean on any changed question word ``screen_twin_lean="any"``, the cosine
+  order ``coh_weight=-1``, the lattice on every query ``coh_scope="always"``),
   and how many queries the lattice ranked (``coh_scope="evidence"`` leaves the cosine order
   where the pool shows no structure).
 
@@ -56,6 +57,7 @@ VARIANTS = {  # name -> (params, with texts)
     "texts, one group margin (0.1)": ({"screen_untexted_group_margin": None}, True),
     "texts, group margin 0.2": ({"screen_untexted_group_margin": 0.2}, True),
     "texts, no group defer": ({"screen_group_defer": False}, True),
+    "texts, twin lean on any question word": ({"screen_twin_lean": "any"}, True),
     "texts, coh_weight -1": ({"coh_weight": -1.0}, True),
     "texts, lattice on every query (coh_scope always)": ({"coh_scope": "always"}, True),
     "vectors only, coh_scope always": ({"coh_scope": "always"}, False),
