@@ -211,6 +211,13 @@ def check_k(k: Any, n: int, *, name: str = "k") -> int:
     return min(check_scalar(k, name, int, min_val=1), int(n))
 
 
+def check_query_text(text: Any, *, name: str = "the query text") -> str | None:
+    """Validate a query's text: None or a str."""
+    if text is not None and not isinstance(text, str):
+        raise ValueError(f"{name} must be a str or None; got {type(text).__name__}")
+    return text
+
+
 def check_texts(texts: Sequence[Any] | None, n: int) -> list[str] | None:
     """Validate candidate texts: None, or ``n`` str values (one per candidate, in order)."""
     if texts is None:

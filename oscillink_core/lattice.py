@@ -35,7 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _backend, _kernels, persistence
-from ._validation import check_gates, check_ids, check_k, check_query, check_scalar, check_texts
+from ._validation import check_gates, check_ids, check_k, check_query, check_query_text, check_scalar, check_texts
 from ._version import __version__
 from .energy import edge_tension, energy_terms, path_energy, path_laplacian, rhs, system_matrix
 from .gates import diffusion_gates_from_laplacian
@@ -295,9 +295,7 @@ class Oscillink:
         the candidates' ``texts`` it enables the text screening signals (see
         `oscillink_core.screening`) and is bound by the state signature.
         """
-        if text is not None and not isinstance(text, str):
-            raise ValueError(f"the query text must be a str or None; got {type(text).__name__}")
-        self._query_text = text
+        self._query_text = check_query_text(text)
         self._apply_query(check_query(psi, self.D), None if gates is None else check_gates(gates, self.N))
 
     def _apply_query(self, psi_raw: np.ndarray, gates: np.ndarray | None, gate_mode: str | None = None) -> None:

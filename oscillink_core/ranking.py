@@ -251,9 +251,9 @@ def split_siblings(labels: np.ndarray, texts, query_text: str, *, max_change: fl
     for g in np.unique(out[out >= 0]).tolist():
         members = np.flatnonzero(out == g).tolist()
         toks = {i: textsignals.tokens(texts[i]) for i in members}
-        alone = [i for i in members
-                 if all(textsignals.siblings(toks[i], toks[j], terms, max_change=max_change, max_tokens=max_tokens)
-                        for j in members if j != i)]
+        sib = {(i, j): textsignals.siblings(toks[i], toks[j], terms, max_change=max_change, max_tokens=max_tokens)
+               for x, i in enumerate(members) for j in members[x + 1:]}
+        alone = [i for i in members if all(sib[min(i, j), max(i, j)] for j in members if j != i)]
         out[alone] = -1
         if len(members) - len(alone) < 2:
             out[members] = -1

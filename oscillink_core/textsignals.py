@@ -208,6 +208,15 @@ def edit_lean(a: Sequence[str], b: Sequence[str], terms: Sequence[str], *, max_c
     >>> edit_lean(a, b, t), edit_lean(a, b, t, shared=False)
     ('tie', 'a')
     """
+    change = _small_substitution(a, b, max_change, max_tokens)
+    if change is None:
+        return None
+    return _lean(a, b, *change, set(terms), shared)
+
+
+def _small_substitution(a: Sequence[str], b: Sequence[str], max_change: float, max_tokens: int | None
+                        ) -> tuple[set[str], set[str]] | None:
+    """The changed tokens of each side when a and b differ by a small substitution, else None."""
     if not a or not b:
         return None
     sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
@@ -222,11 +231,15 @@ def edit_lean(a: Sequence[str], b: Sequence[str], terms: Sequence[str], *, max_c
     smaller = min(len(changed_a), len(changed_b))
     if smaller > max_change * min(len(a), len(b)) or max_tokens is not None and smaller > max_tokens:
         return None
-    q = set(terms)
+    return set(changed_a), set(changed_b)
+
+
+def _lean(a: Sequence[str], b: Sequence[str], changed_a: set[str], changed_b: set[str], q: set[str],
+          shared: bool) -> str:
     if shared:
-        qa, qb = len(set(changed_a) & q & set(b)), len(set(changed_b) & q & set(a))
+        qa, qb = len(changed_a & q & set(b)), len(changed_b & q & set(a))
     else:
-        qa, qb = len(set(changed_a) & q), len(set(changed_b) & q)
+        qa, qb = len(changed_a & q), len(changed_b & q)
     return "a" if qa > qb else "b" if qb > qa else "tie"
 
 
@@ -245,6 +258,8 @@ def siblings(a: Sequence[str], b: Sequence[str], terms: Sequence[str], *, max_ch
     >>> siblings(page, tokens("The 1926 Navy team played in Baltimore."), t)
     False
     """
-    kw = {"max_change": max_change, "max_tokens": max_tokens}
-    return (edit_lean(a, b, terms, shared=True, **kw) == "tie"
-            and edit_lean(a, b, terms, shared=False, **kw) in ("a", "b"))
+    change = _small_substitution(a, b, max_change, max_tokens)
+    if change is None:
+        return False
+    q = set(terms)
+    return _lean(a, b, *change, q, True) == "tie" and _lean(a, b, *change, q, False) != "tie"

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_embeddings, check_ids, check_query, check_texts
+from .._validation import check_embeddings, check_ids, check_query, check_query_text, check_texts
 
 
 def _check_id(v: Any, what: str) -> Hashable:
@@ -66,8 +66,7 @@ class LabelledQuery:
         Y = check_embeddings(self.candidates, name="candidates")
         if self.texts is not None:
             object.__setattr__(self, "texts", tuple(check_texts(self.texts, Y.shape[0])))
-        if self.query_text is not None and not isinstance(self.query_text, str):
-            raise ValueError(f"query_text must be a string; got {type(self.query_text).__name__}")
+        check_query_text(self.query_text, name="query_text")
         psi = check_query(self.query, Y.shape[1], name="query")
         ids = tuple(check_ids(self.ids, Y.shape[0]))
         if not isinstance(self.relevance, Mapping):
