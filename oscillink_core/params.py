@@ -57,11 +57,19 @@ class LatticeParams:
         -1 by cosine alone. Values > 0 amplify the shift, which on real embeddings is dominated
         by the query pull every node gets (it correlates about -0.9 with cosine), so they invert
         the ranking; the quality benchmark measured none > 0 that helps.
-    coh_scope : "evidence" (default): with screening on, the lattice reshapes the order only when
-        the cosine-ordered pool shows structure (a tight group, a near-duplicate pair, a twin
-        conflict or a decisive flag); otherwise the result is the cosine order. On clean data the
-        lattice's reordering was a coin toss with a slight loss (quality benchmark), so without
-        evidence the first stage's order stands. "always": the lattice ranks every query.
+    coh_scope : "local" (default): with screening on, the lattice reshapes the whole order only
+        when the cosine-ordered pool holds a flag that is evidence of structure (a tight group, a
+        query-targeted or query-echoing candidate, a twin conflict). A near-duplicate pair inside
+        the pool without such a flag: with texts and the question (text twin rule on,
+        dup_action "reorder") the text rules found no conflicting edit between the copies, and
+        the cosine order stands; without texts (or under dup_action "demote") only the members of
+        near-duplicate groups move, among the places they held in the cosine order, and every
+        other candidate keeps its cosine place. Otherwise the result is the cosine order.
+        "evidence": the earlier rule, where a near-duplicate pair alone lets the lattice reshape
+        the whole order (on train it changed about three times as many clean contexts, with no
+        gain). "always": the lattice ranks every query. On clean data the lattice's reordering
+        was a coin toss with a slight loss (quality benchmark), so without evidence the first
+        stage's order stands.
     mmr_lambda : MMR trade-off in (0, 1]; 1 disables diversification.
     dedup_threshold : cosine at or above which two candidates count as near-duplicates;
         None disables the near-duplicate rule.
@@ -147,7 +155,7 @@ class LatticeParams:
     gate_gamma: float = 0.15
     gate_beta: float = 1.0
     coh_weight: float = -0.75
-    coh_scope: str = "evidence"
+    coh_scope: str = "local"
     mmr_lambda: float = 1.0
     dedup_threshold: float | None = 0.9
     dup_keep: str = "support"
@@ -194,8 +202,8 @@ class LatticeParams:
         num("mmr_lambda", min_val=0, max_val=1, include_boundaries="right")
         if self.dedup_threshold is not None:
             num("dedup_threshold", min_val=-1, max_val=1, allow_none=True)
-        if self.coh_scope not in ("evidence", "always"):
-            raise ValueError(f"coh_scope must be 'evidence' or 'always'; got {self.coh_scope!r}")
+        if self.coh_scope not in ("evidence", "local", "always"):
+            raise ValueError(f"coh_scope must be 'evidence', 'local' or 'always'; got {self.coh_scope!r}")
         if self.dup_keep not in ("support", "consensus", "best"):
             raise ValueError(f"dup_keep must be 'support', 'consensus' or 'best'; got {self.dup_keep!r}")
         if self.dup_action not in ("reorder", "demote"):

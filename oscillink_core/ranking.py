@@ -34,7 +34,8 @@ from . import textsignals
 from .screening import screen
 
 __all__ = ["row_cosine", "scores", "select", "near_duplicate_groups", "outside_support", "resolve_groups",
-           "rank_settled", "screen_ranking", "screen_kwargs"]
+           "rank_settled", "screen_ranking", "screen_kwargs", "local_scores", "split_siblings",
+           "rank_and_screen"]
 
 
 def row_cosine(U: np.ndarray, psi: np.ndarray) -> np.ndarray:
@@ -260,18 +261,43 @@ def split_siblings(labels: np.ndarray, texts, query_text: str, *, max_change: fl
     return out
 
 
+def local_scores(score: np.ndarray, cosine: np.ndarray, involved: np.ndarray) -> np.ndarray:
+    """Cosine-scale scores where only the ``involved`` candidates move.
+
+    The candidates are laid out in their cosine order (ties: lower index first); the slots held
+    by involved candidates are refilled with the involved candidates in the order of ``score``
+    (ties: lower index first), every other candidate keeps its slot, and the candidate in slot p
+    gets the p-th largest cosine as its score. So the lattice decides among the candidates that
+    show structure, and an uninvolved candidate is neither lifted nor pushed by it.
+    """
+    n = score.shape[0]
+    cos = np.asarray(cosine, dtype=np.float64)
+    by_cos = np.lexsort((np.arange(n), -cos))
+    slots = np.flatnonzero(involved[by_cos])
+    inv = by_cos[slots]
+    new_order = by_cos.copy()
+    new_order[slots] = inv[np.lexsort((inv, -np.asarray(score, dtype=np.float64)[inv]))]
+    out = np.empty(n, dtype=np.float64)
+    out[new_order] = cos[by_cos]
+    return out
+
+
 def rank_and_screen(align: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, idx: np.ndarray | None,
                     sim: np.ndarray | None, k: int, params, *, texts=None, query_text=None,
                     labels: np.ndarray | None = None):
     """`rank_settled` then `screen_ranking` under the ranking and screening fields of ``params``
     (a `LatticeParams`), with ``coh_scope``.
 
-    Under ``coh_scope="evidence"`` (and screening on) the candidate set is screened in its cosine
-    order first. When nothing in the pool is evidence of structure (no flag of `EVIDENCE_FLAGS`,
-    no near-duplicate pair at ``dedup_threshold`` inside the pool), the result is the cosine order
-    (score = cosine, no near-duplicate reordering) with that screen's flags; otherwise the lattice
-    ranks and screens as under ``"always"``. Returns (order, score, rep, flags, actions, ranking)
-    with ``ranking`` "lattice" or "cosine".
+    Under ``coh_scope="evidence"`` or ``"local"`` (and screening on) the candidate set is screened
+    in its cosine order first. When nothing in the pool is evidence of structure (no flag of
+    `EVIDENCE_FLAGS`, no near-duplicate pair at ``dedup_threshold`` inside the pool), the result is
+    the cosine order (score = cosine, no near-duplicate reordering) with that screen's flags.
+    Under ``"local"`` a near-duplicate pair without a flag is evidence only where the texts have not
+    judged it (no texts and question, the text twin rule off, or ``dup_action="demote"``); when
+    such a pair is the only evidence, the lattice's order applies to the near-duplicate members
+    alone (`local_scores`), then the screen runs. Otherwise the
+    lattice ranks and screens as under ``"always"``. Returns (order, score, rep, flags, actions,
+    ranking) with ``ranking`` "lattice", "local" or "cosine".
     """
     p = params
     kw = screen_kwargs(p)
@@ -283,10 +309,16 @@ def rank_and_screen(align: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, idx: 
         if (labels >= 0).any():
             labels = split_siblings(labels, texts, query_text, max_change=p.screen_edit_max,
                                     max_tokens=p.screen_edit_max_tokens)
-    if p.coh_scope == "evidence" and p.screen != "off":
+    local = False
+    if p.coh_scope in ("evidence", "local") and p.screen != "off":
         pre = screen(Yn, cosine, cosine, texts=texts, query_text=query_text, **kw)
         evidence = any(f in EVIDENCE_FLAGS for fl in pre.flags for f in fl)
-        if not evidence and p.dedup_threshold is not None and idx is not None and idx.size:
+        local = not evidence and p.coh_scope == "local"
+        # under "local", with the text twin rule on and members that only exchange places, the texts
+        # have already judged every near-copy pair: one without a flag holds no conflicting edit
+        texts_judged = (local and texts is not None and query_text is not None and p.dup_action == "reorder"
+                        and p.screen_text_twin_threshold is not None)
+        if not evidence and not texts_judged and p.dedup_threshold is not None and idx is not None and idx.size:
             if labels is None:
                 labels = near_duplicate_groups(idx, sim, p.dedup_threshold)
             n = cosine.shape[0]
@@ -301,8 +333,13 @@ def rank_and_screen(align: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, idx: 
     order, score, rep = rank_settled(align, cosine, Yn, idx, sim, k, coh_weight=p.coh_weight,
                                      mmr_lambda=p.mmr_lambda, dedup_threshold=p.dedup_threshold,
                                      dup_keep=p.dup_keep, dup_action=p.dup_action, labels=labels)
+    if local:
+        # only a near-duplicate pair is evidence: its members move, every other candidate keeps its cosine slot
+        score = local_scores(score, cosine, labels >= 0)
+        dem = (rep >= 0) & (rep != np.arange(score.shape[0])) if p.dup_action == "demote" else None
+        order = select(score, Yn, k, mmr_lambda=p.mmr_lambda, demoted=dem)
     order, flags, actions = screen_ranking(order, score, rep, cosine, Yn, k, action=p.screen,
                                            mmr_lambda=p.mmr_lambda, dup_action=p.dup_action,
                                            texts=texts, query_text=query_text, **kw)
-    return order, score, rep, flags, actions, "lattice"
+    return order, score, rep, flags, actions, "local" if local else "lattice"
 

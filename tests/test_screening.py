@@ -85,7 +85,7 @@ def test_no_flags_on_clean_random_data(seed):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_without_evidence_the_cosine_order_stands(seed):
-    """coh_scope="evidence" (default): no tight group, no near-duplicate pair, no flag in the pool:
+    """coh_scope="local" (default) or "evidence": no tight group, no near-duplicate pair, no flag in the pool:
     the bundle is the cosine order, and the receipt says which ranking ran."""
     rng = np.random.default_rng(seed)
     Y = _unit(rng.normal(size=(100, 384)))
@@ -103,17 +103,85 @@ def test_without_evidence_the_cosine_order_stands(seed):
 def test_structure_lets_the_lattice_rank():
     Y, q, t, planted = poisoned_set(0)
     assert rerank(q, Y, k=5).receipt["screen"]["ranking"] == "lattice"  # a tight group
-    # one near-duplicate pair inside the pool is evidence too
+    # one near-duplicate pair inside the pool is evidence too: its members move (default "local"),
+    # or the whole order is the lattice's ("evidence")
     rng = np.random.default_rng(4)
     Y = _unit(rng.normal(size=(60, D)))
     q = _unit(Y[:6].mean(axis=0))
     Y[1] = _unit(Y[0] + 0.02 * rng.normal(size=D))
     assert float(Y[0] @ Y[1]) > 0.95
-    assert rerank(q, Y, k=5).receipt["screen"]["ranking"] == "lattice"
+    assert rerank(q, Y, k=5).receipt["screen"]["ranking"] == "local"
+    assert rerank(q, Y, k=5, params={"coh_scope": "evidence"}).receipt["screen"]["ranking"] == "lattice"
     assert rerank(q, Y, k=5, params={"dedup_threshold": None}).receipt["screen"]["ranking"] == "cosine"
     # screening off: no evidence is looked for, the lattice always ranks
     off = rerank(q, Y, k=5, params={"screen": "off", "dedup_threshold": None})
     assert off.receipt["screen"]["ranking"] == "lattice"
+
+
+def _pair_pool(seed: int):
+    """60 random candidates around a query, two of them (ranked 6th and 8th by cosine) near-copies
+    of each other: a near-duplicate pair is the pool's only structure."""
+    rng = np.random.default_rng(seed)
+    Y = _unit(rng.normal(size=(60, D)))
+    q = _unit(Y[:10].mean(axis=0))
+    cos = Y.astype(np.float64) @ q
+    order = np.lexsort((np.arange(60), -cos))
+    a, b = int(order[5]), int(order[7])
+    Y[b] = _unit(Y[a] + 0.03 * rng.normal(size=D))
+    return Y, q, (a, b)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_near_duplicate_pair_alone_moves_only_its_members(seed):
+    """coh_scope="local": where a near-duplicate pair is the only structure in the pool, every other
+    candidate keeps its cosine place and the pair's members share the places they held."""
+    Y, q, members = _pair_pool(seed)
+    cos = Y.astype(np.float64) @ q
+    cos_order = np.lexsort((np.arange(60), -cos))[:20].tolist()
+    res = rerank(q, Y, k=20)
+    assert res.receipt["screen"]["ranking"] == "local"
+    assert all(it.flags == () for it in res)
+    assert set(members) <= set(cos_order)
+    got = list(res.indices)
+    assert [i for i in got if i not in members] == [i for i in cos_order if i not in members]
+    assert {p for p, i in enumerate(got) if i in members} == {p for p, i in enumerate(cos_order) if i in members}
+    validate_receipt(res.receipt)
+    # the earlier rule hands the whole order to the lattice on the same input
+    whole = rerank(q, Y, k=20, params={"coh_scope": "evidence"})
+    assert whole.receipt["screen"]["ranking"] == "lattice"
+    assert list(whole.indices) != cos_order
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_a_pair_the_texts_found_no_conflict_in_keeps_the_cosine_order(seed):
+    """With texts and the question, a near-copy pair without a twin flag holds no conflicting edit:
+    the cosine order stands; under dup_action="demote" the copy is still pushed down."""
+    Y, q, (a, b) = _pair_pool(seed)
+    order = np.lexsort((np.arange(60), -(Y.astype(np.float64) @ q)))
+    words = np.random.default_rng(seed).choice(["harbour", "river", "castle", "market", "bridge", "tower", "valley",
+                                                 "forest", "mill", "chapel", "square", "garden"], size=(60, 8))
+    texts = [" ".join(w) + "." for w in words]  # unrelated passages; b is an exact copy of a
+    texts[b] = texts[a]
+    kw = {"texts": texts, "query_text": "Which harbour town has the longest history?"}
+    res = rerank(q, Y, k=20, **kw)
+    assert res.receipt["screen"]["ranking"] == "cosine"
+    assert list(res.indices) == order[:20].tolist()
+    assert rerank(q, Y, k=20).receipt["screen"]["ranking"] == "local"  # no texts: the pair is evidence
+    dem = rerank(q, Y, k=20, params={"dup_action": "demote"}, **kw)
+    assert dem.receipt["screen"]["ranking"] == "local"
+    assert len({a, b} & set(dem.indices)) == 1  # one copy keeps a place, the other goes behind the 20
+
+
+def test_local_scores_refill_only_the_involved_slots():
+    from oscillink_core.ranking import local_scores
+
+    cosine = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    lattice = np.array([0.1, 0.2, 0.3, 0.9, 0.8])  # the lattice would put 3 and 4 first
+    out = local_scores(lattice, cosine, np.array([False, True, False, True, False]))
+    # 1 and 3 are involved: they keep slots 1 and 3, in the lattice's order (3 before 1)
+    assert np.lexsort((np.arange(5), -out)).tolist() == [0, 3, 2, 1, 4]
+    assert sorted(out.tolist(), reverse=True) == cosine.tolist()
+    assert np.array_equal(local_scores(lattice, cosine, np.zeros(5, dtype=bool)), cosine)
 
 
 def test_actions_flag_drop_and_off():

@@ -11,9 +11,10 @@ Two measurements behind the text-screening defaults (`docs/text_screening.md`):
   texts, the defaults with texts, and the defaults with texts and one choice changed (the rule
   before the lone-echo and untexted-group choices, each of those choices undone alone, no group
   defer, the twin lean on any changed question word ``screen_twin_lean="any"``, the cosine
-  order ``coh_weight=-1``, the lattice on every query ``coh_scope="always"``),
-  and how many queries the lattice ranked (``coh_scope="evidence"`` leaves the cosine order
-  where the pool shows no structure).
+  order ``coh_weight=-1``, the whole lattice where a near-duplicate pair is the only structure
+  ``coh_scope="evidence"``, the lattice on every query ``coh_scope="always"``), how many queries
+  the lattice ranked (whole order / near-duplicate members only; the default leaves the cosine
+  order where the pool shows no structure) and how many top-5 contexts differ from cosine's.
 
 Run: ``python benchmarks/quality/screen_audit.py [--test-limit 600] [--train-limit N]``; writes
 ``benchmarks/results/screen_audit.json`` and prints both tables (about 6 min on 2 CPUs).
@@ -59,6 +60,7 @@ VARIANTS = {  # name -> (params, with texts)
     "texts, no group defer": ({"screen_group_defer": False}, True),
     "texts, twin lean on any question word": ({"screen_twin_lean": "any"}, True),
     "texts, coh_weight -1": ({"coh_weight": -1.0}, True),
+    "texts, whole lattice on a near-duplicate pair (coh_scope evidence)": ({"coh_scope": "evidence"}, True),
     "texts, lattice on every query (coh_scope always)": ({"coh_scope": "always"}, True),
     "vectors only, coh_scope always": ({"coh_scope": "always"}, False),
 }
@@ -96,7 +98,7 @@ def variants(name: str, limit: int | None) -> dict:
     n = len(split.qids) if limit is None else min(limit, len(split.qids))
     qids = split.qids[:n]
     runs: dict[str, dict[str, list[str]]] = {"cosine": {}, **{v: {} for v in VARIANTS}}
-    lattice_ranked = Counter()
+    lattice_ranked, local_ranked, changed5 = Counter(), Counter(), Counter()
     for qi in range(n):
         Y, psi, ids, texts, question = _inputs(prep, "train", qi)
         cos = Y.astype(np.float64) @ psi.astype(np.float64)
@@ -106,6 +108,8 @@ def variants(name: str, limit: int | None) -> dict:
             res = rerank(psi, Y, k=K, params=params, **kw)
             runs[v][qids[qi]] = [ids[j] for j in res.indices]
             lattice_ranked[v] += res.receipt["screen"]["ranking"] == "lattice"
+            local_ranked[v] += res.receipt["screen"]["ranking"] == "local"
+            changed5[v] += runs[v][qids[qi]][:5] != runs["cosine"][qids[qi]][:5]
     qrels = {q: split.qrels[q] for q in qids}
     traps = prep.ds.traps
     out = {}
@@ -120,6 +124,8 @@ def variants(name: str, limit: int | None) -> dict:
             row["trap_share@5"] = float(np.mean(ev["trap_share@5"]))
         if v != "cosine":
             row["lattice_ranked"] = int(lattice_ranked[v])
+            row["local_ranked"] = int(local_ranked[v])
+            row["top5_differs_from_cosine"] = int(changed5[v])
         row["worse_than_cosine"] = int((ev["ndcg@10"] < evs["cosine"]["ndcg@10"] - 1e-12).sum())
         row["better_than_cosine"] = int((ev["ndcg@10"] > evs["cosine"]["ndcg@10"] + 1e-12).sum())
         out[v] = row
@@ -155,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
                 extra = f" / {row['trap_share@5']:.3f}" if "trap_share@5" in row else ""
                 print(f"    {v:52s} {row['ndcg@10']:.4f} ({row['ndcg@10_diff']:+.4f} [{lo:+.4f}, {hi:+.4f}]) / "
                       f"{row['relevant_in_top5']:.3f}{extra}  worse/better {row['worse_than_cosine']}/"
-                      f"{row['better_than_cosine']}  lattice ranked {row.get('lattice_ranked', '-')}", flush=True)
+                      f"{row['better_than_cosine']}  lattice ranked {row.get('lattice_ranked', '-')}"
+                      f"/{row.get('local_ranked', '-')}  top 5 changed {row.get('top5_differs_from_cosine', '-')}",
+                      flush=True)
     doc["runtime_s"] = round(time.perf_counter() - t0, 1)
     Path(a.out).write_text(json.dumps(doc, indent=1) + "\n", "utf-8")
     print(f"\nwrote {a.out} ({doc['runtime_s']} s)")

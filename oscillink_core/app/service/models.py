@@ -20,9 +20,10 @@ class Params(BaseModel):
     kneighbors: int | None = Field(None, ge=1, le=256, description="neighbours per node (clipped to N - 1)")
     gating: Literal["uniform", "diffusion"] | None = None
     coh_weight: float | None = Field(None, ge=-10, le=10)
-    coh_scope: Literal["evidence", "always"] | None = Field(
-        None, description="'evidence': the lattice reorders only when the candidates show structure, "
-                          "else the cosine order; 'always': the lattice ranks every query")
+    coh_scope: Literal["local", "evidence", "always"] | None = Field(
+        None, description="'local': as 'evidence', but where the only structure is a near-duplicate pair "
+                          "only its members move; 'evidence': the lattice reorders only when the candidates "
+                          "show structure, else the cosine order; 'always': the lattice ranks every query")
     screen: Literal["off", "flag", "demote", "drop"] | None = Field(
         None, description="what happens to candidates with a decisive screening flag")
     mmr_lambda: float | None = Field(None, gt=0, le=1)
