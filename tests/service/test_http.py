@@ -98,7 +98,7 @@ def test_admin_routes_are_off_without_an_admin_key(srv):
 def test_ranking_scope_and_screen_per_request(srv):
     Y, psi = vectors(30, 8)
     ranking = {}
-    for scope in ("evidence", "always"):
+    for scope in ("local", "evidence", "always"):
         r = post(srv, "/v1/settle", {"Y": Y, "psi": psi, "params": {"coh_scope": scope},
                                      "options": {"bundle_k": 5, "include_receipt": True}}, srv.key)
         assert r.status_code == 200, r.text
@@ -107,7 +107,7 @@ def test_ranking_scope_and_screen_per_request(srv):
     from oscillink_core import rerank  # the service decides as the core does on the same input
 
     assert ranking == {scope: rerank(psi, Y, k=5, params={"coh_scope": scope}).receipt["screen"]["ranking"]
-                       for scope in ("evidence", "always")}
+                       for scope in ("local", "evidence", "always")}
     assert ranking["always"] == "lattice"
     r = post(srv, "/v1/settle", {"Y": Y, "psi": psi, "params": {"screen": "flag"},
                                  "options": {"bundle_k": 5, "include_receipt": True}}, srv.key)
