@@ -34,7 +34,7 @@ from . import textsignals
 from .screening import screen
 
 __all__ = ["row_cosine", "scores", "select", "near_duplicate_groups", "outside_support", "resolve_groups",
-           "rank_settled", "screen_ranking", "screen_kwargs", "local_scores", "split_siblings",
+           "rank_settled", "screen_ranking", "screen_kwargs", "dup_demoted", "local_scores", "split_siblings",
            "rank_and_screen"]
 
 
@@ -199,6 +199,14 @@ def screen_kwargs(params) -> dict:
             "twin_lean": params.screen_twin_lean}
 
 
+def dup_demoted(rep: np.ndarray, dup_action: str) -> np.ndarray:
+    """Candidates the near-duplicate rule demoted: under ``dup_action="demote"`` every group member
+    that is not its group's representative (``rep`` as `rank_settled` returns it)."""
+    if dup_action != "demote":
+        return np.zeros(rep.shape[0], dtype=bool)
+    return (rep >= 0) & (rep != np.arange(rep.shape[0]))
+
+
 def screen_ranking(order: np.ndarray, score: np.ndarray, rep: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, k: int,
                    *, action: str = "demote", mmr_lambda: float = 1.0, dup_action: str = "reorder",
                    **screen_kw) -> tuple[np.ndarray, list[list[str]], list[str]]:
@@ -218,7 +226,7 @@ def screen_ranking(order: np.ndarray, score: np.ndarray, rep: np.ndarray, cosine
     res = screen(Yn, cosine, score, **screen_kw)
     if action == "flag" or not res.decisive.any():
         return order, res.flags, actions
-    dup_dem = (rep >= 0) & (rep != np.arange(n)) if dup_action == "demote" else np.zeros(n, dtype=bool)
+    dup_dem = dup_demoted(rep, dup_action)
     hit = np.flatnonzero(res.decisive)
     if action == "demote":
         order = select(score, Yn, k, mmr_lambda=mmr_lambda, demoted=dup_dem | res.decisive)
@@ -301,14 +309,20 @@ def rank_and_screen(align: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, idx: 
     """
     p = params
     kw = screen_kwargs(p)
-    if (texts is not None and query_text is not None and p.screen != "off" and p.screen_twin_lean == "shared"
-            and p.screen_text_twin_threshold is not None and p.dedup_threshold is not None
-            and idx is not None and idx.size):
-        if labels is None:
+    has_knn = p.dedup_threshold is not None and idx is not None and idx.size > 0
+    split = (texts is not None and query_text is not None and p.screen != "off" and p.screen_twin_lean == "shared"
+             and p.screen_text_twin_threshold is not None and has_knn)
+
+    def dup_labels(labels):
+        # near-duplicate groups with template siblings taken out; only computed where they are used
+        if labels is None and has_knn:
             labels = near_duplicate_groups(idx, sim, p.dedup_threshold)
-        if (labels >= 0).any():
+        if split and (labels >= 0).any():
             labels = split_siblings(labels, texts, query_text, max_change=p.screen_edit_max,
                                     max_tokens=p.screen_edit_max_tokens)
+        return labels
+
+    resolved = None
     local = False
     if p.coh_scope in ("evidence", "local") and p.screen != "off":
         pre = screen(Yn, cosine, cosine, texts=texts, query_text=query_text, **kw)
@@ -318,26 +332,25 @@ def rank_and_screen(align: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, idx: 
         # have already judged every near-copy pair: one without a flag holds no conflicting edit
         texts_judged = (local and texts is not None and query_text is not None and p.dup_action == "reorder"
                         and p.screen_text_twin_threshold is not None)
-        if not evidence and not texts_judged and p.dedup_threshold is not None and idx is not None and idx.size:
-            if labels is None:
-                labels = near_duplicate_groups(idx, sim, p.dedup_threshold)
+        if not evidence and not texts_judged and has_knn:
+            resolved = dup_labels(labels)
             n = cosine.shape[0]
             pool = np.lexsort((np.arange(n), -np.asarray(cosine, dtype=np.float64)))[:min(p.screen_pool, n)]
-            lab = labels[pool]
+            lab = resolved[pool]
             lab = lab[lab >= 0]
             evidence = lab.size > np.unique(lab).size  # two pool members share a near-duplicate group
         if not evidence:
             # score = cosine exactly (align = cosine with coh_weight 0; -1 would round)
             order, score, rep = rank_settled(cosine, cosine, Yn, None, None, k, mmr_lambda=p.mmr_lambda)
             return order, score, rep, pre.flags, ["kept"] * cosine.shape[0], "cosine"
+    labels = dup_labels(labels) if resolved is None else resolved
     order, score, rep = rank_settled(align, cosine, Yn, idx, sim, k, coh_weight=p.coh_weight,
                                      mmr_lambda=p.mmr_lambda, dedup_threshold=p.dedup_threshold,
                                      dup_keep=p.dup_keep, dup_action=p.dup_action, labels=labels)
     if local:
         # only a near-duplicate pair is evidence: its members move, every other candidate keeps its cosine slot
         score = local_scores(score, cosine, labels >= 0)
-        dem = (rep >= 0) & (rep != np.arange(score.shape[0])) if p.dup_action == "demote" else None
-        order = select(score, Yn, k, mmr_lambda=p.mmr_lambda, demoted=dem)
+        order = select(score, Yn, k, mmr_lambda=p.mmr_lambda, demoted=dup_demoted(rep, p.dup_action))
     order, flags, actions = screen_ranking(order, score, rep, cosine, Yn, k, action=p.screen,
                                            mmr_lambda=p.mmr_lambda, dup_action=p.dup_action,
                                            texts=texts, query_text=query_text, **kw)
