@@ -132,6 +132,10 @@ class LatticeParams:
     screen_untexted_group_margin : with texts, a tight group in which no member restates the
         question or edits a twin stays suspicious only when its most targeted member is at least
         this much more targeted than the rest (None: ``screen_target_margin``).
+    screen_untexted_questions : with texts and a question query, judge such a group by the
+        embedding rule too (default False: a question's planted passages restate it, so the echo
+        rule judges a question's groups; the embedding group rule decides for statement queries,
+        such as claims, where the echo rule does not run).
 
     Solver and graph construction
     -----------------------------
@@ -179,6 +183,7 @@ class LatticeParams:
     screen_lone_echo: str = "off_topic"
     screen_lone_echo_rest: float = 0.0
     screen_untexted_group_margin: float | None = 0.3
+    screen_untexted_questions: bool = False
     rtol: float = 1e-5
     maxiter: int = 500
     knn: str = "auto"
@@ -223,7 +228,7 @@ class LatticeParams:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
         if self.screen_twin_threshold is not None and not -1 <= num("screen_twin_threshold") <= 1:
             raise ValueError(f"screen_twin_threshold must lie in [-1, 1] or be None; got {self.screen_twin_threshold}")
-        for name in ("screen_text", "screen_query_echo", "screen_group_defer"):
+        for name in ("screen_text", "screen_query_echo", "screen_group_defer", "screen_untexted_questions"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}")
         if self.screen_text_twin_threshold is not None and not -1 <= num("screen_text_twin_threshold") <= 1:

@@ -196,6 +196,7 @@ def screen_kwargs(params) -> dict:
             "group_defer": params.screen_group_defer, "lone_echo": params.screen_lone_echo,
             "lone_echo_rest": params.screen_lone_echo_rest,
             "untexted_group_margin": params.screen_untexted_group_margin,
+            "untexted_questions": params.screen_untexted_questions,
             "twin_lean": params.screen_twin_lean}
 
 

@@ -138,7 +138,8 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
            query_text: str | None = None, echo: bool = True, text_twin_threshold: float | None = 0.85,
            edit_max: float = 0.2, edit_max_tokens: int | None = 6, group_defer: bool = True,
            lone_echo: str = "off_topic", lone_echo_rest: float = 0.0,
-           untexted_group_margin: float | None = None, twin_lean: str = "shared") -> ScreenResult:
+           untexted_group_margin: float | None = None, untexted_questions: bool = True,
+           twin_lean: str = "shared") -> ScreenResult:
     """Screen the ``pool`` best-scored candidates (see the module docstring).
 
     Parameters
@@ -160,6 +161,9 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
         "info"; see the module docstring).
     untexted_group_margin : with texts, the targeting margin a tight group without a text hit
         needs to stay suspicious (None: ``target_margin``, as without texts).
+    untexted_questions : with texts and a question (`textsignals.is_question`), whether a tight
+        group without a text hit is judged by the embedding rule at all (``False``: it is not
+        suspicious; the echo rule judges a question's groups, the embedding rule only a statement's).
     twin_lean : "shared" (default) or "any": which changed question words make a text twin lean
         (see the module docstring).
 
@@ -249,12 +253,17 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
                     if f not in flags[me]:
                         flags[me].append(f)
     if use_text and group_defer:
+        asking = textsignals.is_question(query_text)
         for g in np.unique(lab[lab >= 0]).tolist():
             members = top[lab == g].tolist()
             text_hit = [("query_echo" in flags[i]) or ("twin_conflict" in flags[i]) for i in members]
             if any(text_hit):
                 for i, hit in zip(members, text_hit, strict=True):
                     if not hit and "query_targeted" in flags[i]:
+                        flags[i].remove("query_targeted")
+            elif not untexted_questions and asking:
+                for i in members:
+                    if "query_targeted" in flags[i]:
                         flags[i].remove("query_targeted")
             elif untexted_group_margin is not None:
                 t = targeting[members]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from oscillink_core import rerank, validate_receipt, verify_receipt
+from oscillink_core import LatticeParams, rerank, validate_receipt, verify_receipt
 from oscillink_core.screening import screen
 from oscillink_core.textsignals import content_terms, edit_lean, is_question, restates, tokens
 
@@ -281,7 +281,6 @@ def test_a_lone_restatement_decides_only_when_it_speaks_of_something_else(mode, 
 
 
 def test_lone_echo_options_are_checked():
-    from oscillink_core import LatticeParams
 
     Y, q = _spread(4)
     with pytest.raises(ValueError, match="lone_echo"):
@@ -340,6 +339,31 @@ def test_a_group_without_text_hits_needs_the_stricter_margin():
     # without texts the stricter margin does not apply: the embedding rule is the only evidence
     assert all("query_targeted" in screen(Y, cos, cos, untexted_group_margin=margin + 0.01).flags[i]
                for i in range(4))
+
+
+def test_a_questions_group_without_text_hits_is_left_to_the_echo_rule():
+    """``untexted_questions=False`` (the `LatticeParams` default): for a question, a tight group in
+    which nobody restates it or edits a twin is not suspicious; for a statement query (a claim,
+    where the echo rule cannot run) the embedding rule still decides at the margin."""
+    Y, q, echoing = _group_case()
+    cos = Y @ q
+    texts = OTHER + OTHER[:8]
+    claim = "The Seine river flows through the city of Orleans in France."
+    assert LatticeParams().screen_untexted_questions is False
+    for query, flagged in ((QUESTION, False), (claim, True)):
+        res = screen(Y, cos, cos, texts=texts, query_text=query, untexted_group_margin=0.0,
+                     untexted_questions=False)
+        assert all("tight_group" in res.flags[i] for i in range(4))
+        assert all(("query_targeted" in res.flags[i]) is flagged for i in range(4))
+        assert bool(res.decisive[:4].all()) is flagged
+    judged = screen(Y, cos, cos, texts=texts, query_text=QUESTION, untexted_group_margin=0.0)
+    assert all("query_targeted" in judged.flags[i] for i in range(4))
+    # a group with a text hit is unchanged: the restating members still decide
+    res = screen(Y, cos, cos, texts=echoing, query_text=QUESTION, untexted_questions=False)
+    assert all("query_echo" in res.flags[i] for i in range(3))
+    assert bool(res.decisive[:3].all())
+    with pytest.raises(ValueError, match="screen_untexted_questions"):
+        LatticeParams(screen_untexted_questions=1)
 
 
 # -- the tuner reads the texts too ------------------------------------------------------------------

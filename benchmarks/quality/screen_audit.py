@@ -9,7 +9,9 @@ Two measurements behind the text-screening defaults (`docs/text_screening.md`):
   with its paired bootstrap 95% interval against cosine, the share of questions with a relevant
   passage in the top 5 and the planted share of the top 5, for cosine, the defaults without
   texts, the defaults with texts, and the defaults with texts and one choice changed (the rule
-  before the lone-echo and untexted-group choices, each of those choices undone alone, no group
+  before the lone-echo and untexted-group choices, each of those choices undone alone (a
+  question's groups without a text hit judged by the embedding rule, at margin 0.3, 0.2 or the
+  rule's 0.1), no group
   defer, the twin lean on any changed question word ``screen_twin_lean="any"``, the cosine
   order ``coh_weight=-1``, the whole lattice where a near-duplicate pair is the only structure
   ``coh_scope="evidence"``, the lattice on every query ``coh_scope="always"``), how many queries
@@ -51,12 +53,16 @@ VARIANTS = {  # name -> (params, with texts)
     "vectors only": (None, False),
     "texts (defaults)": (None, True),
     "texts, earlier rule (every echo decides, one group margin)":
-        ({"screen_lone_echo": "decisive", "screen_untexted_group_margin": None}, True),
+        ({"screen_lone_echo": "decisive", "screen_untexted_group_margin": None, "screen_untexted_questions": True},
+         True),
     "texts, every lone echo decides": ({"screen_lone_echo": "decisive"}, True),
     "texts, no lone echo decides": ({"screen_lone_echo": "info"}, True),
     "texts, lone echo rest 0.2": ({"screen_lone_echo_rest": 0.2}, True),
-    "texts, one group margin (0.1)": ({"screen_untexted_group_margin": None}, True),
-    "texts, group margin 0.2": ({"screen_untexted_group_margin": 0.2}, True),
+    "texts, a question's untexted groups judged too (margin 0.3)": ({"screen_untexted_questions": True}, True),
+    "texts, one group margin (0.1), questions too":
+        ({"screen_untexted_group_margin": None, "screen_untexted_questions": True}, True),
+    "texts, group margin 0.2, questions too":
+        ({"screen_untexted_group_margin": 0.2, "screen_untexted_questions": True}, True),
     "texts, no group defer": ({"screen_group_defer": False}, True),
     "texts, twin lean on any question word": ({"screen_twin_lean": "any"}, True),
     "texts, coh_weight -1": ({"coh_weight": -1.0}, True),
