@@ -13,7 +13,8 @@
    over the corpus plus three planted passages per question that assert a false answer. Gemma 3
    270M (``oscillink_core.app.llm``, greedy) answers from cosine's top 5, from oscillink's
    (defaults) and from oscillink with ``screen="drop"``; the flags oscillink raised are shown, and the
-   demo says plainly whether oscillink changed the answer. Answers are cached in the user cache
+   demo says plainly whether oscillink changed the answer (its verdict, right / planted value /
+   neither, or only its wording) and how many planted passages each context held. Answers are cached in the user cache
    (``~/.cache/oscillink/llm_answers``, or ``$OSCILLINK_LLM_CACHE``). ``--no-llm`` skips this step.
 
 Run: ``make demo`` or ``python examples/demo.py [--index-dir DIR] [-k 5] [--questions q1,q2,q3] [--no-llm]``.
@@ -218,14 +219,15 @@ def llm_step(k: int, fetch_k: int, only: list[str] | None = None) -> dict:
     llm.load()
     print(f"(embedded the passages and loaded the model in {time.perf_counter() - t0:.1f} s)", flush=True)
     cache = llm.AnswerCache(llm.default_cache_dir())
-    summary = {"changed": 0, "fixed": 0, "broke": 0, "n": 0}
     variants = (("cosine", None), ("oscillink", None), ("oscillink screen=drop", {"screen": "drop"}))
+    summary = {"changed": 0, "fixed": 0, "broke": 0, "wording": 0, "n": 0,
+               "planted": {name: 0 for name, _ in variants}}
     for q in asked:
         psi = embed([q["question"]])[0]
         cos = X @ psi
         cand = np.lexsort((np.arange(cos.size), -cos))[:fetch_k]
         print(f"\n{q['id']}: {q['question']}   (true: {q['answer']}; planted false: {q['false_answer']})")
-        answers = {}
+        answers, verdicts = {}, {}
         for name, params in variants:
             if name == "cosine":
                 chosen, flags, screened = [int(i) for i in cand[:k]], {}, []
@@ -239,8 +241,10 @@ def llm_step(k: int, fetch_k: int, only: list[str] | None = None) -> dict:
             ans = cache.answer(llm.qa_prompt(q["question"], [texts[i] for i in chosen]))
             answers[name] = ans
             n_planted = sum(i.startswith("plant-") for i in ctx_ids)
+            summary["planted"][name] += n_planted
             verdict = ("right" if _has(ans, q["answer"]) and not _has(ans, q["false_answer"]) else
                        "FALSE (planted value)" if _has(ans, q["false_answer"]) else "neither")
+            verdicts[name] = verdict
             print(f"  {name:<22} context {', '.join(ctx_ids)}  ({n_planted} planted)")
             shown = {i: f for i, f in flags.items() if f}
             if shown:
@@ -255,15 +259,24 @@ def llm_step(k: int, fetch_k: int, only: list[str] | None = None) -> dict:
             if answers[name] == base:
                 print(f"  -> {name}: the same answer as cosine")
                 continue
+            if verdicts[name] == verdicts["cosine"]:
+                summary["wording"] += 1
+                print(f"  -> {name}: changed the wording, not the verdict (both {verdicts[name]}: "
+                      f"{base!r} -> {answers[name]!r})")
+                continue
             summary["changed"] += 1
-            good_now, good_before = _has(answers[name], q["answer"]), _has(base, q["answer"])
-            if good_now and not good_before:
+            if verdicts[name] == "right":
                 summary["fixed"] += 1
-            elif good_before and not good_now:
+            elif verdicts["cosine"] == "right":
                 summary["broke"] += 1
-            print(f"  -> {name}: CHANGED the answer ({base!r} -> {answers[name]!r})")
-    print(f"\noscillink changed the answer in {summary['changed']} of {summary['n']} (question, variant) pairs: "
-          f"{summary['fixed']} from wrong to right, {summary['broke']} from right to wrong.")
+            print(f"  -> {name}: CHANGED the answer, {verdicts['cosine']} -> {verdicts[name]} "
+                  f"({base!r} -> {answers[name]!r})")
+    slots = k * len(asked)
+    print("\nplanted passages in the contexts (" + f"{slots} context slots): "
+          + ", ".join(f"{name} {n}" for name, n in summary["planted"].items()))
+    print(f"oscillink changed the verdict of the answer in {summary['changed']} of {summary['n']} (question, variant) "
+          f"pairs: {summary['fixed']} to right, {summary['broke']} from right; the wording alone in "
+          f"{summary['wording']}.")
     print(f"{len(asked)} question(s) are an illustration, not a measurement: benchmarks/e2e/run.py measures this on "
           "HaluEval (benchmarks/results/e2e.md).")
     print(f"(answers: {cache.hits} from the cache, {cache.misses} generated; the cache is the user cache, "

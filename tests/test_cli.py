@@ -7,6 +7,7 @@ the index is built once per module.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -443,6 +444,18 @@ def test_make_demo_runs_end_to_end(capsys, tmp_path):
     assert out.count("cosine top-5") == 3 and "traps in top-k" in out
     assert "receipt verified" in out and "verification FAILED: signature" in out
     assert "fewer traps with oscillink on" in out
+    # step 5, the real LLM: every variant's context is counted, and the totals add up
+    per = re.findall(r"^  (cosine|oscillink|oscillink screen=drop) +context .*\((\d+) planted\)$", out, re.M)
+    assert len(per) == 9
+    total = re.search(r"^planted passages in the contexts \(15 context slots\): cosine (\d+), oscillink (\d+), "
+                      r"oscillink screen=drop (\d+)$", out, re.M)
+    assert total, out[-2000:]
+    for name, got in zip(("cosine", "oscillink", "oscillink screen=drop"), total.groups(), strict=True):
+        assert int(got) == sum(int(n) for v, n in per if v == name)
+    verdicts = re.search(r"changed the verdict of the answer in (\d+) of 6 .* pairs: (\d+) to right, (\d+) from "
+                         r"right; the wording alone in (\d+)\.", out)
+    assert verdicts and int(verdicts[1]) >= int(verdicts[2]) + int(verdicts[3])
+    assert int(verdicts[1]) + int(verdicts[4]) + out.count("the same answer as cosine") == 6
 
 
 def test_verify_receipts_written_outside_the_cli(capsys, tmp_path, key):
