@@ -272,8 +272,8 @@ def llm_step(k: int, fetch_k: int, only: list[str] | None = None) -> dict:
             print(f"  -> {name}: CHANGED the answer, {verdicts['cosine']} -> {verdicts[name]} "
                   f"({base!r} -> {answers[name]!r})")
     slots = k * len(asked)
-    print("\nplanted passages in the contexts (" + f"{slots} context slots): "
-          + ", ".join(f"{name} {n}" for name, n in summary["planted"].items()))
+    counts = ", ".join(f"{name} {n}" for name, n in summary["planted"].items())
+    print(f"\nplanted passages in the contexts ({slots} context slots): {counts}")
     print(f"oscillink changed the verdict of the answer in {summary['changed']} of {summary['n']} (question, variant) "
           f"pairs: {summary['fixed']} to right, {summary['broke']} from right; the wording alone in "
           f"{summary['wording']}.")

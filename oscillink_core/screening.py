@@ -63,11 +63,13 @@ LangChain and LlamaIndex adapters and the CLI pass), two text signals join them 
 * a tight group in which some member carries one of these two text flags is explained by those
   members: its other members keep ``"tight_group"`` but lose ``"query_targeted"`` (``group_defer``;
   the true passage that planted ones were written from sits in their group). A group with no text
-  hit (planted passages that paraphrase the question) is judged by the embedding rule alone, with
-  the stricter margin ``untexted_group_margin`` when it is given (default 0.3 through
-  `LatticeParams`): with texts at hand, a group that neither restates the question nor edits a
-  twin needs stronger embedding evidence (related genuine passages, such as the pages of one
-  subject, also form tight groups).
+  hit is judged by the embedding rule alone, with the stricter margin ``untexted_group_margin``
+  when it is given (default 0.3 through `LatticeParams`): with texts at hand, a group that neither
+  restates the question nor edits a twin needs stronger embedding evidence (related genuine
+  passages, such as the pages of one subject, also form tight groups). For a question query,
+  ``untexted_questions=False`` (the `LatticeParams` default) leaves such a group unflagged: planted
+  passages written for a question restate it, and the echo rule has judged them; the embedding
+  rule then decides only for statement queries (claims), where the echo rule does not run.
 
 Only ``"query_targeted"``, ``"query_echo"`` and ``"twin_conflict"`` are *decisive* (``"lone_echo"``,
 ``"tight_group"`` and ``"conflicting_twin"`` are information): under
@@ -226,11 +228,12 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
             if suspicious and cosine[i] >= c_max - echo_delta:
                 flags[i].append("query_targeted")
     use_text = texts is not None and query_text is not None
+    asking = use_text and textsignals.is_question(query_text)
     if use_text:
         q_tokens = textsignals.tokens(query_text)
         terms = textsignals.content_terms(query_text)
         p_tokens = {int(i): textsignals.tokens(texts[int(i)]) for i in top}
-        if echo and textsignals.is_question(query_text):
+        if echo and asking:
             echoers = [i for i in top.tolist() if textsignals.restates(q_tokens, terms, p_tokens[i])]
             for i in echoers:
                 alone = len(echoers) == 1 and group[i] < 0
@@ -253,24 +256,22 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
                     if f not in flags[me]:
                         flags[me].append(f)
     if use_text and group_defer:
-        asking = textsignals.is_question(query_text)
         for g in np.unique(lab[lab >= 0]).tolist():
             members = top[lab == g].tolist()
             text_hit = [("query_echo" in flags[i]) or ("twin_conflict" in flags[i]) for i in members]
-            if any(text_hit):
-                for i, hit in zip(members, text_hit, strict=True):
-                    if not hit and "query_targeted" in flags[i]:
-                        flags[i].remove("query_targeted")
-            elif not untexted_questions and asking:
-                for i in members:
-                    if "query_targeted" in flags[i]:
-                        flags[i].remove("query_targeted")
+            if any(text_hit):  # explained by its text hits: the other members are cleared
+                cleared = [i for i, hit in zip(members, text_hit, strict=True) if not hit]
+            elif asking and not untexted_questions:  # a question's group: the echo rule judged it
+                cleared = members
             elif untexted_group_margin is not None:
                 t = targeting[members]
-                if not (np.isfinite(t).any() and float(np.nanmax(t)) - ref >= untexted_group_margin):
-                    for i in members:
-                        if "query_targeted" in flags[i]:
-                            flags[i].remove("query_targeted")
+                weak = not (np.isfinite(t).any() and float(np.nanmax(t)) - ref >= untexted_group_margin)
+                cleared = members if weak else []
+            else:
+                cleared = []
+            for i in cleared:
+                if "query_targeted" in flags[i]:
+                    flags[i].remove("query_targeted")
     if use_twins and not use_text:
         ctop = cosine[top]
         twin = (S >= twin_threshold) & ((ctop[:, None] - ctop[None, :]) >= twin_margin)

@@ -281,7 +281,6 @@ def test_a_lone_restatement_decides_only_when_it_speaks_of_something_else(mode, 
 
 
 def test_lone_echo_options_are_checked():
-
     Y, q = _spread(4)
     with pytest.raises(ValueError, match="lone_echo"):
         screen(Y, Y @ q, Y @ q, lone_echo="sometimes")
