@@ -231,3 +231,34 @@ def check_texts(texts: Sequence[Any] | None, n: int) -> list[str] | None:
         if not isinstance(t, str):
             raise ValueError(f"texts[{i}] has type {type(t).__name__}; texts must be str")
     return out
+
+
+def check_sources(sources: Sequence[Any] | None, n: int) -> list[str | None] | None:
+    """Validate candidate sources: None, or ``n`` entries, each a non-empty str or None (unknown)."""
+    if sources is None:
+        return None
+    if isinstance(sources, (str, bytes)):
+        raise ValueError("sources must be a sequence (one source or None per candidate), not a single string")
+    out = list(sources)
+    if len(out) != n:
+        raise ValueError(f"sources has {len(out)} entries but there are N = {n} candidates")
+    for i, s in enumerate(out):
+        if s is not None and (not isinstance(s, str) or not s):
+            raise ValueError(f"sources[{i}] is {s!r}; a source is a non-empty str, or None when unknown")
+    return out
+
+
+def check_trusted_sources(trusted: Any) -> frozenset[str] | None:
+    """Validate the declared trusted sources: None, or an iterable of non-empty str (not one str)."""
+    if trusted is None:
+        return None
+    if isinstance(trusted, (str, bytes)):
+        raise ValueError("trusted_sources must be a collection of source names, not a single string")
+    try:
+        out = frozenset(trusted)
+    except TypeError:
+        raise ValueError(f"trusted_sources must be a collection of str; got {type(trusted).__name__}") from None
+    for s in out:
+        if not isinstance(s, str) or not s:
+            raise ValueError(f"trusted_sources holds {s!r}; every trusted source is a non-empty str")
+    return out

@@ -79,7 +79,8 @@ class RerankResult:
 def rerank(query: Any, candidates: Any, *, k: int, ids: Sequence[Any] | None = None, params: Any = None,
            gates: Any = None, sign_key: bytes | str | None = None, light_receipt: bool = False,
            backend: str | None = None, texts: Sequence[str] | None = None,
-           query_text: str | None = None) -> RerankResult:
+           query_text: str | None = None, sources: Sequence[str | None] | None = None,
+           trusted_sources: Any = None) -> RerankResult:
     """Rerank ``candidates`` (N, D) against ``query`` (D,) and return the top ``k``.
 
     ``params`` takes anything `resolve_params` does (None, dict, `LatticeParams`, profile dict or
@@ -88,7 +89,10 @@ def rerank(query: Any, candidates: Any, *, k: int, ids: Sequence[Any] | None = N
     items. ``texts`` (one per candidate) and ``query_text`` (the question) turn on the text
     screening signals ("query_echo", the text form of "twin_conflict"; see
     `oscillink_core.screening`); the receipt then binds both (``inputs.texts_sha256``,
-    ``inputs.query_text_sha256`` and the state signature). The function keeps no shared state:
+    ``inputs.query_text_sha256`` and the state signature). ``sources`` (one per candidate: where
+    it came from, None where unknown) and ``trusted_sources`` (the sources you trust) fill the
+    context from trusted sources first under screening (flag ``"untrusted_source"``; see
+    `oscillink_core.provenance`); the receipt binds both. The function keeps no shared state:
     concurrent calls from many threads are safe.
 
     Examples
@@ -105,7 +109,8 @@ def rerank(query: Any, candidates: Any, *, k: int, ids: Sequence[Any] | None = N
     """
     t0 = time.perf_counter()
     p = resolve_params(params)
-    lat = Oscillink(candidates, ids=ids, params=p, backend=backend, texts=texts, _transient=True)  # dropped on return
+    lat = Oscillink(candidates, ids=ids, params=p, backend=backend, texts=texts, sources=sources,
+                    trusted_sources=trusted_sources, _transient=True)  # dropped on return
     lat.set_query(query, gates=gates, text=query_text)
     info = lat.settle()
     bundle = lat.bundle(k)

@@ -35,7 +35,17 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _backend, _kernels, persistence
-from ._validation import check_gates, check_ids, check_k, check_query, check_query_text, check_scalar, check_texts
+from ._validation import (
+    check_gates,
+    check_ids,
+    check_k,
+    check_query,
+    check_query_text,
+    check_scalar,
+    check_sources,
+    check_texts,
+    check_trusted_sources,
+)
 from ._version import __version__
 from .energy import edge_tension, energy_terms, path_energy, path_laplacian, rhs, system_matrix
 from .gates import diffusion_gates_from_laplacian
@@ -172,6 +182,7 @@ class Oscillink:
     def __init__(self, Y: Any, kneighbors: int | None = None, lamG: float | None = None,
                  lamC: float | None = None, lamQ: float | None = None, *, ids: Sequence[Any] | None = None,
                  params: Any = None, backend: str | None = None, texts: Sequence[str] | None = None,
+                 sources: Sequence[str | None] | None = None, trusted_sources: Any = None,
                  _adjacency: sp.csr_array | None = None,
                  _transient: bool = False, **overrides: Any) -> None:
         t0 = time.perf_counter()
@@ -187,6 +198,8 @@ class Oscillink:
         self._ids = check_ids(ids, n)
         self._texts = check_texts(texts, n)
         self._texts_sha: bytes | None = None
+        self._sources = check_sources(sources, n)
+        self._trusted = check_trusted_sources(trusted_sources)
         self._query_text: str | None = None
         self._ids_json: bytes | None = None
         # SHA-256 of Y for the state signature; hashlib releases the GIL, so for large inputs
@@ -459,7 +472,8 @@ class Oscillink:
         use_text = p.screen_text and self._texts is not None and self._query_text is not None
         order, score, rep, flags, actions, ranking = rank_and_screen(
             c["align"], c["cosine"], self._Yn, idx, sim, k, p, texts=self._texts if use_text else None,
-            query_text=self._query_text if use_text else None, labels=labels)
+            query_text=self._query_text if use_text else None, labels=labels, sources=self._sources,
+            trusted_sources=self._trusted)
         self._ranking = ranking
         out = []
         for r, i in enumerate(order.tolist()):
@@ -527,7 +541,19 @@ class Oscillink:
                                params=self._params.to_dict(), k=k if k is not None else 0,
                                indptr=g.indptr, indices=g.indices, data=g.data,
                                chain=self._chain_block(), bundle=bundle, texts_digest=self._texts_digest(),
-                               query_text=self._query_text)
+                               query_text=self._query_text, provenance=self._provenance_block())
+
+    def _provenance_block(self) -> dict | None:
+        """The sources and the trusted set as the state signature and the receipt bind them."""
+        if self._sources is None and self._trusted is None:
+            return None
+        out = {}
+        if self._sources is not None:
+            out["sources_sha256"] = hashlib.sha256(canonical_json(self._sources)).hexdigest()
+        if self._trusted is not None:
+            out["trusted_sources_sha256"] = hashlib.sha256(canonical_json(sorted(self._trusted))).hexdigest()
+            out["trusted_sources_count"] = len(self._trusted)
+        return out
 
     def _texts_digest(self) -> bytes | None:
         if self._texts is None:
@@ -591,6 +617,7 @@ class Oscillink:
                        **({} if self._texts is None else {"texts_sha256": self._texts_digest().hex()}),
                        **({} if self._query_text is None else
                           {"query_text_sha256": hashlib.sha256(self._query_text.encode("utf-8")).hexdigest()}),
+                       **(self._provenance_block() or {}),
                        "gates": {"mode": self._gate_mode, "min": round_float(g.min()),
                                  "max": round_float(g.max()), "mean": round_float(g.mean())}},
             "energy": {**{name: round_float(v) for name, v in at_u.items()},
@@ -677,6 +704,10 @@ class Oscillink:
             meta["texts"] = list(self._texts)
         if self._query_text is not None:
             meta["query_text"] = self._query_text
+        if self._sources is not None:
+            meta["sources"] = list(self._sources)
+        if self._trusted is not None:
+            meta["trusted_sources"] = sorted(self._trusted)
         arrays = {"Y": self._Y.copy(), "gates": self._gates.copy(), "W_indptr": g.indptr.copy(),
                   "W_indices": g.indices.copy(), "W_data": g.data.copy()}
         if self._psi_raw is not None:
@@ -702,6 +733,7 @@ class Oscillink:
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"incomplete lattice state: missing {exc}") from None
         lat = cls(Y, ids=meta["ids"], params=resolve_params(meta["params"]), _adjacency=W, texts=meta.get("texts"),
+                  sources=meta.get("sources"), trusted_sources=meta.get("trusted_sources"),
                   backend=backend if backend is not None else meta.get("backend", "auto"))
         lat._k_eff = int(meta["k_eff"])
         lat._knn_method = meta["knn_method"]

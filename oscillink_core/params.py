@@ -121,11 +121,10 @@ class LatticeParams:
         other members are not flagged "query_targeted" (planted passages written from the truth
         put the true passage in their group).
     screen_lone_echo, screen_lone_echo_rest : a restatement that is the only one in the pool and
-        outside any tight group is decisive under "off_topic" only when the passage asks the
-        question itself (a sentence ending with "?" holds all its content words) or echoes it and
+        outside any tight group is decisive under "off_topic" only when the passage echoes it and
         speaks of something else (outside the restated stretch at least as many tokens as the
-        stretch, holding at most ``screen_lone_echo_rest`` of the question's content words);
-        otherwise it is flagged
+        stretch, holding at most ``screen_lone_echo_rest`` of the question's content words); a
+        passage that poses the question (an FAQ page) is not decisive for that alone; otherwise it is flagged
         "lone_echo" (information). "decisive": every restatement decides; "info": a lone one never.
         An attack plants several passages; a lone restatement is often the genuine passage the
         question was written from.

@@ -30,12 +30,12 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from . import textsignals
+from . import provenance, textsignals
 from .screening import screen
 
 __all__ = ["row_cosine", "scores", "select", "near_duplicate_groups", "outside_support", "resolve_groups",
            "rank_settled", "screen_ranking", "screen_kwargs", "dup_demoted", "local_scores", "split_siblings",
-           "rank_and_screen"]
+           "rank_and_screen", "apply_provenance"]
 
 
 def row_cosine(U: np.ndarray, psi: np.ndarray) -> np.ndarray:
@@ -248,20 +248,23 @@ EVIDENCE_FLAGS = ("tight_group", "query_targeted", "query_echo", "twin_conflict"
 
 
 def split_siblings(labels: np.ndarray, texts, query_text: str, *, max_change: float = 0.2,
-                   max_tokens: int | None = 6) -> np.ndarray:
+                   max_tokens: int | None = 6, memo: textsignals._TextMemo | None = None) -> np.ndarray:
     """Near-duplicate labels with template siblings taken out of their groups (a copy).
 
     A member that is a `textsignals.siblings` page of every other member of its group (two
     genuine pages from one template, the question naming one of them: a team's 1926 and 1976
     seasons) is not a near-duplicate to be resolved by support: its label becomes -1, and a group
-    left with one member dissolves.
+    left with one member dissolves. ``memo``: internal, as in `screening.screen` (the text work
+    shared by the calls of one ranking; None: a fresh one).
     """
     out = np.array(labels, dtype=np.int64, copy=True)
-    terms = textsignals.content_terms(query_text)
+    if memo is None:
+        memo = textsignals._TextMemo(texts, query_text)
+    elif not memo.holds(texts, query_text):
+        raise ValueError("split_siblings: memo belongs to other texts or another query_text")
     for g in np.unique(out[out >= 0]).tolist():
         members = np.flatnonzero(out == g).tolist()
-        toks = {i: textsignals.tokens(texts[i]) for i in members}
-        sib = {(i, j): textsignals.siblings(toks[i], toks[j], terms, max_change=max_change, max_tokens=max_tokens)
+        sib = {(i, j): memo.siblings(i, j, max_change=max_change, max_tokens=max_tokens)
                for x, i in enumerate(members) for j in members[x + 1:]}
         alone = [i for i in members if all(sib[min(i, j), max(i, j)] for j in members if j != i)]
         out[alone] = -1
@@ -291,9 +294,52 @@ def local_scores(score: np.ndarray, cosine: np.ndarray, involved: np.ndarray) ->
     return out
 
 
+def apply_provenance(order: np.ndarray, score: np.ndarray, rep: np.ndarray, flags: list[list[str]],
+                     actions: list[str], Yn: np.ndarray, k: int, params, sources, trusted_sources
+                     ) -> tuple[np.ndarray, list[list[str]], list[str]]:
+    """Apply `provenance.judge` to a screened ranking (what `rank_and_screen` returns before it).
+
+    The pool is the ``screen_pool`` best-scored candidates that screening kept; the decisive
+    ``"untrusted_source"`` candidates are handled like screening's decisive ones under
+    ``params.screen`` ("flag": flags only; "demote": behind every other candidate; "drop":
+    removed). Nothing happens without ``sources`` and ``trusted_sources`` or under ``screen="off"``.
+    Returns (order, flags, actions), new lists.
+    """
+    if params.screen == "off" or sources is None or trusted_sources is None:
+        return order, flags, actions
+    screened = np.array([a != "kept" for a in actions], dtype=bool)
+    res = provenance.judge(sources, trusted_sources, np.where(screened, -np.inf, score), pool=params.screen_pool)
+    flags = [f + g for f, g in zip(flags, res.flags, strict=True)]
+    actions = list(actions)
+    if params.screen == "flag" or not res.decisive.any():
+        return order, flags, actions
+    dup_dem = dup_demoted(rep, params.dup_action)
+    if params.screen == "demote":
+        order = select(score, Yn, k, mmr_lambda=params.mmr_lambda, demoted=dup_dem | screened | res.decisive)
+        label = "demoted"
+    else:
+        rest = np.flatnonzero(~(screened | res.decisive))
+        order = rest[select(score[rest], Yn[rest], k, mmr_lambda=params.mmr_lambda, demoted=dup_dem[rest])]
+        label = "dropped"
+    for i in np.flatnonzero(res.decisive).tolist():
+        actions[i] = label
+    return order, flags, actions
+
+
 def rank_and_screen(align: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, idx: np.ndarray | None,
                     sim: np.ndarray | None, k: int, params, *, texts=None, query_text=None,
-                    labels: np.ndarray | None = None):
+                    labels: np.ndarray | None = None, sources=None, trusted_sources=None):
+    """`_rank_and_screen` (below), then `apply_provenance` with ``sources`` and ``trusted_sources``."""
+    order, score, rep, flags, actions, ranking = _rank_and_screen(align, cosine, Yn, idx, sim, k, params, texts=texts,
+                                                                  query_text=query_text, labels=labels)
+    order, flags, actions = apply_provenance(order, score, rep, flags, actions, Yn, k, params, sources,
+                                             trusted_sources)
+    return order, score, rep, flags, actions, ranking
+
+
+def _rank_and_screen(align: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, idx: np.ndarray | None,
+                     sim: np.ndarray | None, k: int, params, *, texts=None, query_text=None,
+                     labels: np.ndarray | None = None):
     """`rank_settled` then `screen_ranking` under the ranking and screening fields of ``params``
     (a `LatticeParams`), with ``coh_scope``.
 
@@ -310,6 +356,8 @@ def rank_and_screen(align: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, idx: 
     """
     p = params
     kw = screen_kwargs(p)
+    # the text work (tokens, restatements, near-copy diffs) done once for both screens and the sibling split
+    memo = textsignals._TextMemo(texts, query_text) if texts is not None and query_text is not None else None
     has_knn = p.dedup_threshold is not None and idx is not None and idx.size > 0
     split = (texts is not None and query_text is not None and p.screen != "off" and p.screen_twin_lean == "shared"
              and p.screen_text_twin_threshold is not None and has_knn)
@@ -320,13 +368,13 @@ def rank_and_screen(align: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, idx: 
             labels = near_duplicate_groups(idx, sim, p.dedup_threshold)
         if split and (labels >= 0).any():
             labels = split_siblings(labels, texts, query_text, max_change=p.screen_edit_max,
-                                    max_tokens=p.screen_edit_max_tokens)
+                                    max_tokens=p.screen_edit_max_tokens, memo=memo)
         return labels
 
     resolved = None
     local = False
     if p.coh_scope in ("evidence", "local") and p.screen != "off":
-        pre = screen(Yn, cosine, cosine, texts=texts, query_text=query_text, **kw)
+        pre = screen(Yn, cosine, cosine, texts=texts, query_text=query_text, memo=memo, **kw)
         evidence = any(f in EVIDENCE_FLAGS for fl in pre.flags for f in fl)
         local = not evidence and p.coh_scope == "local"
         # under "local", with the text twin rule on and members that only exchange places, the texts
@@ -354,6 +402,6 @@ def rank_and_screen(align: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, idx: 
         order = select(score, Yn, k, mmr_lambda=p.mmr_lambda, demoted=dup_demoted(rep, p.dup_action))
     order, flags, actions = screen_ranking(order, score, rep, cosine, Yn, k, action=p.screen,
                                            mmr_lambda=p.mmr_lambda, dup_action=p.dup_action,
-                                           texts=texts, query_text=query_text, **kw)
+                                           texts=texts, query_text=query_text, memo=memo, **kw)
     return order, score, rep, flags, actions, "local" if local else "lattice"
 

@@ -91,12 +91,14 @@ def state_signature(*, Y: np.ndarray | None = None, ids: list, Y_digest: bytes |
                     gates: np.ndarray,
                     params: Mapping[str, Any], k: int, indptr: np.ndarray, indices: np.ndarray,
                     data: np.ndarray, chain: Mapping[str, Any] | None, bundle: list | None = None,
-                    texts_digest: bytes | None = None, query_text: str | None = None) -> str:
+                    texts_digest: bytes | None = None, query_text: str | None = None,
+                    provenance: Mapping[str, Any] | None = None) -> str:
     """SHA-256 over the framed canonical encoding of every input that determines a result,
     and of the bundle it produced (ids and rounded scores), so the signature binds both.
     ``Y_digest`` and ``ids_json`` may be passed when already computed (``array_digest(Y)``,
     ``canonical_json(list(ids))``). The candidates' texts (``texts_digest``, see `texts_digest`)
-    and the query text are framed only when given, so text-free signatures are unchanged."""
+    and the query text are framed only when given, so text-free signatures are unchanged; so is
+    ``provenance`` (the digests of the candidates' sources and of the trusted set)."""
     h = hashlib.sha256()
     _frame(h, "format", f"{RECEIPT_FORMAT}/{RECEIPT_VERSION}".encode())
     _frame(h, "Y.sha256", Y_digest if Y_digest is not None else array_digest(Y))
@@ -114,6 +116,8 @@ def state_signature(*, Y: np.ndarray | None = None, ids: list, Y_digest: bytes |
         _frame(h, "texts.sha256", texts_digest)
     if query_text is not None:
         _frame(h, "query_text", query_text.encode("utf-8"))
+    if provenance is not None:
+        _frame(h, "provenance", canonical_json(dict(provenance)))
     return h.hexdigest()
 
 

@@ -44,15 +44,15 @@ LangChain and LlamaIndex adapters and the CLI pass), two text signals join them 
   for the question and carry it; a genuine passage spreads those words over its sentences.
   An attack plants several passages; a *lone* restatement (the only candidate of the pool that
   echoes, outside any tight group) is as often the genuine passage the question was copied from
-  (HotpotQA questions are written from their paragraphs). With ``lone_echo="off_topic"``
-  (default) a lone restatement is decisive only when the passage poses the question itself (a
-  sentence ending with "?" holds all its content words, as PoisonedRAG's prefix does; an
-  encyclopedic passage states, it does not ask) or echoes the question and then speaks of
-  something else: outside the restated stretch it has at least as many tokens as the stretch and
-  none of the question's content words (``lone_echo_rest``: at most that share of them). A short
-  genuine paragraph that is little more than its restatement is not such a lure. Otherwise it is flagged
-  ``"lone_echo"`` (information only). ``"decisive"`` treats it like any echo, ``"info"`` never
-  lets it decide.
+  (HotpotQA questions are written from their paragraphs), or an FAQ page that carries its
+  question. With ``lone_echo="off_topic"`` (default) a lone restatement is decisive only when it
+  echoes the question and then speaks of something else: outside the restated stretch it has at
+  least as many tokens as the stretch and none of the question's content words
+  (``lone_echo_rest``: at most that share of them). The form of the page never decides alone: a
+  passage that poses the question ("Q: ...?", as help centres write their pages) is judged like
+  any other restatement. A short genuine paragraph that is little more than its restatement is
+  not such a lure. Otherwise it is flagged ``"lone_echo"`` (information only). ``"decisive"``
+  treats it like any echo, ``"info"`` never lets it decide.
 * ``"twin_conflict"`` (text form, replacing the embedding form above when texts are given): of two
   pool candidates at cosine >= ``text_twin_threshold`` that differ by a small substitution, the one
   whose changed words hold more of the question's content words that the other side also holds
@@ -141,7 +141,7 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
            edit_max: float = 0.2, edit_max_tokens: int | None = 6, group_defer: bool = True,
            lone_echo: str = "off_topic", lone_echo_rest: float = 0.0,
            untexted_group_margin: float | None = None, untexted_questions: bool = True,
-           twin_lean: str = "shared") -> ScreenResult:
+           twin_lean: str = "shared", memo: textsignals._TextMemo | None = None) -> ScreenResult:
     """Screen the ``pool`` best-scored candidates (see the module docstring).
 
     Parameters
@@ -168,6 +168,9 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
         suspicious; the echo rule judges a question's groups, the embedding rule only a statement's).
     twin_lean : "shared" (default) or "any": which changed question words make a text twin lean
         (see the module docstring).
+    memo : internal: the `textsignals._TextMemo` of ``texts`` and ``query_text`` that the calls of
+        one ranking share (`ranking.rank_and_screen` passes it; None: a fresh one). It only saves
+        work: the result is the same with or without it.
 
     Returns
     -------
@@ -228,18 +231,20 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
             if suspicious and cosine[i] >= c_max - echo_delta:
                 flags[i].append("query_targeted")
     use_text = texts is not None and query_text is not None
-    asking = use_text and textsignals.is_question(query_text)
+    asking = False
     if use_text:
-        q_tokens = textsignals.tokens(query_text)
-        terms = textsignals.content_terms(query_text)
-        p_tokens = {int(i): textsignals.tokens(texts[int(i)]) for i in top}
+        if memo is None:
+            memo = textsignals._TextMemo(texts, query_text)
+        elif not memo.holds(texts, query_text):
+            raise ValueError("screen: memo belongs to other texts or another query_text")
+        asking = memo.asking
+        terms = memo.terms
         if echo and asking:
-            echoers = [i for i in top.tolist() if textsignals.restates(q_tokens, terms, p_tokens[i])]
+            echoers = [i for i in top.tolist() if memo.restates(i)]
             for i in echoers:
                 alone = len(echoers) == 1 and group[i] < 0
                 if alone and (lone_echo == "info" or lone_echo == "off_topic"
-                              and not textsignals.asks(terms, texts[i])
-                              and not textsignals.speaks_of_something_else(terms, p_tokens[i],
+                              and not textsignals.speaks_of_something_else(terms, memo.tokens(i),
                                                                             max_share=lone_echo_rest)):
                     flags[i].append("lone_echo")
                 else:
@@ -247,8 +252,8 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
         if text_twin_threshold is not None:
             for a, b in zip(*np.nonzero(np.triu(S >= text_twin_threshold, 1)), strict=True):
                 ia, ib = int(top[a]), int(top[b])
-                lean = textsignals.edit_lean(p_tokens[ia], p_tokens[ib], terms, max_change=edit_max,
-                                              max_tokens=edit_max_tokens, shared=twin_lean == "shared")
+                lean = memo.edit_lean(ia, ib, max_change=edit_max, max_tokens=edit_max_tokens,
+                                      shared=twin_lean == "shared")
                 if lean is None:
                     continue
                 for me, mine in ((ia, "a"), (ib, "b")):

@@ -280,6 +280,22 @@ def test_a_lone_restatement_decides_only_when_it_speaks_of_something_else(mode, 
     assert res.decisive[:2].all()
 
 
+FAQ_PAGE = ("Q: Which river flows through the city of Orleans in France? A: The Loire. Orleans lies on the "
+            "Loire, the longest river of France, on its way from the Massif Central to the Atlantic.")
+
+
+def test_a_page_that_poses_the_question_is_not_decisive_for_its_form():
+    """An FAQ page carries its question ("Q: ...? A: ..."): alone, it is a lone restatement like any
+    genuine one (information), not a lure; the form of a page never decides alone. Two such pages
+    restating the question are the pattern of an attack, and decide."""
+    Y, q = _spread(20)
+    cos = Y @ q
+    res = screen(Y, cos, cos, texts=[FAQ_PAGE, *SUPPORT, *OTHER, *OTHER[:4]], query_text=QUESTION)
+    assert res.flags[0] == ["lone_echo"] and not res.decisive.any()
+    res = screen(Y, cos, cos, texts=[FAQ_PAGE, PLANTED[0], *SUPPORT, *OTHER, *OTHER[:3]], query_text=QUESTION)
+    assert res.flags[0] == ["query_echo"] and res.flags[1] == ["query_echo"]
+
+
 def test_lone_echo_options_are_checked():
     Y, q = _spread(4)
     with pytest.raises(ValueError, match="lone_echo"):

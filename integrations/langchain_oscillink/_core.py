@@ -19,13 +19,14 @@ from oscillink_core.app.adapters import (
     SIMILARITY,
     dedupe,
     fallback_ids,
+    metadata_source,
     rerank_candidates,
     result_metadata,
     trace_summary,
 )
 
-__all__ = ["candidate_ids", "unique_documents", "rerank_documents", "trace", "atrace", "check_params",
-           "DEFAULT_RECEIPT_KEY"]
+__all__ = ["candidate_ids", "unique_documents", "document_sources", "rerank_documents", "trace", "atrace",
+           "check_params", "DEFAULT_RECEIPT_KEY"]
 
 RUN_NAME = "OscillinkRerank"
 
@@ -59,29 +60,46 @@ def unique_documents(docs: Sequence[Document]) -> tuple[list[Document], list[int
     return [docs[i] for i in keep], keep
 
 
+def document_sources(docs: Sequence[Document], source_key: str = "source") -> list[str | None]:
+    """Each document's source: ``doc.metadata[source_key]`` (None when missing or empty, ``str()``
+    of a value that is not a str). LangChain loaders put the file path or URL under ``"source"``.
+
+    >>> document_sources([Document("x", metadata={"source": "a.txt"}), Document("y")])
+    ['a.txt', None]
+    """
+    return [metadata_source(d.metadata, source_key) for d in docs]
+
+
 def rerank_documents(*, query_vector: Any, vectors: np.ndarray, docs: Sequence[Document],
                      retrieval_scores: Sequence[float | None] | None, score_kind: str = SIMILARITY,
                      positions: Sequence[int] | None = None, n_in: int | None = None, top_n: int | None,
                      score_threshold: float | None = None, params: LatticeParams, receipt_key: str,
                      signing_key: str | bytes | None, light_receipt: bool,
-                     provenance: dict, query_text: str | None = None) -> tuple[list[Document], dict, dict]:
+                     provenance: dict, query_text: str | None = None, trusted_sources: Any = None,
+                     source_key: str = "source") -> tuple[list[Document], dict, dict]:
     """Rerank ``docs`` (unique, with their ``vectors``) against ``query_vector``; return new
     documents, the receipt and the trace summary (counts, items with flags / actions, timings).
 
     ``positions`` are the documents' first-stage positions (before repeats were dropped) and
     ``n_in`` the number of inputs; the vectors go to the core unchanged (``params.normalize``
-    decides the scaling, as in `oscillink_core.rerank`).
+    decides the scaling, as in `oscillink_core.rerank`). With ``trusted_sources`` (not None) the
+    documents' sources (`document_sources` under ``source_key``) go to the core too, and the
+    receipt's ``provenance.sources`` names where they were read.
     """
     n = len(docs)
     n_in = n if n_in is None else n_in
     positions = list(range(n)) if positions is None else list(positions)
     prov = {**provenance, "candidates_in": n_in, "duplicates_dropped": n_in - n,
             "ids": "Document.id (fallback pos<i>:sha256(text)[:16] when missing)"}
+    sources = None
+    if trusted_sources is not None:
+        sources = document_sources(docs, source_key)
+        prov["sources"] = f"Document.metadata[{source_key!r}]"
     t0 = time.perf_counter()
     ranked = rerank_candidates(query_vector, vectors, ids=candidate_ids(docs), top_n=top_n, params=params,
                                provenance=prov, score_threshold=score_threshold, sign_key=signing_key,
                                light_receipt=light_receipt, texts=[d.page_content for d in docs],
-                               query_text=query_text)
+                               query_text=query_text, sources=sources, trusted_sources=trusted_sources)
     receipt = ranked.receipt
     frozen = json.dumps(receipt)  # each document gets its own copy (cheaper than deepcopy)
     out = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from langchain_core.callbacks import Callbacks
@@ -14,7 +14,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from pydantic import ConfigDict, Field, field_validator
 
 from oscillink_core import LatticeParams
-from oscillink_core.app.adapters import check_score_threshold, check_top_n
+from oscillink_core.app.adapters import check_score_threshold, check_source_key, check_top_n, check_trusted_sources
 
 from ._core import DEFAULT_RECEIPT_KEY, atrace, check_params, rerank_documents, trace, unique_documents
 from ._vectors import as_matrix, store_vectors
@@ -34,7 +34,14 @@ class OscillinkCompressor(BaseDocumentCompressor):
     passage vectors: LangChain retrievers do not hand their own scores to compressors),
     ``retrieval_rank`` (1-based input position) and the receipt under ``receipt_key``; the
     receipt's ``state_sig`` binds the candidate ids and the bundle, and ``provenance`` says
-    where the vectors came from.
+    where the vectors came from. The receipt's ``bundle`` gives each returned document's
+    screening ``flags`` and ``action``, and ``screen.screened`` the candidates kept out.
+
+    With ``trusted_sources``, each document's source is ``doc.metadata[source_key]`` (the file
+    path or URL LangChain loaders store under ``"source"``; None when missing): when the
+    screening pool holds a document from a trusted source, documents whose known source is not
+    trusted are flagged ``"untrusted_source"`` and go behind the others (see
+    `oscillink_core.provenance`); documents without a source are left as they are.
 
     Setup:
         .. code-block:: bash
@@ -100,6 +107,13 @@ class OscillinkCompressor(BaseDocumentCompressor):
     light_receipt: bool = False
     """Omit the null-point list from the receipt (slightly cheaper)."""
 
+    trusted_sources: Collection[str] | None = None
+    """The sources you trust (compared exactly with ``doc.metadata[source_key]``); None: no trust
+    policy, sources are not read. A single string is refused: pass ``["example.org"]``."""
+
+    source_key: str = "source"
+    """The ``Document.metadata`` key holding each document's source (read only with ``trusted_sources``)."""
+
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     @field_validator("params", mode="before")
@@ -116,6 +130,16 @@ class OscillinkCompressor(BaseDocumentCompressor):
     @classmethod
     def _threshold(cls, value: Any) -> float | None:
         return check_score_threshold(value)
+
+    @field_validator("trusted_sources", mode="before")
+    @classmethod
+    def _trusted(cls, value: Any) -> frozenset[str] | None:
+        return check_trusted_sources(value)
+
+    @field_validator("source_key", mode="before")
+    @classmethod
+    def _source_key(cls, value: Any) -> str:
+        return check_source_key(value)
 
     # ---------------------------------------------------------------- helpers
     def _provenance(self, extra: dict, reembedded: bool) -> dict:
@@ -134,7 +158,8 @@ class OscillinkCompressor(BaseDocumentCompressor):
         return rerank_documents(query_vector=qvec, vectors=vectors, docs=docs, retrieval_scores=None,
                                 positions=keep, n_in=n_in, top_n=self.top_n, score_threshold=self.score_threshold,
                                 params=self.params, receipt_key=self.receipt_key, signing_key=self.signing_key,
-                                light_receipt=self.light_receipt, provenance=prov, query_text=query)
+                                light_receipt=self.light_receipt, provenance=prov, query_text=query,
+                                trusted_sources=self.trusted_sources, source_key=self.source_key)
 
     @staticmethod
     def _fill(info: dict, prov: dict, summary: dict) -> None:

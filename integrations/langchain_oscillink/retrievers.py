@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Collection
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
@@ -13,7 +14,7 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from oscillink_core import LatticeParams
-from oscillink_core.app.adapters import check_score_threshold
+from oscillink_core.app.adapters import check_score_threshold, check_source_key, check_trusted_sources
 
 from ._core import DEFAULT_RECEIPT_KEY, atrace, check_params, rerank_documents, trace, unique_documents
 from ._vectors import FaissCandidateSource, Fetched, afetch, as_matrix, fetch
@@ -43,6 +44,12 @@ class OscillinkRetriever(BaseRetriever):
     it is a similarity (`InMemoryVectorStore`, FAISS inner product, Qdrant Cosine/Dot) or of unknown
     kind and as ``retrieval_distance`` when it is a distance (FAISS L2, Chroma), ``retrieval_rank``
     and the receipt under ``receipt_key``. Chroma and Qdrant stores give their vectors back too.
+    The receipt's ``bundle`` gives each returned document's screening ``flags`` and ``action``.
+
+    With ``trusted_sources``, each candidate's source is ``doc.metadata[source_key]`` (None when
+    missing): when the screening pool holds a candidate from a trusted source, candidates whose
+    known source is not trusted are flagged ``"untrusted_source"`` and go behind the others (see
+    `oscillink_core.provenance`).
 
     Setup:
         .. code-block:: bash
@@ -107,6 +114,13 @@ class OscillinkRetriever(BaseRetriever):
     light_receipt: bool = False
     """Omit the null-point list from the receipt (slightly cheaper)."""
 
+    trusted_sources: Collection[str] | None = None
+    """The sources you trust (compared exactly with ``doc.metadata[source_key]``); None: no trust
+    policy, sources are not read. A single string is refused: pass ``["example.org"]``."""
+
+    source_key: str = "source"
+    """The ``Document.metadata`` key holding each document's source (read only with ``trusted_sources``)."""
+
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     @field_validator("params", mode="before")
@@ -118,6 +132,16 @@ class OscillinkRetriever(BaseRetriever):
     @classmethod
     def _threshold(cls, value: Any) -> float | None:
         return check_score_threshold(value)
+
+    @field_validator("trusted_sources", mode="before")
+    @classmethod
+    def _trusted(cls, value: Any) -> frozenset[str] | None:
+        return check_trusted_sources(value)
+
+    @field_validator("source_key", mode="before")
+    @classmethod
+    def _source_key(cls, value: Any) -> str:
+        return check_source_key(value)
 
     @model_validator(mode="after")
     def _check_store(self) -> OscillinkRetriever:
@@ -154,7 +178,7 @@ class OscillinkRetriever(BaseRetriever):
                                 positions=keep, n_in=len(got.docs), top_n=k, score_threshold=self.score_threshold,
                                 params=self.params, receipt_key=self.receipt_key, signing_key=self.signing_key,
                                 light_receipt=self.light_receipt, provenance=self._provenance(got, fetch_k),
-                                query_text=query)
+                                query_text=query, trusted_sources=self.trusted_sources, source_key=self.source_key)
 
     @staticmethod
     def _fill(info: dict, got: Fetched, summary: dict, t_fetch: float) -> None:

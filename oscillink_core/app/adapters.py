@@ -23,6 +23,12 @@ through either adapter and through `oscillink_core.rerank` itself:
   similarity (higher is closer) or a score of unknown kind, ``retrieval_distance`` for a distance
   (lower is closer, e.g. FAISS L2 or Chroma), never both; ``retrieval_rank`` (1-based first-stage
   position). Stale values of these keys on the incoming item are replaced, never kept.
+* **Sources** (`metadata_source`, `check_trusted_sources`): with ``trusted_sources`` set, each
+  item's source is read from its metadata under one key (``None`` when the key is missing or
+  empty, ``str()`` of a value that is not a str) and both go to the core, which fills the context
+  from trusted sources first under screening (flag ``"untrusted_source"``; see
+  `oscillink_core.provenance`). Without ``trusted_sources`` no sources are passed, so the
+  ranking and the receipt (``state_sig`` included) are those of a call without them.
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ import numpy as np
 __all__ = [
     "SCORE_KEY", "RANK_KEY", "RELEVANCE_KEY", "RETRIEVAL_SCORE_KEY", "RETRIEVAL_DISTANCE_KEY",
     "RETRIEVAL_RANK_KEY", "DEFAULT_RECEIPT_KEY", "OUR_KEYS", "SIMILARITY", "DISTANCE", "UNKNOWN",
-    "check_top_n", "check_score_threshold", "dedupe", "fallback_ids", "Ranked", "rerank_candidates",
+    "check_top_n", "check_score_threshold", "check_trusted_sources", "check_source_key", "metadata_source",
+    "dedupe", "fallback_ids", "Ranked", "rerank_candidates",
     "result_metadata", "trace_summary",
 ]
 
@@ -76,6 +83,48 @@ def check_score_threshold(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"score_threshold must be None or a finite number; got {value!r}")
     return float(value)
+
+
+def check_trusted_sources(value: Any) -> frozenset[str] | None:
+    """``None`` (no trust policy) or the trusted sources as a frozenset of non-empty str.
+
+    A single string is refused (it would otherwise read as a set of characters).
+
+    >>> sorted(check_trusted_sources(["wiki", "docs"])), check_trusted_sources(None)
+    (['docs', 'wiki'], None)
+    >>> check_trusted_sources("wiki")
+    Traceback (most recent call last):
+    ...
+    ValueError: trusted_sources must be a collection of source names, not a single string
+    """
+    from oscillink_core._validation import check_trusted_sources as core_check
+
+    return core_check(value)
+
+
+def check_source_key(value: Any) -> str:
+    """The metadata key that holds an item's source: a non-empty str."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"source_key must be a non-empty str (the metadata key holding the source); got {value!r}")
+    return value
+
+
+def metadata_source(metadata: Mapping[str, Any] | None, key: str) -> str | None:
+    """The source an item's ``metadata`` records under ``key``: None when missing, None or empty,
+    ``str()`` of a value that is not a str.
+
+    >>> metadata_source({"source": "https://a.org/x"}, "source"), metadata_source({}, "source")
+    ('https://a.org/x', None)
+    >>> metadata_source({"collection": 7}, "collection"), metadata_source({"source": ""}, "source")
+    ('7', None)
+    """
+    if not metadata:
+        return None
+    value = metadata.get(key)
+    if value is None:
+        return None
+    value = value if isinstance(value, str) else str(value)
+    return value or None
 
 
 def dedupe(ids: Sequence[str | None], texts: Sequence[str]) -> tuple[list[int], int]:
@@ -149,11 +198,15 @@ def _as_rows(vectors: Any, n: int) -> np.ndarray:
 def rerank_candidates(query_vector: Any, vectors: Any, *, ids: Sequence[str], top_n: int | None, params: Any,
                       provenance: Mapping[str, Any], score_threshold: float | None = None,
                       sign_key: str | bytes | None = None, light_receipt: bool = False,
-                      texts: Sequence[str] | None = None, query_text: str | None = None) -> Ranked:
+                      texts: Sequence[str] | None = None, query_text: str | None = None,
+                      sources: Sequence[str | None] | None = None, trusted_sources: Any = None) -> Ranked:
     """Rerank ``vectors`` (one row per id) against ``query_vector``; add provenance, then sign.
 
     ``texts`` (one per id) and ``query_text`` go to the core, which then runs its text screening
-    signals and binds both in the receipt (see `oscillink_core.screening`).
+    signals and binds both in the receipt (see `oscillink_core.screening`). So do ``sources`` (one
+    per id, None where unknown) and ``trusted_sources`` (see `oscillink_core.provenance`); an
+    adapter passes ``sources`` only with a trust policy (``trusted_sources`` not None), so that a
+    call without one gives the receipt it gave before the feature existed.
 
     ``params`` is a resolved ``LatticeParams`` (or anything `resolve_params` takes). The query
     must be non-empty and have the candidates' dimension (a clear `ValueError` otherwise).
@@ -171,7 +224,7 @@ def rerank_candidates(query_vector: Any, vectors: Any, *, ids: Sequence[str], to
     k = n if top_n is None else min(top_n, n)
     t0 = time.perf_counter()
     res = rerank(q, Y, k=k, ids=list(ids), params=p, light_receipt=light_receipt,
-                 texts=texts, query_text=query_text)
+                 texts=texts, query_text=query_text, sources=sources, trusted_sources=trusted_sources)
     core_ms = 1e3 * (time.perf_counter() - t0)
     items = list(res.items)
     dropped: list = []

@@ -3,10 +3,13 @@
 ``oscillink ingest PATH... --index DIR``
     Read .txt/.md/.jsonl/.csv sources, chunk them, embed them with the packaged model and write
     a FAISS index, the chunk store and a hashed (optionally HMAC-signed) ingest receipt.
-``oscillink query DIR "question" [-k 5] [--fetch-k 50] [--json] [--compare]``
+``oscillink query DIR "question" [-k 5] [--fetch-k 50] [--json] [--compare] [--trusted-source NAME]...``
     Retrieve ``fetch_k`` candidates, rerank them with oscillink and print the bundle (with
     ``--compare``, the plain cosine top-k beside it). The settle receipt carries a provenance
     block (``parent_ingest_sig`` = the index's SHA-256, ``candidate_set_hash``, the question).
+    With ``--trusted-source`` (repeatable) the context is filled from the trusted sources first:
+    a passage's source is its record's ``source`` field (.jsonl / .csv), else the file it was
+    ingested from (see `store.chunk_source`); the trusted set is recorded in ``provenance.trust``.
 ``oscillink verify RECEIPT.json [--index DIR] [--key-env VAR]``
     Check the receipt against the JSON Schema, its HMAC and, with ``--index``, that re-running
     its query reproduces it. Accepts a bare receipt or what ``query --json`` prints (the receipt
@@ -165,6 +168,15 @@ def _mark(item: dict) -> str:
     return "TRAP" if item.get("trap") else ""
 
 
+def _trust_note(item: dict) -> str:
+    """`` from ORIGIN [flags]`` for an item of a query with --trusted-source, else ""."""
+    if "origin" not in item:
+        return ""
+    flags = [f for f in item.get("flags", []) if f in ("trusted_source", "untrusted_source",
+                                                      "untrusted_no_alternative")]
+    return f"  from {item['origin'] or '(unknown source)'}" + (f"  [{', '.join(flags)}]" if flags else "")
+
+
 def _print_query(out, store, compare: bool) -> None:
     traps = store.has_traps
     _print(f"question: {out.question}")
@@ -176,7 +188,7 @@ def _print_query(out, store, compare: bool) -> None:
     if not compare:
         for it in out.items:
             _print(f"{it['rank']:>2}. {it['id']}  score {it['score']:.4f}  cosine {it['cosine']:.4f}"
-                   + (f"  [{_mark(it)}]" if _mark(it) else ""))
+                   + (f"  [{_mark(it)}]" if _mark(it) else "") + _trust_note(it))
             _print(textwrap.fill(_one_line(it["text"]), width=100, initial_indent="    ", subsequent_indent="    "))
     else:
         w = 54
@@ -205,6 +217,12 @@ def _print_query(out, store, compare: bool) -> None:
             _print(f"  {it['id']}{tag}: {_snippet(it['text'], 110)}")
     _print()
     p = out.receipt["provenance"]
+    if "trust" in p:
+        behind = [s["id"] for s in out.receipt.get("screen", {}).get("screened", [])
+                  if "untrusted_source" in s.get("flags", [])]
+        _print(f"trusted sources: {', '.join(p['trust']['trusted_sources']) or '(none)'}; "
+               + (f"{len(behind)} passage(s) from other sources kept out: {', '.join(behind)}" if behind
+                  else "no passage kept out for its source"))
     signed = "signed HMAC-SHA256" if "signature" in out.receipt else "unsigned"
     _print(f"receipt: state_sig {out.receipt['state_sig'][:16]}...  parent_ingest_sig {p['parent_ingest_sig'][:16]}..."
            f"  candidate_set_hash {p['candidate_set_hash'][:16]}...  ({signed})")
@@ -223,9 +241,13 @@ def cmd_query(a: argparse.Namespace) -> int:
                        f"pass it as UTF-8 text", EXIT_USAGE) from None
     if a.receipt_out:
         _check_out_file(a.receipt_out)
+    trusted = a.trusted_source
+    if trusted is not None and not all(name.strip() for name in trusted):
+        raise CLIError("query: --trusted-source needs a non-empty source name", EXIT_USAGE)
     params = _read_params(a.params) if a.params else None
     store = open_index(a.index, key=key)
-    out = run_query(store, a.question, k=a.k, fetch_k=a.fetch_k, params=params, sign_key=key)
+    out = run_query(store, a.question, k=a.k, fetch_k=a.fetch_k, params=params, sign_key=key,
+                    trusted_sources=trusted)
     if a.receipt_out:
         _write_json_file(a.receipt_out, out.receipt)
     if a.json:
@@ -312,6 +334,19 @@ def cmd_verify(a: argparse.Namespace) -> int:
                                       ("candidate_set_hash", "inputs", receipt["inputs"]["candidate_set_hash"])):
                 if name in meta and meta[name] != ours:
                     problems.append(f"meta.{name} differs from {where}.{name}")
+        trust = prov.get("trust")
+        if trust is not None:  # the recorded trusted set must be the one the core bound
+            import hashlib
+
+            from oscillink_core import canonical_json
+
+            checked.append("trust")
+            names = trust.get("trusted_sources") if isinstance(trust, dict) else None
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                problems.append("provenance.trust has no list of trusted_sources (str)")
+            elif (hashlib.sha256(canonical_json(sorted(set(names)))).hexdigest()
+                  != receipt["inputs"].get("trusted_sources_sha256")):
+                problems.append("provenance.trust.trusted_sources does not match inputs.trusted_sources_sha256")
         q = prov.get("question")
         if "question_sha256" in prov:
             checked.append("question_sha256")
@@ -472,7 +507,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("ingest", help="chunk, embed and index documents",
                        description="Read .txt/.md/.jsonl/.csv files (or directories of them), chunk, embed with the "
-                                   "packaged all-MiniLM-L6-v2 and write a FAISS index, chunk store and ingest receipt.")
+                                   "packaged all-MiniLM-L6-v2 and write a FAISS index, chunk store and ingest receipt. "
+                                   "Each passage keeps the name of its file; a .jsonl/.csv record may also carry a "
+                                   "'source' field (e.g. the domain or collection it came from), which "
+                                   "query --trusted-source then judges it by.")
     i.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to ingest")
     i.add_argument("--index", metavar="DIR", help="index directory to write (a FAISS index folder)")
     i.add_argument("--store", metavar="chroma://HOST:PORT/NAME",
@@ -508,6 +546,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--key-env", metavar="VAR", help="sign the receipt with HMAC-SHA256 using the key in $VAR; "
                                                     "the index must then carry an ingest receipt signed with it")
     q.add_argument("--receipt-out", metavar="FILE", help="write the settle receipt to FILE")
+    q.add_argument("--trusted-source", action="append", metavar="NAME",
+                   help="a source you trust (repeat for several): when the top candidates hold a passage from a "
+                        "trusted source, passages from other known sources go behind the rest. A passage's source "
+                        "is its .jsonl/.csv record's 'source' field, else the file it was ingested from, named as "
+                        "ingest names it (the file name, or FOLDER/PATH for a file found in a folder argument); "
+                        "names are compared exactly")
     q.set_defaults(func=cmd_query)
 
     v = sub.add_parser("verify", help="check a receipt (schema, HMAC, reproduction)",

@@ -22,7 +22,9 @@ SHA-256 of both files *before* handing any bytes to FAISS, so a corrupted, trunc
 index is reported instead of loaded. `run_query` retrieves ``fetch_k`` candidates, reconstructs
 their stored vectors (passages are not re-embedded), reranks them and returns the settle receipt
 with a ``provenance`` block tying it to the index (``parent_ingest_sig`` = the index's SHA-256).
-`reproduce` re-runs a receipt's query from its provenance alone.
+With ``trusted_sources`` it also passes each passage's source (`chunk_source`) to the core, which
+fills the context from trusted sources first (see `oscillink_core.provenance`); the trusted set
+is recorded in ``provenance.trust``. `reproduce` re-runs a receipt's query from its provenance alone.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["IndexStore", "IndexDirError", "IndexBusyError", "QueryOutcome", "run_query", "reproduce",
+__all__ = ["IndexStore", "IndexDirError", "IndexBusyError", "QueryOutcome", "run_query", "reproduce", "chunk_source",
            "atomic_write_bytes", "load_questions", "labelled_queries", "index_lock", "commit_index",
            "sha256_bytes", "hash_ingest_receipt", "INGEST_FORMAT", "PROVENANCE_FORMAT", "RECEIPT_FILE",
            "INDEX_FILE", "CHUNKS_FILE", "FAULT_ENV"]
@@ -452,12 +454,39 @@ def _row(store: IndexStore, row: int, **extra: Any) -> dict:
     return out
 
 
+SOURCE_RULE = "the record's 'source' field (.jsonl / .csv), else the file it was ingested from"
+
+
+def chunk_source(chunk: dict) -> str | None:
+    """The source a passage is judged by under a trust policy: its record's ``source`` field (a
+    .jsonl key or .csv column that ingest keeps in the chunk's ``meta``), else the name of the file
+    it was ingested from (``chunk["source"]``, as ingest names files); None when neither is set.
+
+    >>> chunk_source({"source": "web.jsonl", "meta": {"source": "example.org"}})
+    'example.org'
+    >>> chunk_source({"source": "notes/a.txt", "meta": {}}), chunk_source({"meta": {"source": ""}})
+    ('notes/a.txt', None)
+    """
+    meta = chunk.get("meta")
+    own = meta.get("source") if isinstance(meta, dict) else None
+    if own is not None and own != "":
+        return own if isinstance(own, str) else str(own)
+    src = chunk.get("source")
+    if src is None or src == "":
+        return None
+    return src if isinstance(src, str) else str(src)
+
+
 def run_query(store: IndexStore, question: str, *, k: int = 5, fetch_k: int = 50, params: Any = None,
               query_vec: np.ndarray | None = None, sign_key: bytes | str | None = None,
-              backend: str | None = None) -> QueryOutcome:
+              backend: str | None = None, trusted_sources: Any = None) -> QueryOutcome:
     """Retrieve, rerank and build the provenance-carrying settle receipt.
 
     ``query_vec`` replaces embedding ``question`` (used by `reproduce` with the recorded vector).
+    ``trusted_sources`` (a collection of source names; None: no trust policy) passes each fetched
+    passage's `chunk_source` to the core; the receipt then records the set in
+    ``provenance.trust.trusted_sources`` (sorted) and each item gains ``origin`` (its source),
+    ``flags`` and ``action``.
     """
     from oscillink_core import rerank, sign_receipt
 
@@ -475,6 +504,9 @@ def run_query(store: IndexStore, question: str, *, k: int = 5, fetch_k: int = 50
         raise ValueError(f"-k must be a positive integer; got {k!r}")
     if isinstance(fetch_k, bool) or not isinstance(fetch_k, int) or fetch_k < 1:
         raise ValueError(f"--fetch-k must be a positive integer; got {fetch_k!r}")
+    from .adapters import check_trusted_sources
+
+    trusted = check_trusted_sources(trusted_sources)
     if query_vec is None:
         from .embeddings import embed
 
@@ -484,8 +516,9 @@ def run_query(store: IndexStore, question: str, *, k: int = 5, fetch_k: int = 50
     Y = store.vectors(rows)
     ids = [store.chunks[int(r)]["id"] for r in rows]
     texts = [store.chunks[int(r)]["text"] for r in rows]
+    sources = None if trusted is None else [chunk_source(store.chunks[int(r)]) for r in rows]
     res = rerank(q, Y, k=min(k, len(ids)), ids=ids, params=params, backend=backend, texts=texts,
-                 query_text=question)
+                 query_text=question, sources=sources, trusted_sources=trusted)
     receipt = dict(res.receipt)
     receipt["provenance"] = {
         "format": PROVENANCE_FORMAT,
@@ -501,6 +534,8 @@ def run_query(store: IndexStore, question: str, *, k: int = 5, fetch_k: int = 50
         "retrieval": {"index": store.receipt["index"]["type"], "fetch_k": fetch_k, "fetched": len(ids),
                       "k": k},
     }
+    if trusted is not None:
+        receipt["provenance"]["trust"] = {"trusted_sources": sorted(trusted), "source": SOURCE_RULE}
     # the published flat names (same values as provenance.*), for the documented auditor check
     # ingest_receipt.index_sha256 == settle_receipt.meta.parent_ingest_sig
     receipt["meta"] = {"parent_ingest_sig": store.index_sha256,
@@ -514,6 +549,11 @@ def run_query(store: IndexStore, question: str, *, k: int = 5, fetch_k: int = 50
                   index=it.index) for it in res.items]
     cosine = [_row(store, int(rows[j]), rank=j + 1, cosine=float(sims[j]), index=j)
               for j in range(min(k, len(ids)))]
+    if sources is not None:
+        for row, it in zip(items, res.items, strict=True):
+            row.update(origin=sources[it.index], flags=list(it.flags), action=it.action)
+        for row in cosine:
+            row["origin"] = sources[row["index"]]
     return QueryOutcome(question, k, fetch_k, items, cosine, receipt)
 
 
@@ -533,6 +573,9 @@ def reproduce(receipt: dict, store: IndexStore) -> tuple[QueryOutcome, dict]:
         vec = decode_vector(prov["query_embedding"])
     except (KeyError, TypeError) as exc:
         raise ValueError(f"the receipt's provenance is incomplete (missing {exc})") from None
+    trust = prov.get("trust")
+    if trust is not None and not (isinstance(trust, dict) and isinstance(trust.get("trusted_sources"), list)):
+        raise ValueError("the receipt's provenance.trust has no list of trusted_sources")
     # re-run on the backend that produced the receipt (the two agree to the CG tolerance, not
     # bit for bit); receipts from before the field existed came from the numpy backend
     solver = receipt.get("solver") if isinstance(receipt.get("solver"), dict) else {}
@@ -543,7 +586,7 @@ def reproduce(receipt: dict, store: IndexStore) -> tuple[QueryOutcome, dict]:
         raise ValueError(f"the receipt was produced by the {backend!r} backend, which is not available here "
                          f"(install 'oscillink-core[fast]' for numba)")
     out = run_query(store, question, k=k, fetch_k=fetch_k, params=receipt.get("params"), query_vec=vec,
-                    backend=backend)
+                    backend=backend, trusted_sources=None if trust is None else trust["trusted_sources"])
     from .embeddings import embed
 
     fresh = embed([question])[0]

@@ -123,10 +123,25 @@ def meta(n: int, d: int, k_req: int, k_eff: int, p: LatticeParams, pid: str, rid
             "response_id": rid, "usage": {"nodes": n, "node_dim_units": n * d}}
 
 
+def check_sources(sources: list | None, n: int | None) -> None:
+    """The rerank request's ``sources`` against its ``n`` candidates (None: an --index query, which
+    takes no ``sources``); an InputError otherwise. Each entry's type and length are the schema's."""
+    if sources is None:
+        return
+    if n is None:
+        raise InputError("sources apply to candidates; an --index query judges the index's passages by the sources "
+                         "stored with them (give trusted_sources alone)")
+    if len(sources) != n:
+        raise InputError(f"sources has {len(sources)} entries; candidates has {n} (one source, or null, per "
+                         "candidate, in their order)")
+
+
 def text_rerank(query_vec: np.ndarray, cand_vecs: np.ndarray, ids: list, k: int, p: LatticeParams,
-                sign_key: str | None, light: bool, texts: list[str] | None = None, query_text: str | None = None):
+                sign_key: str | None, light: bool, texts: list[str] | None = None, query_text: str | None = None,
+                sources: list | None = None, trusted_sources: list | None = None):
     return rerank(query_vec, cand_vecs, k=min(k, len(ids)), ids=ids, params=p, sign_key=sign_key,
-                  light_receipt=light, texts=texts, query_text=query_text)
+                  light_receipt=light, texts=texts, query_text=query_text, sources=sources,
+                  trusted_sources=trusted_sources)
 
 
 # ---------------------------------------------------------------- feedback inputs (binary, compact)

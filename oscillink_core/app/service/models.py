@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Id = str | int
+SourceName = Annotated[str, Field(min_length=1, max_length=2048)]
 
 
 class Params(BaseModel):
@@ -116,6 +117,16 @@ class RerankRequest(BaseModel):
     include_receipt: bool = True
     sign: bool = False
     keep_for_feedback: bool = Field(False, description="keep the inputs so /v1/feedback can name this response")
+    sources: list[SourceName | None] | None = Field(
+        None, max_length=5000,
+        description="where each candidate came from (a domain, a collection, ...; null where unknown), one per "
+                    "candidate and in their order; judged against trusted_sources. Not with --index queries: "
+                    "the index's passages carry their own sources")
+    trusted_sources: list[SourceName] | None = Field(
+        None, max_length=10000,
+        description="the sources you trust (compared exactly): when the screening pool holds a candidate from "
+                    "one, candidates whose known source is not trusted are flagged untrusted_source and go "
+                    "behind the others; the receipt binds both lists")
 
 
 class RerankItem(BaseModel):

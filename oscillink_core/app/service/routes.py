@@ -256,6 +256,7 @@ def rerank_text(req: RerankRequest, request: Request, response: Response, key: A
     if req.candidates is None:
         if s.index is None:
             raise calc.InputError("candidates are missing and this server has no --index to query")
+        calc.check_sources(req.sources, None)
         n = min(req.fetch_k, len(s.index.chunks))
         d = EMBED_DIM
         calc.check_size(n, d, st)
@@ -269,7 +270,7 @@ def rerank_text(req: RerankRequest, request: Request, response: Response, key: A
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             out = run_query(s.index, req.query, k=req.k, fetch_k=req.fetch_k, params=p, query_vec=q,
-                            sign_key=sign)
+                            sign_key=sign, trusted_sources=req.trusted_sources)
         fetched, _ = s.index.search(q, req.fetch_k)
         all_ids = [s.index.chunks[int(r)]["id"] for r in fetched]
         if req.keep_for_feedback:  # the fetched candidates' vectors, in their order
@@ -290,6 +291,7 @@ def rerank_text(req: RerankRequest, request: Request, response: Response, key: A
     ids = list(range(len(cands))) if isinstance(cands[0], str) else [c.id for c in cands]
     if len({json.dumps(i) for i in ids}) != len(ids):
         raise calc.InputError("candidate ids must be unique")
+    calc.check_sources(req.sources, len(cands))
     if max(len(t) for t in texts + [req.query]) > st.max_text_chars:
         raise calc.TooLargeError(f"a text exceeds the server's limit of {st.max_text_chars} characters")
     n, d = len(texts), EMBED_DIM
@@ -301,8 +303,10 @@ def rerank_text(req: RerankRequest, request: Request, response: Response, key: A
         V = embed([req.query, *texts])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = calc.text_rerank(V[0], V[1:], ids, req.k, p, sign, light=False, texts=texts, query_text=req.query)
-    items = [{**it.to_dict(), "text": texts[it.index]} for it in res.items]
+        res = calc.text_rerank(V[0], V[1:], ids, req.k, p, sign, light=False, texts=texts, query_text=req.query,
+                               sources=req.sources, trusted_sources=req.trusted_sources)
+    items = [{**it.to_dict(), "text": texts[it.index],
+              **({} if req.sources is None else {"source": req.sources[it.index]})} for it in res.items]
     if req.keep_for_feedback:
         _stash(request, key, rid, V[1:], V[0], ids, res.ids)
     _finish(response, headers, pid)

@@ -31,8 +31,11 @@ from oscillink_core.app.adapters import (
     RETRIEVAL_SCORE_KEY,
     SCORE_KEY,
     check_score_threshold,
+    check_source_key,
     check_top_n,
+    check_trusted_sources,
     dedupe,
+    metadata_source,
     rerank_candidates,
     result_metadata,
     trace_summary,
@@ -106,11 +109,18 @@ class OscillinkPostprocessor(BaseNodePostprocessor):
     embeds as before; from LLM metadata the receipt is always excluded and the scores unless
     ``scores_in_llm_metadata=True``. Repeated inputs (same node id and text) are ranked once, at their
     first position; the receipt counts them. ``top_n=None`` returns every node, ``score_threshold``
-    drops nodes scored below it.
+    drops nodes scored below it. The receipt's ``bundle`` gives each returned node's screening
+    ``flags`` and ``action``, and ``screen.screened`` the candidates kept out.
 
-    Serialisation: ``to_dict``/``from_dict`` keep ``top_n``, ``params``, ``receipt_key`` and
-    ``scores_in_llm_metadata``. The signing key, ``embed_model`` and ``vector_store`` are secrets or
-    handles and are not serialised: pass them again (or use ``from_index``) after ``from_dict``.
+    With ``trusted_sources``, each node's source is ``node.metadata[source_key]`` (None when
+    missing): when the screening pool holds a node from a trusted source, nodes whose known source
+    is not trusted are flagged ``"untrusted_source"`` and go behind the others (see
+    `oscillink_core.provenance`); nodes without a source are left as they are.
+
+    Serialisation: ``to_dict``/``from_dict`` keep ``top_n``, ``params``, ``receipt_key``,
+    ``scores_in_llm_metadata``, ``trusted_sources`` and ``source_key``. The signing key,
+    ``embed_model`` and ``vector_store`` are secrets or handles and are not serialised: pass them
+    again (or use ``from_index``) after ``from_dict``.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -140,6 +150,16 @@ class OscillinkPostprocessor(BaseNodePostprocessor):
         description="Also show oscillink_score, oscillink_rank and retrieval_score to the LLM (by default they are "
                     "excluded from LLM metadata like the receipt; they are always excluded from embedding metadata).",
     )
+    trusted_sources: list[str] | None = Field(
+        default=None,
+        description="The sources you trust, compared exactly with node.metadata[source_key]; None: no trust "
+                    "policy (sources are not read). Any collection of non-empty str is accepted and stored "
+                    "sorted; a single string is refused.",
+    )
+    source_key: str = Field(
+        default="source", min_length=1,
+        description="The node metadata key holding each node's source (read only with trusted_sources).",
+    )
     sign_key: SecretStr | SecretBytes | None = Field(
         default=None, exclude=True, repr=False,
         description="Optional HMAC-SHA256 key; receipts are signed with it (never serialised).",
@@ -166,6 +186,17 @@ class OscillinkPostprocessor(BaseNodePostprocessor):
     @classmethod
     def _check_threshold(cls, v: Any) -> float | None:
         return check_score_threshold(v)
+
+    @field_validator("trusted_sources", mode="before")
+    @classmethod
+    def _check_trusted(cls, v: Any) -> list[str] | None:
+        out = check_trusted_sources(v)
+        return None if out is None else sorted(out)
+
+    @field_validator("source_key", mode="before")
+    @classmethod
+    def _check_source_key(cls, v: Any) -> str:
+        return check_source_key(v)
 
     @field_validator("params", mode="before")
     @classmethod
@@ -285,11 +316,16 @@ class OscillinkPostprocessor(BaseNodePostprocessor):
             provenance["score_source"] = kind_note
         if note:
             provenance["vector_store_note"] = note
+        sources = None
+        if self.trusted_sources is not None:
+            sources = [metadata_source(n.node.metadata, self.source_key) for n in nodes]
+            provenance["sources"] = f"node.metadata[{self.source_key!r}]"
         sign = self.sign_key.get_secret_value() if self.sign_key is not None else None
         ranked = rerank_candidates(query_vec, Y, ids=[n.node.node_id for n in nodes], top_n=self.top_n,
                                    params=self.params, provenance=provenance, score_threshold=self.score_threshold,
                                    sign_key=sign, texts=[n.node.get_content() for n in nodes],
-                                   query_text=query_bundle.query_str)
+                                   query_text=query_bundle.query_str, sources=sources,
+                                   trusted_sources=self.trusted_sources)
         receipt_json = json.dumps(ranked.receipt, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         first_key = RETRIEVAL_DISTANCE_KEY if kind == "distance" else RETRIEVAL_SCORE_KEY
         added_keys = [RELEVANCE_KEY, SCORE_KEY, RANK_KEY, first_key, RETRIEVAL_RANK_KEY, self.receipt_key]
