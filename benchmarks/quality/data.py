@@ -61,6 +61,7 @@ class Dataset:
     traps: set[str] = field(default_factory=set)  # ids of generated trap passages (all queries)
     trap_kind: dict[str, str] = field(default_factory=dict)  # trap id -> "counterfactual" | "lookalike"
     description: str = ""
+    sources: dict[str, str] = field(default_factory=dict)  # doc id -> provenance (e.g. the URL's host), if known
 
 
 # ----------------------------------------------------------------------------- SciFact
@@ -464,6 +465,31 @@ def first_stage(doc_emb: np.ndarray, q_emb: np.ndarray, n: int = N_CANDIDATES) -
 
 
 def prepare(name: str, rows: list[dict] | None = None) -> Prepared:
+    if name.startswith("gpe_"):
+        try:
+            from .gpe_data import load_gpe, load_rows
+        except ImportError:  # pragma: no cover - script-style import
+            from gpe_data import load_gpe, load_rows
+        grows = load_rows()
+        ds, meta = load_gpe(name, grows)
+        # one cache for the whole GPE corpus; each variant takes its rows from it
+        all_ids = list(meta)
+        X_all = cached_embed("gpe_docs", [meta[d]["text"] for d in all_ids])
+        pos = {d: j for j, d in enumerate(all_ids)}
+        doc_emb = X_all[[pos[d] for d in ds.doc_ids]]
+        splits = {}
+        for part in ("train", "test"):
+            s = getattr(ds, part)
+            q_emb = cached_embed(f"gpe_{part}_claims", s.qtexts)
+            cand, score = first_stage(doc_emb, q_emb)
+            splits[part] = {"split": s, "q_emb": q_emb, "cand": cand, "cand_score": score}
+        return Prepared(ds, doc_emb, splits)
+    if name.startswith(("adv_", "benign_")):  # benchmarks/quality/families.py
+        try:
+            from .families import prepare_family
+        except ImportError:  # pragma: no cover - script-style import
+            from families import prepare_family
+        return prepare_family(name, rows if rows is not None else load_halueval_rows())
     if name == "scifact":
         ds = load_scifact()
         doc_emb = cached_embed("scifact_corpus", ds.doc_texts)
