@@ -37,6 +37,9 @@ __all__ = ["tokens", "content_terms", "is_question", "restates", "asks", "beyond
            "speaks_of_something_else", "edit_lean", "siblings", "STOP_WORDS"]
 
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+# On ASCII text _TOKEN's class [^\W_] is exactly [A-Za-z0-9] (str.isalnum of the 128 ASCII characters), and
+# the lower-cased text holds no A-Z: the same tokens, found without Unicode category look-ups.
+_ASCII_TOKEN = re.compile(r"[a-z0-9]+")
 
 STOP_WORDS = frozenset("""
 a about above after again against all also am an and another any are as at be because been before being
@@ -55,7 +58,8 @@ def tokens(text: str) -> list[str]:
     >>> tokens("Arthur's Magazine (1844-1846)")
     ['arthur', 's', 'magazine', '1844', '1846']
     """
-    return _TOKEN.findall(text.lower())
+    low = text.lower()
+    return _ASCII_TOKEN.findall(low) if low.isascii() else _TOKEN.findall(low)
 
 
 def content_terms(question: str) -> list[str]:
@@ -64,9 +68,13 @@ def content_terms(question: str) -> list[str]:
     >>> content_terms("Which magazine was started first, Arthur's Magazine or First for Women?")
     ['magazine', 'started', 'arthur', 'women']
     """
+    return _content_terms(tokens(question))
+
+
+def _content_terms(question_tokens: Sequence[str]) -> list[str]:
     out: list[str] = []
     seen: set[str] = set()
-    for t in tokens(question):
+    for t in question_tokens:
         if len(t) < 2 or t in STOP_WORDS or t in seen:
             continue
         seen.add(t)
@@ -90,25 +98,31 @@ def is_question(text: str) -> bool:
 
 
 def _shortest_cover(terms: set[str], toks: Sequence[str]) -> tuple[int, int] | None:
-    """(start, stop) of the shortest stretch of ``toks`` holding every term (None when some is absent)."""
+    """(start, stop) of the shortest stretch of ``toks`` holding every term (None when some is absent);
+    of equally short stretches the first.
+
+    The window slides over the positions of the terms only: a shortest stretch starts and ends
+    with a term, so the tokens between them need no visit.
+    """
+    hits = [(i, t) for i, t in enumerate(toks) if t in terms]
     need = len(terms)
-    have = 0
+    if need == 0 or len({t for _, t in hits}) < need:
+        return None
     count: Counter[str] = Counter()
+    have = 0
     best: tuple[int, int] | None = None
     left = 0
-    for right, t in enumerate(toks):
-        if t in terms:
-            count[t] += 1
-            if count[t] == 1:
-                have += 1
+    for right, t in hits:
+        count[t] += 1
+        if count[t] == 1:
+            have += 1
         while have == need:
-            if best is None or right + 1 - left < best[1] - best[0]:
-                best = (left, right + 1)
-            u = toks[left]
-            if u in terms:
-                count[u] -= 1
-                if count[u] == 0:
-                    have -= 1
+            start, u = hits[left]
+            if best is None or right + 1 - start < best[1] - best[0]:
+                best = (start, right + 1)
+            count[u] -= 1
+            if count[u] == 0:
+                have -= 1
             left += 1
     return best
 
@@ -208,10 +222,13 @@ def edit_lean(a: Sequence[str], b: Sequence[str], terms: Sequence[str], *, max_c
     >>> edit_lean(a, b, t), edit_lean(a, b, t, shared=False)
     ('tie', 'a')
     """
-    change = _small_substitution(a, b, max_change, max_tokens)
-    if change is None:
-        return None
-    return _lean(a, b, *change, set(terms), shared)
+    return _lean_of(a, b, _small_substitution(a, b, max_change, max_tokens), set(terms), shared)
+
+
+def _lean_of(a: Sequence[str], b: Sequence[str], change: tuple[set[str], set[str]] | None, q: set[str],
+             shared: bool) -> str | None:
+    """`edit_lean` from the result of `_small_substitution` (``q``: the question's content words)."""
+    return None if change is None else _lean(a, b, *change, q, shared)
 
 
 def _small_substitution(a: Sequence[str], b: Sequence[str], max_change: float, max_tokens: int | None
@@ -258,8 +275,77 @@ def siblings(a: Sequence[str], b: Sequence[str], terms: Sequence[str], *, max_ch
     >>> siblings(page, tokens("The 1926 Navy team played in Baltimore."), t)
     False
     """
-    change = _small_substitution(a, b, max_change, max_tokens)
+    return _siblings_of(a, b, _small_substitution(a, b, max_change, max_tokens), set(terms))
+
+
+def _siblings_of(a: Sequence[str], b: Sequence[str], change: tuple[set[str], set[str]] | None, q: set[str]
+                 ) -> bool:
+    """`siblings` from the result of `_small_substitution` (``q``: the question's content words)."""
     if change is None:
         return False
-    q = set(terms)
     return _lean(a, b, *change, q, True) == "tie" and _lean(a, b, *change, q, False) != "tie"
+
+
+class _TextMemo:
+    """The text work on one candidate set and one question, shared by the screening calls of one
+    ranking (`ranking.rank_and_screen` screens up to twice and splits template siblings; each
+    of them reads the same passages and diffs the same near-copies).
+
+    Holds the question's tokens, content words and `is_question`, and per candidate index its
+    tokens and `restates`; `_small_substitution` per *ordered* pair of indices (difflib's
+    alignment is not symmetric, so (a, b) and (b, a) are separate entries). Results equal the
+    direct calls of the module's functions. One memo belongs to one call: it is not shared
+    between threads or across candidate sets.
+    """
+
+    __slots__ = ("texts", "query_text", "q_tokens", "terms", "term_set", "asking", "_tokens", "_restates",
+                 "_change")
+
+    def __init__(self, texts: Sequence[str], query_text: str):
+        self.texts = texts
+        self.query_text = query_text
+        self.q_tokens = tokens(query_text)
+        self.terms = _content_terms(self.q_tokens)
+        self.term_set = set(self.terms)
+        self.asking = is_question(query_text)
+        self._tokens: dict[int, list[str]] = {}
+        self._restates: dict[int, bool] = {}
+        self._change: dict[tuple, tuple[set[str], set[str]] | None] = {}
+
+    def holds(self, texts: Sequence[str], query_text: str) -> bool:
+        """Is this the memo of these texts (the same object) and this question?"""
+        return texts is self.texts and query_text == self.query_text
+
+    def tokens(self, i: int) -> list[str]:
+        """`tokens` of candidate ``i``'s text (the list is shared: do not modify it)."""
+        t = self._tokens.get(i)
+        if t is None:
+            t = self._tokens[i] = tokens(self.texts[i])
+        return t
+
+    def restates(self, i: int) -> bool:
+        """`restates` of candidate ``i`` (default ``min_terms``)."""
+        r = self._restates.get(i)
+        if r is None:
+            r = self._restates[i] = restates(self.q_tokens, self.terms, self.tokens(i))
+        return r
+
+    def change(self, i: int, j: int, max_change: float, max_tokens: int | None
+               ) -> tuple[set[str], set[str]] | None:
+        """`_small_substitution` of candidates ``i`` and ``j`` in this order."""
+        key = (i, j, max_change, max_tokens)
+        if key in self._change:
+            return self._change[key]
+        c = self._change[key] = _small_substitution(self.tokens(i), self.tokens(j), max_change, max_tokens)
+        return c
+
+    def edit_lean(self, i: int, j: int, *, max_change: float = 0.2, max_tokens: int | None = 6,
+                  shared: bool = True) -> str | None:
+        """`edit_lean` of candidates ``i`` and ``j`` (in this order) for the question."""
+        return _lean_of(self.tokens(i), self.tokens(j), self.change(i, j, max_change, max_tokens), self.term_set,
+                        shared)
+
+    def siblings(self, i: int, j: int, *, max_change: float = 0.2, max_tokens: int | None = 6) -> bool:
+        """`siblings` of candidates ``i`` and ``j`` (in this order) for the question."""
+        return _siblings_of(self.tokens(i), self.tokens(j), self.change(i, j, max_change, max_tokens),
+                            self.term_set)
