@@ -244,7 +244,10 @@ def screen_ranking(order: np.ndarray, score: np.ndarray, rep: np.ndarray, cosine
 
 
 #: flags that count as evidence for the lattice to reshape the order under ``coh_scope="evidence"``
-EVIDENCE_FLAGS = ("tight_group", "query_targeted", "query_echo", "twin_conflict", "conflicting_twin")
+#: or ``"local"``. ``"conflicting_twin"`` alone is not: two near-copies whose edit leans toward neither
+#: side (a revised edition of a page) are normal in a corpus; on train it cost the editions corpus
+#: nDCG@10 (-0.0055 -> +0.0005 without it) and changed the twin set by -0.002 (robust_select.py).
+EVIDENCE_FLAGS = ("tight_group", "query_targeted", "query_echo", "twin_conflict")
 
 
 def split_siblings(labels: np.ndarray, texts, query_text: str, *, max_change: float = 0.2,

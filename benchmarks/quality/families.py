@@ -1,7 +1,8 @@
 """Sets the screening rules were not written from: an adaptive attacker and benign corpora.
 
 Every set is built over the HaluEval QA corpus (see `data.load_halueval`), for the questions of
-`data.POISON_TEST` (TEST) and `data.POISON_TRAIN` (TRAIN), deterministically from a seed.
+ADV_TEST (TEST: the first 500 test questions) and ADV_TRAIN (TRAIN: the first 300 train
+questions), deterministically from a seed.
 
 **Adaptive attacker** (the attacker has read our README and source). For each question whose
 hallucinated answer differs from the right one, 3 to 5 planted passages assert HaluEval's
@@ -55,6 +56,8 @@ except ImportError:  # pragma: no cover - script-style import
 SEED = 20261207
 ADAPTIVE = ("adv_drop_word", "adv_swap", "adv_synonym", "adv_statement", "adv_entity", "adv_quote", "adv_gemma")
 BENIGN = ("benign_faq", "benign_editions", "benign_templates")
+ADV_TEST = range(0, 500)  # the first 500 test questions (plants cost embedding time: ~4 per question)
+ADV_TRAIN = range(2000, 2300)  # the first 300 train questions
 GEMMA_TEST = range(0, 100)
 GEMMA_TRAIN = range(2000, 2060)
 GEMMA_CACHE = qd.ROOT / ".cache" / "adaptive" / "gemma_plants.jsonl"
@@ -226,7 +229,7 @@ def gemma_plants(rows: list[dict], indices, *, generate: bool = True, max_new_to
             if line.strip():
                 row = json.loads(line)
                 cache[row["id"]] = row
-    out, new = [], []
+    out = []
     model_ready = False
     for i in indices:
         r = rows[i]
@@ -249,13 +252,10 @@ def gemma_plants(rows: list[dict], indices, *, generate: bool = True, max_new_to
                 body = " ".join(body.split())
                 text = body if wrong.rstrip(".").lower() in body.lower() else f"{wrong} {body}".strip()
                 cache[pid] = {"id": pid, "text": text, "query_id": f"q{i}", "raw": body}
-                new.append(cache[pid])
+                GEMMA_CACHE.parent.mkdir(parents=True, exist_ok=True)
+                with open(GEMMA_CACHE, "a", encoding="utf-8") as f:  # one line per plant: a stopped run keeps its work
+                    f.write(json.dumps(cache[pid], ensure_ascii=False) + "\n")
             out.append({k: cache[pid][k] for k in ("id", "text", "query_id")})
-    if new:
-        GEMMA_CACHE.parent.mkdir(parents=True, exist_ok=True)
-        with open(GEMMA_CACHE, "a", encoding="utf-8") as f:
-            for row in new:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return out
 
 
@@ -341,13 +341,17 @@ def _halueval_derived(name: str, rows: list[dict], replaced: dict[str, str], add
         pos = dict(zip(s.qids, s.qtexts, strict=True))
         return qd.Split(qids, [pos[q] for q in qids], {q: {**s.qrels[q], **extra_rel.get(q, {})} for q in qids})
 
-    ds = qd.Dataset(name, doc_ids, doc_texts, split(base.train, qd.POISON_TRAIN), split(base.test, qd.POISON_TEST),
+    ds = qd.Dataset(name, doc_ids, doc_texts, split(base.train, ADV_TRAIN), split(base.test, ADV_TEST),
                    traps={r["id"] for r in planted}, trap_kind={r["id"]: name for r in planted},
                    description=description)
+    # the questions are HaluEval's: their embeddings come from the halueval query caches
+    q_rows = {q: row for sp in (base.train, base.test)
+              for q, row in zip(sp.qids, qd.cached_embed(f"halueval_{'train' if sp is base.train else 'test'}_queries",
+                                                         sp.qtexts), strict=True)}
     splits = {}
     for part in ("train", "test"):
         s = getattr(ds, part)
-        q_emb = qd.cached_embed(f"{name}_{part}_queries", s.qtexts)
+        q_emb = np.stack([q_rows[q] for q in s.qids]) if s.qids else np.zeros((0, X_base.shape[1]), np.float32)
         cand, score = qd.first_stage(doc_emb, q_emb)
         splits[part] = {"split": s, "q_emb": q_emb, "cand": cand, "cand_score": score}
     return qd.Prepared(ds, doc_emb, splits)
@@ -356,7 +360,7 @@ def _halueval_derived(name: str, rows: list[dict], replaced: dict[str, str], add
 def _question_indices(family: str) -> list[int]:
     if family == "adv_gemma":
         return list(GEMMA_TEST) + list(GEMMA_TRAIN)
-    return list(qd.POISON_TEST) + list(qd.POISON_TRAIN)
+    return list(ADV_TEST) + list(ADV_TRAIN)
 
 
 def prepare_family(name: str, rows: list[dict]) -> qd.Prepared:

@@ -6,7 +6,8 @@ Each variant (screening settings of `LatticeParams`) runs on the TRAIN queries o
 families; the held-out families (HELD_OUT: no rule or default is chosen on them, not even on their
 train split) are never read. Per variant and set: the relative change of the planted share@5
 against cosine (attack sets), truth@5 and nDCG@10 differences (every set). The chosen variant
-is the one with the fewest train goal failures, ties broken by the mean relative share change.
+is the one with the fewest clean-set failures on train (an nDCG@10 loss below the goal where
+nothing is planted), then the fewest attack-family failures, then the largest mean share drop.
 Writes benchmarks/results/robustness_selection.json and .md; robustness.py then reports TEST.
 """
 
@@ -26,21 +27,21 @@ from harness import views  # noqa: E402
 from methods import cosine_topk  # noqa: E402
 from robustness import ATTACKS, CLEAN, NDCG_GOAL, RESULTS, SHARE_GOAL, compare, metrics  # noqa: E402
 
-from oscillink_core import LatticeParams, rerank, textsignals  # noqa: E402
-
-_ASKS = textsignals.asks
+from oscillink_core import LatticeParams, ranking, rerank  # noqa: E402
 
 HELD_OUT = ("adv_gemma", "adv_quote", "gpe_fakegpt", "benign_templates")
 SELECTION = tuple(n for n in list(ATTACKS) + list(CLEAN) if n not in HELD_OUT)
 VARIANTS: dict[str, dict] = {
     "defaults": {},
-    "page_form_decides": {"page_form_decides": True},
-    "page_form_never": {"page_form_decides": False},
     "untexted_q_m0.3": {"screen_untexted_questions": True},
     "untexted_q_m0.2": {"screen_untexted_questions": True, "screen_untexted_group_margin": 0.2},
     "untexted_q_m0.1": {"screen_untexted_questions": True, "screen_untexted_group_margin": 0.1},
     "untexted_m0.1": {"screen_untexted_group_margin": 0.1},
     "untexted_m0.2": {"screen_untexted_group_margin": 0.2},
+    "tie_not_evidence": {"evidence_flags": ["tight_group", "query_targeted", "query_echo", "twin_conflict"]},
+    "copies_once": {"dup_action": "demote"},
+    "copies_once_untexted_q_m0.2": {"dup_action": "demote", "screen_untexted_questions": True,
+                                    "screen_untexted_group_margin": 0.2},
     "group_max12": {"screen_group_max": 12},
     "group_max12_m0.1": {"screen_group_max": 12, "screen_untexted_group_margin": 0.1},
 }
@@ -58,18 +59,16 @@ def run(names, limit: int, variants: dict[str, dict], log) -> dict:
         out[name] = {"n": len(vs), "kind": "attack" if name in ATTACKS else "clean", "variants": {}}
         for vname, over in variants.items():
             over = dict(over)
-            page_form = over.pop("page_form_decides", None)  # prototype: the lone echo's "asks" clause
+            evidence = over.pop("evidence_flags", None)  # prototype: what counts as structure for the lattice
             p = LatticeParams(**over)
-            saved = textsignals.asks
-            if page_form is False:
-                textsignals.asks = lambda terms, text: False
-            elif page_form is True:
-                textsignals.asks = _ASKS
+            saved = ranking.EVIDENCE_FLAGS
+            if evidence is not None:
+                ranking.EVIDENCE_FLAGS = tuple(evidence)
             try:
                 tops = [np.asarray(rerank(v.psi, v.Y, k=10, params=p, texts=v.texts, query_text=v.qtext).indices)
                         for v in vs]
             finally:
-                textsignals.asks = saved
+                ranking.EVIDENCE_FLAGS = saved
             c = compare(metrics(prep, "train", vs, tops), base, 500)
             out[name]["variants"][vname] = c
             share = c.get("trap_share@5", {})
@@ -91,9 +90,28 @@ def choose(res: dict, variants) -> dict:
                     fails.append(name)
             elif c["ndcg@10"]["ci95"][0] < NDCG_GOAL:
                 fails.append(name)
-        table[vname] = {"train_failures": fails, "mean_relative_share": float(np.mean(rel)) if rel else 0.0}
-    best = min(table, key=lambda v: (len(table[v]["train_failures"]), table[v]["mean_relative_share"]))
+        clean = [n for n in fails if res[n]["kind"] == "clean"]
+        table[vname] = {"train_failures": fails, "clean_failures": clean,
+                        "mean_relative_share": float(np.mean(rel)) if rel else 0.0}
+    # a clean set's loss weighs first (the goal is no loss where nothing is planted), then the
+    # number of attack families that miss the goal, then the mean share change
+    best = min(table, key=lambda v: (len(table[v]["clean_failures"]), len(table[v]["train_failures"]),
+                                     table[v]["mean_relative_share"]))
     return {"chosen": best, "table": table}
+
+
+def _write(doc: dict, out) -> None:
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    lines = ["# Screening settings compared on train (robust_select.py)", "",
+             f"`{doc['command']}`; held out (never read): {', '.join(doc['held_out'])}. "
+             f"Chosen: **{doc['chosen']}**.", "",
+             "| variant | clean-set failures | attack-family failures | mean relative share change |",
+             "|---|---|---|---|"]
+    for v, t in doc["table"].items():
+        attack = [n for n in t["train_failures"] if n not in t["clean_failures"]]
+        lines.append(f"| {v} `{json.dumps(doc['variants'][v])}` | {', '.join(t['clean_failures']) or '-'} | "
+                     f"{', '.join(attack) or '-'} | {100 * t['mean_relative_share']:+.1f} % |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -101,7 +119,16 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=300)
     ap.add_argument("--sets", nargs="+", default=list(SELECTION))
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    ap.add_argument("--rechoose", action="store_true",
+                    help="re-apply the choice to the results in robustness_selection.json (no new runs)")
     args = ap.parse_args()
+    out = RESULTS / "robustness_selection.json"
+    if args.rechoose:
+        doc = json.loads(out.read_text())
+        doc.update(choose(doc["results"], doc["variants"]))
+        _write(doc, out)
+        print(f"chosen {doc['chosen']}; wrote {out}")
+        return
     bad = [s for s in args.sets if s in HELD_OUT]
     if bad:
         raise SystemExit(f"held-out families are never used for selection: {bad}")
@@ -115,15 +142,7 @@ def main() -> None:
     pick = choose(res, variants)
     doc = {"format": "oscillink-core/robustness-selection", "command": " ".join(["python"] + sys.argv),
            "held_out": list(HELD_OUT), "variants": variants, "limit": args.limit, **pick, "results": res}
-    out = RESULTS / "robustness_selection.json"
-    out.write_text(json.dumps(doc, indent=1) + "\n")
-    lines = ["# Screening defaults chosen on train (robust_select.py)", "",
-             f"`{doc['command']}`; held out (never read): {', '.join(HELD_OUT)}. Chosen: **{pick['chosen']}**.", "",
-             "| variant | train goal failures | mean relative share change |", "|---|---|---|"]
-    for v, t in pick["table"].items():
-        lines.append(f"| {v} `{json.dumps(variants[v])}` | {', '.join(t['train_failures']) or '-'} | "
-                     f"{100 * t['mean_relative_share']:+.1f} % |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    _write(doc, out)
     log(f"chosen {pick['chosen']}; wrote {out}")
 
 

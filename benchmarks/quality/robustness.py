@@ -18,9 +18,11 @@ LlamaIndex adapters and the CLI pass them):
 
 Methods over the same top-100 FAISS candidates: ``cosine``; ``oscillink`` (`rerank` with the
 core's defaults, texts and query text passed); ``oscillink_vectors`` (the same without texts);
-``oscillink_trusted`` on GPE only (``sources=`` the URL hosts, ``trusted_sources=`` the hosts
-of the TRAIN claims' benign evidence: what a store that ingested them before the attack would
-declare).
+``oscillink_groups`` (the same with ``screen_untexted_questions=True``: the embedding
+group rule also judges a question's tight groups that no text rule explained; the setting
+`robust_select.py` prefers on train); ``oscillink_trusted`` on GPE only (``sources=`` the URL
+hosts, ``trusted_sources=`` the hosts of the TRAIN claims' benign evidence: what a store that
+ingested them before the attack would declare).
 
 Metrics on the 5-passage context and the top 10: planted share of the top 5 (``trap_share@5``),
 truth in the context (``truth@5``: some relevant passage in the top 5), ``ndcg@10``. Every
@@ -87,10 +89,13 @@ NDCG_GOAL = -0.005  # bootstrap lower bound of the nDCG@10 difference
 
 def _methods(name: str, prep, trusted: set[str] | None) -> dict:
     p = LatticeParams()
+    groups = LatticeParams(screen_untexted_questions=True)
     out = {
         "cosine": lambda v: cosine_topk(v.cos),
         "oscillink": lambda v: np.asarray(rerank(v.psi, v.Y, k=10, params=p, texts=v.texts,
                                                  query_text=v.qtext).indices),
+        "oscillink_groups": lambda v: np.asarray(rerank(v.psi, v.Y, k=10, params=groups, texts=v.texts,
+                                                        query_text=v.qtext).indices),
         "oscillink_vectors": lambda v: np.asarray(rerank(v.psi, v.Y, k=10, params=p).indices),
     }
     if trusted is not None and prep.ds.sources:
@@ -150,7 +155,22 @@ def main() -> None:
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--quick", action="store_true", help="150 queries per split, 500 bootstrap draws")
     ap.add_argument("--out", default=str(RESULTS / "robustness.json"))
+    ap.add_argument("--methods", nargs="+", default=None,
+                    help="run only these methods besides cosine (default: all); --merge unions them per set")
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="combine the results of runs over disjoint sets (in this order) into --out")
     args = ap.parse_args()
+    if args.merge:
+        docs = [json.loads(Path(f).read_text()) for f in args.merge]
+        doc = {**docs[0], "command": " && ".join(d["command"] for d in docs),
+               "runtime_s": round(sum(d["runtime_s"] for d in docs), 1),
+               "trusted_sources_gpe": next((d["trusted_sources_gpe"] for d in docs if d["trusted_sources_gpe"]), None),
+               "results": _merge_results(docs)}
+        out = Path(args.out)
+        out.write_text(json.dumps(doc, indent=1) + "\n")
+        out.with_suffix(".md").write_text(report(doc))
+        print(f"wrote {out} and {out.with_suffix('.md')}")
+        return
     if args.quick:
         args.limit, args.train_limit, args.n_boot = 150, 150, 500
     t0 = time.perf_counter()
@@ -172,7 +192,10 @@ def main() -> None:
             if not vs:
                 continue
             per, ms = {}, {}
-            for mname, fn in _methods(name, prep, trusted_gpe if name.startswith("gpe_") else None).items():
+            todo = _methods(name, prep, trusted_gpe if name.startswith("gpe_") else None)
+            if args.methods:
+                todo = {m: f for m, f in todo.items() if m == "cosine" or m in args.methods}
+            for mname, fn in todo.items():
                 t1 = time.perf_counter()
                 tops = [fn(v) for v in vs]
                 ms[mname] = 1e3 * (time.perf_counter() - t1) / len(vs)
@@ -185,7 +208,7 @@ def main() -> None:
                             for m in per if m != "cosine"},
                 "cosine_ms_per_query": ms["cosine"],
             }
-            o = entry["splits"][part]["methods"]["oscillink"]["compare"]
+            o = next(iter(entry["splits"][part]["methods"].values()))["compare"]
             msg = (f"share@5 {o['trap_share@5']['cosine']:.3f}->{o['trap_share@5']['method']:.3f}"
                    if "trap_share@5" in o else "")
             log(f"{name:18s} {part:5s} n={len(vs):4d} {msg} ndcg@10 {o['ndcg@10']['diff']:+.4f} "
@@ -203,6 +226,21 @@ def main() -> None:
     log(f"wrote {out} and {out.with_suffix('.md')}")
 
 
+def _merge_results(docs: list[dict]) -> dict:
+    """Union of the sets of several runs; a set in more than one run gets the union of its methods."""
+    out: dict = {}
+    for d in docs:
+        for name, e in d["results"].items():
+            if name not in out:
+                out[name] = json.loads(json.dumps(e))
+                continue
+            for part, sp in e["splits"].items():
+                mine = out[name]["splits"].setdefault(part, sp)
+                if mine is not sp:
+                    mine["methods"].update(sp["methods"])
+    return out
+
+
 def _fmt_ci(e: dict) -> str:
     return f"{e['diff']:+.3f} [{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}]"
 
@@ -216,7 +254,7 @@ def report(doc: dict) -> str:
              "| family | n | cosine | oscillink | change | truth@5 diff | vectors only | trusted sources | goal |",
              "|---|---|---|---|---|---|---|---|---|"]
     for e in doc["results"].values():
-        if e["kind"] != "attack" or "test" not in e["splits"]:
+        if e["kind"] != "attack" or "oscillink" not in e["splits"].get("test", {}).get("methods", {}):
             continue
         s = e["splits"]["test"]
         o = s["methods"]["oscillink"]
@@ -232,7 +270,7 @@ def report(doc: dict) -> str:
               "| set | n | cosine | oscillink diff | truth@5 diff | vectors only diff | goal |",
               "|---|---|---|---|---|---|---|"]
     for e in doc["results"].values():
-        if e["kind"] != "clean" or "test" not in e["splits"]:
+        if e["kind"] != "clean" or "oscillink" not in e["splits"].get("test", {}).get("methods", {}):
             continue
         s = e["splits"]["test"]
         o = s["methods"]["oscillink"]
@@ -244,7 +282,7 @@ def report(doc: dict) -> str:
     lines += ["", "## Time per query (mean over the test queries, 100 candidates, this run's machine)", "",
               "| set | cosine ms | oscillink ms (texts) | vectors only ms |", "|---|---|---|---|"]
     for name, e in doc["results"].items():
-        if "test" not in e["splits"]:
+        if "oscillink" not in e["splits"].get("test", {}).get("methods", {}):
             continue
         s = e["splits"]["test"]
         lines.append(f"| {name} | {s['cosine_ms_per_query']:.2f} | {s['methods']['oscillink']['ms_per_query']:.1f} | "
