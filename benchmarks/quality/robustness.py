@@ -188,6 +188,8 @@ def main() -> None:
         entry = {"label": ATTACKS.get(name) or CLEAN.get(name, name), "kind": "attack" if name in ATTACKS else "clean",
                  "description": prep.ds.description, "splits": {}}
         for part, lim in (("train", args.train_limit), ("test", args.limit)):
+            if lim == 0:  # --train-limit 0: test only
+                continue
             vs = views(prep, part, lim)
             if not vs:
                 continue
