@@ -15,6 +15,12 @@ the packaged all-MiniLM-L6-v2, `benchmarks/quality/data.py`), rerank to a 5-pass
   objective nDCG@10 minus the planted share of the 5-passage context, 5-fold cross-validation,
   the default grid; the tuner keeps the defaults unless the held-out gain's interval is above
   zero). The profile's changes and its cross-validated gain are recorded per dataset,
+* ``cosine_isolated`` / ``oscillink_isolated`` (not run by default; ``--methods``): the same
+  5-passage context as ``cosine`` / ``oscillink``, read by isolate-then-aggregate
+  (`oscillink_core.app.aggregate`): Gemma answers from each passage alone and the answer with the
+  most independent support wins; passages whose MiniLM cosine is ``>= --near-duplicate`` (0.9)
+  count once (the datasets carry no source labels). Retrieval metrics are those of the base
+  method; per question the record holds every passage's answer, the votes and the groups,
 
 then ask Gemma 3 270M (`oscillink_core.app.llm`, greedy, the few-shot QA prompt, the passages in
 rank order) and score the answer against HaluEval's right answer:
@@ -40,7 +46,8 @@ identical contexts cost one generation and a rerun costs little more than the tu
 ``oscillink_tuned`` (2 to 20 minutes per dataset on 2 busy cores: the trap set's text twin rule
 compares many near-copies; ``--tune-limit`` trades it for fewer train questions).
 
-Run: ``python benchmarks/e2e/run.py [--n 20] [--datasets halueval,halueval_traps,...]``; writes
+Run: ``python benchmarks/e2e/run.py [--n 20] [--datasets halueval,halueval_traps,...]
+[--methods cosine,oscillink,cosine_isolated,oscillink_isolated]``; writes
 ``benchmarks/results/e2e.json`` and ``e2e.md``. Runs over disjoint datasets can go in parallel
 (``--out`` each) and be combined with ``--merge A.json B.json ...``; the merged file records every
 command. The output is rewritten after every question, so an interrupted run leaves a valid file
@@ -80,7 +87,10 @@ from oscillink_core.evaluation import evaluate_rankings, paired_bootstrap_ci  # 
 
 LLM_DATASETS = ("halueval", "halueval_traps", "halueval_poison", "two_hop")
 DEFAULT_DATASETS = LLM_DATASETS + ("scifact",)
-METHODS = ("cosine", "mmr", "oscillink", "oscillink_drop", "oscillink_tuned")
+METHODS = ("cosine", "mmr", "oscillink", "oscillink_drop", "oscillink_tuned", "cosine_isolated", "oscillink_isolated")
+DEFAULT_METHODS = METHODS[:5]
+ISOLATED = {"cosine_isolated": "cosine", "oscillink_isolated": "oscillink"}  # method -> the context it reads
+NEAR_DUPLICATE = 0.9
 MMR_LAMBDA = 0.7
 K_CONTEXT = 5
 K_EVAL = 10
@@ -158,8 +168,10 @@ def tuned_params(prep: data.Prepared, limit: int):
     return res.params, info
 
 
-def contexts(prep: data.Prepared, qi: int, drop_params: dict, question: str, tuned=None) -> dict[str, dict]:
-    """Top-10 index lists (into the 100 candidates) per method, plus oscillink's flags."""
+def contexts(prep: data.Prepared, qi: int, drop_params: dict, question: str, tuned=None,
+             methods=DEFAULT_METHODS) -> dict[str, dict]:
+    """Top-10 index lists (into the 100 candidates) per method, plus oscillink's flags (the
+    reranks of ``methods`` and of the contexts their isolated variants read)."""
     sp = prep.splits["test"]
     cand = sp["cand"][qi]
     Y = prep.doc_emb[cand]
@@ -169,7 +181,10 @@ def contexts(prep: data.Prepared, qi: int, drop_params: dict, question: str, tun
     cand_texts = [prep.ds.doc_texts[j] for j in cand]
     out = {"cosine": {"top": cosine_topk(cos, K_EVAL).tolist()},
            "mmr": {"top": mmr_topk(Y, cos, MMR_LAMBDA, K_EVAL).tolist()}}
+    needed = {ISOLATED.get(m, m) for m in methods}
     for name, params in (("oscillink", None), ("oscillink_drop", drop_params), ("oscillink_tuned", tuned)):
+        if name not in needed:
+            continue
         res = rerank(psi, Y, k=K_EVAL, ids=list(range(len(ids))), params=params,
                      texts=cand_texts, query_text=question)
         flags = {int(it.id): list(getattr(it, "flags", ()) or ()) for it in res}
@@ -191,18 +206,27 @@ def sample_indices(n_test: int, n: int, seed: int) -> list[int]:
 
 # ----------------------------------------------------------------------------- one dataset
 def run_dataset(name: str, rows: list[dict], n: int, seed: int, drop_params: dict, cache, n_boot: int,
-                use_llm: bool, on_progress=None, tune_limit: int = 200) -> dict:
+                use_llm: bool, on_progress=None, tune_limit: int = 200, methods=DEFAULT_METHODS,
+                near_duplicate: float = NEAR_DUPLICATE) -> dict:
     """One dataset over the first ``n`` questions of the seeded sample. ``on_progress(partial)`` is
-    called after each question with the result so far (so an interrupted run leaves a valid file)."""
+    called after each question with the result so far (so an interrupted run leaves a valid file).
+    ``methods``: the methods to run (cosine first; every difference is to cosine)."""
     from oscillink_core.app import llm
+    from oscillink_core.app.aggregate import isolate_then_aggregate
+
+    METHODS = tuple(methods)  # noqa: N806 - shadows the module's full list on purpose
+    if METHODS[:1] != ("cosine",):
+        raise ValueError(f"methods must start with cosine (the reference), got {METHODS}")
 
     t0 = time.perf_counter()
     prep = data.prepare(name, rows)
     split = prep.splits["test"]["split"]
     picked = sample_indices(len(split.qids), n, seed)
-    print(f"{name}: tuning on {tune_limit} train questions ...", flush=True)
-    tuned, tuned_info = tuned_params(prep, tune_limit)
-    print(f"{name}: tuned {tuned_info}", flush=True)
+    tuned, tuned_info = None, None
+    if "oscillink_tuned" in METHODS:
+        print(f"{name}: tuning on {tune_limit} train questions ...", flush=True)
+        tuned, tuned_info = tuned_params(prep, tune_limit)
+        print(f"{name}: tuned {tuned_info}", flush=True)
     texts = dict(zip(prep.ds.doc_ids, prep.ds.doc_texts, strict=True))
     traps = prep.ds.traps
     per = {m: {"em": [], "f1": [], "contains": [], "follows_false": [], "planted_in_context": [], "both@5": []}
@@ -236,6 +260,10 @@ def run_dataset(name: str, rows: list[dict], n: int, seed: int, drop_params: dic
                 if m != "cosine":
                     ci = paired_bootstrap_ci(metrics["cosine"][key], v, n_boot=n_boot, seed=0)
                     entry.update(diff_vs_cosine=float(ci.mean), ci95=[float(ci.low), float(ci.high)])
+                base = ISOLATED.get(m)
+                if base in metrics and base != "cosine" and key in ("em", "f1", "contains", "follows_false"):
+                    ci = paired_bootstrap_ci(metrics[base][key], v, n_boot=n_boot, seed=0)
+                    entry.update(diff_vs_base=float(ci.mean), ci95_vs_base=[float(ci.low), float(ci.high)])
                 summary[m][key] = entry
             if metrics[m].get("follows_false") is not None:
                 mask = np.asarray(per_d[m]["planted_in_context"], dtype=bool)
@@ -246,14 +274,16 @@ def run_dataset(name: str, rows: list[dict], n: int, seed: int, drop_params: dic
                 "n_sampled": len(done), "complete": len(done) == len(picked),
                 "sample": f"first {len(done)} of a seeded permutation (numpy default_rng({seed})) of the "
                           f"{len(split.qids)} test questions",
-                "llm": use_llm, "tuned": tuned_info, "summary": summary, "records": records[:n_done],
+                "llm": use_llm, "methods": list(METHODS), "tuned": tuned_info, "summary": summary,
+                "records": records[:n_done],
                 "llm_seconds": round(t_llm, 1),
                 "seconds": round(time.perf_counter() - t0, 1)}
 
     for j, qi in enumerate(picked):
         qid = split.qids[qi]
         question = split.qtexts[qi]
-        ctx = contexts(prep, qi, drop_params, question, tuned)
+        ctx = contexts(prep, qi, drop_params, question, tuned, METHODS)
+        cand = prep.splits["test"]["cand"][qi]
         rec = {"qid": qid, "question": question, "methods": {}}
         row = rows[int(qid[1:])] if qid.startswith("q") and qid[1:].isdigit() else None
         if use_llm and row is not None:
@@ -261,20 +291,31 @@ def run_dataset(name: str, rows: list[dict], n: int, seed: int, drop_params: dic
             rec["hallucinated_answer"] = row["hallucinated_answer"]
         rel = set(split.qrels[qid])
         for m in METHODS:
-            ids5 = ctx[m]["ids"][:K_CONTEXT]
-            rankings[m][qid] = ctx[m]["ids"]
+            base = ISOLATED.get(m, m)
+            ids5 = ctx[base]["ids"][:K_CONTEXT]
+            rankings[m][qid] = ctx[base]["ids"]
             planted = [i for i in ids5 if i in traps]
             per[m]["planted_in_context"].append(float(bool(planted)))
             per[m]["both@5"].append(float(rel <= set(ids5)))
             mrec = {"context": ids5, "planted": planted}
-            if m.startswith("oscillink"):
+            if m.startswith("oscillink") and m not in ISOLATED:
                 top5 = ctx[m]["top"][:K_CONTEXT]
                 mrec["flags"] = {ctx[m]["ids"][t]: ctx[m]["flags"].get(ix, []) for t, ix in enumerate(top5)
                                  if ctx[m]["flags"].get(ix)}
                 mrec["screened"] = ctx[m]["screened"]
             if use_llm and row is not None:
                 t1 = time.perf_counter()
-                ans = llm.answer(question, [texts[i] for i in ids5], cache=cache)
+                if m in ISOLATED:
+                    emb5 = prep.doc_emb[cand[ctx[base]["top"][:K_CONTEXT]]]
+                    agg = isolate_then_aggregate(question, [texts[i] for i in ids5], embeddings=emb5,
+                                                 near_duplicate=near_duplicate, cache=cache)
+                    ans = agg.answer
+                    mrec["isolated"] = {"answers": list(agg.answers),
+                                        "votes": [{"answer": v.answer, "passages": list(v.passages),
+                                                   "support": v.support} for v in agg.votes],
+                                        "counted_together": [list(g) for g in agg.counted_together]}
+                else:
+                    ans = llm.answer(question, [texts[i] for i in ids5], cache=cache)
                 t_llm += time.perf_counter() - t1
                 right, wrong = row["right_answer"], row["hallucinated_answer"]
                 sc = {"em": exact_match(ans, right), "f1": token_f1(ans, right), "contains": contains(ans, right),
@@ -305,7 +346,12 @@ def markdown(doc: dict) -> str:
              "Each cell: mean (difference to cosine, paired bootstrap 95% interval). "
              f"`oscillink_drop` params: `{json.dumps(doc['drop_params'])}`. `oscillink_tuned`: the profile "
              "`tune` fitted on the dataset's train questions (below each table).", ""]
+    if any(set(ds.get("methods", ())) & set(ISOLATED) for ds in doc["datasets"]):
+        lines[-2] += (" `*_isolated`: the base method's 5 passages read one at a time (isolate-then-aggregate), "
+                      "the answer with the most independent support kept (near-duplicates: MiniLM cosine >= "
+                      f"{doc.get('near_duplicate', NEAR_DUPLICATE)} count once).")
     for ds in doc["datasets"]:
+        METHODS = tuple(ds.get("methods", DEFAULT_METHODS))  # noqa: N806
         lines += [f"## {ds['dataset']} ({ds['sample']})", ""]
         t = ds.get("tuned")
         keys = [(k, lab) for k, lab in ROW_KEYS if k in ds["summary"]["cosine"]]
@@ -323,9 +369,35 @@ def markdown(doc: dict) -> str:
         recs = ds.get("records") or []
         if recs:
             same = {m: sum(r["methods"][m]["context"] == r["methods"]["cosine"]["context"] for r in recs)
-                    for m in METHODS[1:]}
-            lines += ["", "Contexts identical to cosine's (same 5 passages, same order): "
-                      + ", ".join(f"{m} {v} of {len(recs)}" for m, v in same.items()) + "."]
+                    for m in METHODS[1:] if m not in ISOLATED}
+            if same:
+                lines += ["", "Contexts identical to cosine's (same 5 passages, same order): "
+                          + ", ".join(f"{m} {v} of {len(recs)}" for m, v in same.items()) + "."]
+            pairs = [(m, ISOLATED[m]) for m in METHODS if m in ISOLATED and ISOLATED[m] in METHODS]
+            pkeys = [(k, lab) for k, lab in keys if k in ("f1", "em", "contains", "follows_false")]
+            if pairs and pkeys:
+                lines += ["", "The reader-side defence alone: each isolated method against its base (same 5 passages "
+                              "read jointly); mean difference, paired bootstrap 95% interval.", "",
+                          "| isolated - joint | " + " | ".join(lab for _, lab in pkeys) + " |",
+                          "|---|" + "---|" * len(pkeys)]
+                for m, b in pairs:
+                    cells = []
+                    for k, _ in pkeys:
+                        e = ds["summary"][m][k]
+                        if "diff_vs_base" in e:
+                            d, (lo, hi) = e["diff_vs_base"], e["ci95_vs_base"]
+                        elif b == "cosine":  # the difference to cosine is the one
+                            d, (lo, hi) = e["diff_vs_cosine"], e["ci95"]
+                        else:  # a file written before diff_vs_base was recorded
+                            cells.append("n/a")
+                            continue
+                        cells.append(f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+                    lines.append(f"| {m} - {b} | " + " | ".join(cells) + " |")
+            for m in (m for m in METHODS if m in ISOLATED and "isolated" in recs[0]["methods"][m]):
+                iso = [r["methods"][m]["isolated"] for r in recs]
+                merged = sum(bool(x["counted_together"]) for x in iso)
+                lines += ["", f"`{m}`: near-duplicates counted together in {merged} of {len(recs)} contexts; "
+                              f"no passage gave a real answer in {sum(not r['methods'][m]['answer'] for r in recs)}."]
         if t:
             g = t["cv_gain_objective"]
             lines += ["", f"`oscillink_tuned`: fitted on {t['n_train_questions']} train questions; searched changes "
@@ -345,7 +417,7 @@ def merge(paths: list[str], out: Path) -> int:
                            "runtime_s": d["runtime_s"], "answer_cache": d["answer_cache"]} for d in docs]
     doc["answer_cache"] = {k: sum(d["answer_cache"][k] for d in docs) for k in ("hits", "misses")}
     doc["runtime_s"] = max(d["runtime_s"] for d in docs)
-    for key in ("drop_params", "mmr_lambda", "k_context", "llm", "prompt"):
+    for key in ("drop_params", "mmr_lambda", "k_context", "llm", "prompt", "near_duplicate"):
         if any(d.get(key) != doc.get(key) for d in docs):
             raise SystemExit(f"cannot merge: runs differ in {key}")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -367,12 +439,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drop-params", default='{"screen": "drop"}', help="JSON params of oscillink_drop")
     ap.add_argument("--n-boot", type=int, default=5000)
     ap.add_argument("--tune-limit", type=int, default=200, help="train questions the tuned profile is fitted on")
+    ap.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                    help=f"comma-separated methods to run, cosine first (of {', '.join(METHODS)})")
+    ap.add_argument("--near-duplicate", type=float, default=NEAR_DUPLICATE,
+                    help="cosine at which the isolated methods count two passages once")
     ap.add_argument("--out", default=str(RESULTS / "e2e.json"))
     ap.add_argument("--merge", nargs="+", metavar="JSON",
                     help="combine the datasets of earlier runs (e.g. run in parallel) into --out; no new run")
     a = ap.parse_args(argv)
     if a.merge:
         return merge(a.merge, Path(a.out))
+    methods = tuple(m for m in a.methods.split(",") if m)
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown or methods[:1] != ("cosine",):
+        ap.error(f"--methods: unknown {unknown}" if unknown else "--methods must start with cosine")
     from oscillink_core.app import llm
 
     t0 = time.perf_counter()
@@ -402,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
                "prompt": "oscillink_core.app.llm.qa_prompt (two written few-shot examples)",
                "first_stage": "FAISS IndexFlatIP top 100, all-MiniLM-L6-v2", "k_context": K_CONTEXT,
                "mmr_lambda": MMR_LAMBDA, "drop_params": drop_params, "n_boot": a.n_boot,
+               "methods": list(methods), "near_duplicate": a.near_duplicate,
                "answer_cache": {"hits": cache.hits, "misses": cache.misses},
                "runtime_s": time.perf_counter() - t0, "datasets": datasets}
         tmp = path.with_name(path.name + ".tmp")
@@ -416,7 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         use_llm = name in LLM_DATASETS
         n = n_per.get(name, a.n if use_llm else a.n_retrieval_only)
         out.append(run_dataset(name, rows, n, a.seed, drop_params, cache, a.n_boot, use_llm,
-                               on_progress=lambda part: write(out + [part]), tune_limit=a.tune_limit))
+                               on_progress=lambda part: write(out + [part]), tune_limit=a.tune_limit,
+                               methods=methods, near_duplicate=a.near_duplicate))
     doc = write(out)
     print(markdown(doc))
     return 0

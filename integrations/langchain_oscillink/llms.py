@@ -7,23 +7,34 @@ answer, answers cached on disk by prompt hash. Use it with `QA_PROMPT` (the few-
     from langchain_oscillink.llms import QA_PROMPT, GemmaLLM
     chain = {"context": retriever | join_docs, "question": RunnablePassthrough()} | QA_PROMPT | GemmaLLM()
 
+`answer_isolated` is the reader-side defence (``oscillink_core.app.aggregate``): Gemma answers
+from each Document alone and the answer that independent Documents agree on is kept::
+
+    from langchain_oscillink.llms import answer_isolated
+    out = answer_isolated(question, retriever.invoke(question))
+    out["answer"], out["votes"]
+
 Needs the ``llm`` and ``langchain`` extras. Gemma is provided under and subject to the Gemma
 Terms of Use (https://ai.google.dev/gemma/terms).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
 from langchain_core.language_models.llms import LLM
 from langchain_core.prompts import PromptTemplate
 from pydantic import Field
 
+from oscillink_core.app import aggregate as _aggregate
 from oscillink_core.app import llm as _llm
 
-__all__ = ["GemmaLLM", "QA_PROMPT"]
+__all__ = ["GemmaLLM", "QA_PROMPT", "answer_isolated"]
 
 QA_PROMPT = PromptTemplate.from_template(_llm.qa_template("context", "question"))
 
@@ -61,3 +72,36 @@ class GemmaLLM(LLM):
             if s and s in text:
                 text = text[: text.index(s)]
         return text
+
+
+def answer_isolated(question: str, docs: Sequence[Document], *, llm: LLM | None = None,
+                    embeddings: Embeddings | None = None, near_duplicate: float = 0.9,
+                    source_key: str | None = None) -> dict[str, Any]:
+    """Isolate-then-aggregate over ``docs`` (best first): the reader answers ``question`` from each
+    Document alone (the `QA_PROMPT` few-shot prompt with that one passage) and the answer with the
+    most independent support is kept (rules: `oscillink_core.app.aggregate`).
+
+    ``llm``: the reader (default ``GemmaLLM()``; any LangChain LLM that completes a prompt).
+    ``embeddings``: embed the passages to find near-duplicates (cosine ``>= near_duplicate``
+    counts once); default `PackagedMiniLMEmbeddings`. ``source_key``: a metadata key (e.g.
+    ``"source"``) whose equal values count once (off by default: loaders put the file path there,
+    so every chunk of one file would share a vote). The Documents are not modified.
+
+    Returns `AggregateResult.to_dict` (``answer``, ``answered``, ``votes`` with passage indices and
+    support, per-passage ``answers``, ``groups``) plus ``ids``: each Document's ``id`` (or None).
+    """
+    docs = list(docs)
+    if not all(isinstance(d, Document) for d in docs):
+        raise ValueError("docs must be LangChain Documents")
+    texts = [d.page_content for d in docs]
+    reader = llm if llm is not None else GemmaLLM()
+    if embeddings is None:
+        from .embeddings import PackagedMiniLMEmbeddings
+
+        embeddings = PackagedMiniLMEmbeddings()
+    vecs = embeddings.embed_documents(texts) if texts and all(t.strip() for t in texts) else None
+    sources = [d.metadata.get(source_key) for d in docs] if source_key else None
+    res = _aggregate.isolate_then_aggregate(
+        question, texts, answer_fn=lambda q, p: reader.invoke(_llm.qa_prompt(q, [p])),
+        embeddings=vecs, sources=sources, near_duplicate=near_duplicate)
+    return {**res.to_dict(), "ids": [d.id for d in docs]}
