@@ -35,7 +35,7 @@ from .screening import screen
 
 __all__ = ["row_cosine", "scores", "select", "near_duplicate_groups", "outside_support", "resolve_groups",
            "rank_settled", "screen_ranking", "screen_kwargs", "dup_demoted", "local_scores", "split_siblings",
-           "rank_and_screen", "apply_provenance"]
+           "rank_and_screen", "apply_provenance", "structure_evidence"]
 
 
 def row_cosine(U: np.ndarray, psi: np.ndarray) -> np.ndarray:
@@ -250,6 +250,32 @@ def screen_ranking(order: np.ndarray, score: np.ndarray, rep: np.ndarray, cosine
 EVIDENCE_FLAGS = ("tight_group", "query_targeted", "query_echo", "twin_conflict")
 
 
+def structure_evidence(res, memo: textsignals._TextMemo | None, params) -> bool:
+    """Does a screen (a `screening.ScreenResult`) find structure for the lattice to act on?
+
+    True when some candidate carries a flag of `EVIDENCE_FLAGS`, except a bare ``"tight_group"``
+    of *copies*: with the texts at hand (``memo``, and the text twin rule on), a tight group whose
+    members pairwise differ by a small substitution (`textsignals.edit_lean` finds an edit, in
+    either direction) is one page in several editions or several pages of one template. The
+    text rules have judged each of its pairs; without a decisive flag it is no more evidence than
+    a near-duplicate pair (such groups of other questions' template pages made the lattice reorder
+    a template corpus; docs/results.md, "Robustness").
+    """
+    p = params
+    copies: set[int] = set()
+    if memo is not None and p.screen_text_twin_threshold is not None:
+        for g in np.unique(res.group[res.group >= 0]).tolist():
+            members = np.flatnonzero(res.group == g).tolist()
+            if all(memo.change(i, j, p.screen_edit_max, p.screen_edit_max_tokens) is not None
+                   for x, i in enumerate(members) for j in members[x + 1:]):
+                copies.add(g)
+    for i, fl in enumerate(res.flags):
+        for f in fl:
+            if f in EVIDENCE_FLAGS and not (f == "tight_group" and int(res.group[i]) in copies):
+                return True
+    return False
+
+
 def split_siblings(labels: np.ndarray, texts, query_text: str, *, max_change: float = 0.2,
                    max_tokens: int | None = 6, memo: textsignals._TextMemo | None = None) -> np.ndarray:
     """Near-duplicate labels with template siblings taken out of their groups (a copy).
@@ -378,7 +404,7 @@ def _rank_and_screen(align: np.ndarray, cosine: np.ndarray, Yn: np.ndarray, idx:
     local = False
     if p.coh_scope in ("evidence", "local") and p.screen != "off":
         pre = screen(Yn, cosine, cosine, texts=texts, query_text=query_text, memo=memo, **kw)
-        evidence = any(f in EVIDENCE_FLAGS for fl in pre.flags for f in fl)
+        evidence = structure_evidence(pre, memo, p)
         local = not evidence and p.coh_scope == "local"
         # under "local", with the text twin rule on and members that only exchange places, the texts
         # have already judged every near-copy pair: one without a flag holds no conflicting edit

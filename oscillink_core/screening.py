@@ -60,6 +60,10 @@ LangChain and LlamaIndex adapters and the CLI pass), two text signals join them 
   question word, and then of two genuine pages from one template, such as a team's 1926 and 1976
   seasons, the one the question names is flagged); the other side gets ``"conflicting_twin"``
   (information only), and both get it when neither leans.
+* ``"template_sibling"`` (information only; texts, ``twin_lean="shared"``): two near-copies that
+  are pages of one template, the field that differs being the subject the question names
+  (`textsignals.siblings`): neither is an edit of the other, and the pair is no link of a tight
+  group (a template's pages are not copies of one another).
 * a tight group in which some member carries one of these two text flags is explained by those
   members: its other members keep ``"tight_group"`` but lose ``"query_targeted"`` (``group_defer``;
   the true passage that planted ones were written from sits in their group). A group with no text
@@ -72,7 +76,7 @@ LangChain and LlamaIndex adapters and the CLI pass), two text signals join them 
   rule then decides only for statement queries (claims), where the echo rule does not run.
 
 Only ``"query_targeted"``, ``"query_echo"`` and ``"twin_conflict"`` are *decisive* (``"lone_echo"``,
-``"tight_group"`` and ``"conflicting_twin"`` are information): under
+``"tight_group"``, ``"conflicting_twin"`` and ``"template_sibling"`` are information): under
 ``action="demote"`` the candidates carrying one go behind every other candidate (they leave a short context but stay in
 the ranking), under ``"drop"`` they are removed from the bundle, under ``"flag"`` nothing moves.
 
@@ -205,7 +209,20 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
     Yp = np.asarray(Yn[top], dtype=np.float64)
     S_all = Yp @ np.asarray(Yn, dtype=np.float64).T  # (m, N)
     S = S_all[:, top]
-    lab = _tight_groups(S, group_threshold, group_min, group_max)
+    use_text = texts is not None and query_text is not None
+    if use_text:
+        if memo is None:
+            memo = textsignals._TextMemo(texts, query_text)
+        elif not memo.holds(texts, query_text):
+            raise ValueError("screen: memo belongs to other texts or another query_text")
+    # template siblings (the field that differs is the subject the question names): not copies of
+    # each other, so neither a tight group's link nor a conflicting edit
+    sib = np.zeros((m, m), dtype=bool)
+    if use_text and text_twin_threshold is not None and twin_lean == "shared":
+        for a, b in zip(*np.nonzero(np.triu(S >= min(group_threshold, text_twin_threshold), 1)), strict=True):
+            if memo.siblings(int(top[a]), int(top[b]), max_change=edit_max, max_tokens=edit_max_tokens):
+                sib[a, b] = sib[b, a] = True
+    lab = _tight_groups(np.where(sib, -np.inf, S), group_threshold, group_min, group_max)
     group[top] = lab
     # outside support: mean of the support_k largest cosines to candidates outside the own group
     excl = (lab[:, None] >= 0) & (group[None, :] == lab[:, None])
@@ -230,13 +247,8 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
             flags[i].append("tight_group")
             if suspicious and cosine[i] >= c_max - echo_delta:
                 flags[i].append("query_targeted")
-    use_text = texts is not None and query_text is not None
     asking = False
     if use_text:
-        if memo is None:
-            memo = textsignals._TextMemo(texts, query_text)
-        elif not memo.holds(texts, query_text):
-            raise ValueError("screen: memo belongs to other texts or another query_text")
         asking = memo.asking
         terms = memo.terms
         if echo and asking:
@@ -252,6 +264,11 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
         if text_twin_threshold is not None:
             for a, b in zip(*np.nonzero(np.triu(S >= text_twin_threshold, 1)), strict=True):
                 ia, ib = int(top[a]), int(top[b])
+                if sib[a, b]:
+                    for me in (ia, ib):
+                        if "template_sibling" not in flags[me]:
+                            flags[me].append("template_sibling")
+                    continue
                 lean = memo.edit_lean(ia, ib, max_change=edit_max, max_tokens=edit_max_tokens,
                                       shared=twin_lean == "shared")
                 if lean is None:

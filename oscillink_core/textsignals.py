@@ -263,10 +263,17 @@ def _lean(a: Sequence[str], b: Sequence[str], changed_a: set[str], changed_b: se
 def siblings(a: Sequence[str], b: Sequence[str], terms: Sequence[str], *, max_change: float = 0.2,
              max_tokens: int | None = 6) -> bool:
     """Are two near-copies two genuine pages from one template rather than a passage and its
-    edited copy? True when they differ by a small substitution that no side leans by the shared
-    rule (`edit_lean` with ``shared=True`` gives "tie") while a changed question word is held by
-    one side only (``shared=False`` leans): the question names one page, the other is about
-    something else.
+    edited copy? They differ by a small substitution, and the field that differs is the page's
+    subject, which the question names, not the answer. True when either
+
+    * one side's changed content words are all question words and the other side's changed words
+      hold none (the question names one page's subject; the other page is about something else,
+      even where it still mentions the name elsewhere, as in "Irvine (stylised as LOUDspeakers)"), or
+    * no side leans by the shared rule (`edit_lean` with ``shared=True`` gives "tie") while a
+      changed question word is held by one side only (``shared=False`` leans).
+
+    A counterfactual copy changes the answer: its changed words hold the asserted value, which the
+    question does not hold, so it is not a sibling of its original.
 
     >>> t = content_terms("Where did the 1926 Navy team play?")
     >>> page = tokens("The 1926 Navy team played in Annapolis.")
@@ -274,6 +281,10 @@ def siblings(a: Sequence[str], b: Sequence[str], terms: Sequence[str], *, max_ch
     True
     >>> siblings(page, tokens("The 1926 Navy team played in Baltimore."), t)
     False
+    >>> t = content_terms("When was the band Loudspeakers formed?")
+    >>> siblings(tokens("Loudspeakers (stylised LOUDspeakers) is a band formed in 2009."),
+    ...          tokens("Irvine (stylised LOUDspeakers) is a band formed in 2009."), t)
+    True
     """
     return _siblings_of(a, b, _small_substitution(a, b, max_change, max_tokens), set(terms))
 
@@ -283,6 +294,10 @@ def _siblings_of(a: Sequence[str], b: Sequence[str], change: tuple[set[str], set
     """`siblings` from the result of `_small_substitution` (``q``: the question's content words)."""
     if change is None:
         return False
+    ca = {t for t in change[0] if t not in STOP_WORDS}
+    cb = {t for t in change[1] if t not in STOP_WORDS}
+    if ca and cb and ((ca <= q and not cb & q) or (cb <= q and not ca & q)):
+        return True
     return _lean(a, b, *change, q, True) == "tie" and _lean(a, b, *change, q, False) != "tie"
 
 

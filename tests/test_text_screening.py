@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from oscillink_core import LatticeParams, rerank, validate_receipt, verify_receipt
-from oscillink_core.screening import screen
-from oscillink_core.textsignals import content_terms, edit_lean, is_question, restates, tokens
+from oscillink_core.ranking import screen_kwargs, structure_evidence
+from oscillink_core.screening import DECISIVE_FLAGS, screen
+from oscillink_core.textsignals import _TextMemo, content_terms, edit_lean, is_question, restates, siblings, tokens
 
 QUESTION = "Which river flows through the city of Orleans in France?"
 TRUE = ("Orleans is a city in north-central France, about 120 kilometres south-west of Paris. It lies on the "
@@ -431,7 +432,7 @@ def test_edit_lean_counts_only_question_words_both_sides_hold():
 @pytest.mark.slow
 def test_the_page_the_question_names_keeps_its_place_next_to_its_template_sibling(monkeypatch):
     """Through the packaged model and `rerank`: the 1926 page, cosine's first, stays first and is
-    only flagged "conflicting_twin"; ``screen_twin_lean="any"`` (the earlier rule) demoted it."""
+    only flagged "template_sibling"; ``screen_twin_lean="any"`` (the earlier rule) demoted it."""
     monkeypatch.setenv("OSCILLINK_BACKEND", "numpy")
     from oscillink_core.app.embeddings import embed
 
@@ -442,7 +443,86 @@ def test_the_page_the_question_names_keeps_its_place_next_to_its_template_siblin
     assert float(Y[0] @ Y[1]) >= 0.85 and float(Y[0] @ q) > float(Y[1] @ q)
     res = rerank(q, Y, k=3, ids=ids, texts=texts, query_text=SEASON_Q)
     assert res.ids[0] == "p1926" and res.items[0].action == "kept"
-    assert res.items[0].flags == ("conflicting_twin",)
+    assert res.items[0].flags == ("template_sibling",)
     old = rerank(q, Y, k=3, ids=ids, texts=texts, query_text=SEASON_Q, params={"screen_twin_lean": "any"})
     assert old.ids[0] != "p1926"
     assert {s["id"]: s["flags"] for s in old.screened}["p1926"] == ["twin_conflict"]
+
+
+# -- a template whose pages mention each other's subject --------------------------------------------
+MUSEUM_Q = "What are the opening hours of the Harbour Bridge Museum in Oldport?"
+
+
+def _museum(name: str) -> str:
+    return (f"The {name} in Oldport is one of the four museums of the Oldport Heritage Trust, a short walk from "
+            "the Harbour Bridge. It is open daily from ten to five, entry is free for children, and guided "
+            "tours start every hour from the main hall.")
+
+
+MUSEUMS = [_museum(n) for n in ("Harbour Bridge Museum", "Lighthouse Museum", "Maritime Museum")]
+
+
+def test_siblings_when_the_field_that_differs_is_the_subject_the_question_names():
+    """The pages differ only in the museum's name; the question names one of them. The other pages
+    still mention "Harbour Bridge" (the walk to it), so the shared-lean rule alone would call the
+    named page the copy edited toward the question; the subject rule tells they are siblings. A
+    copy that asserts a value the question does not hold stays an edit."""
+    terms = content_terms(MUSEUM_Q)
+    named, other = tokens(MUSEUMS[0]), tokens(MUSEUMS[1])
+    assert edit_lean(named, other, terms) == "a"  # what the lean alone says
+    assert siblings(named, other, terms) and siblings(other, named, terms)
+    assert not siblings(tokens(MUSEUMS[1]), tokens(MUSEUMS[2]), terms)  # neither is the question's subject
+    forged = MUSEUMS[0].replace("from ten to five", "from the Harbour Bridge Museum hours noon to two")
+    assert not siblings(named, tokens(forged), terms)
+    assert edit_lean(named, tokens(forged), terms) == "b"
+
+
+@pytest.mark.slow
+def test_the_named_page_of_a_template_keeps_its_place_and_the_trio_is_no_evidence(monkeypatch):
+    """Through the packaged model: three pages of one template and unrelated ones. The page the
+    question names stays first, nothing is decisive, its siblings are flagged "template_sibling",
+    and the candidates keep cosine's order (the trio is no tight group of copies to act on)."""
+    monkeypatch.setenv("OSCILLINK_BACKEND", "numpy")
+    from oscillink_core.app.embeddings import embed
+
+    texts = [*MUSEUMS, *OTHER]
+    ids = ["harbour", "lighthouse", "maritime", *[f"o{i}" for i in range(len(OTHER))]]
+    V = embed([MUSEUM_Q, *texts])
+    q, Y = V[0], V[1:]
+    cos = Y @ q
+    assert float(Y[0] @ Y[1]) >= 0.85 and int(np.argmax(cos)) == 0
+    res = rerank(q, Y, k=5, ids=ids, texts=texts, query_text=MUSEUM_Q)
+    assert res.ids[0] == "harbour" and not res.screened
+    flags = {it.id: it.flags for it in res.items}
+    assert "template_sibling" in flags["harbour"] and "template_sibling" in flags["lighthouse"]
+    assert not any(f in DECISIVE_FLAGS for fl in flags.values() for f in fl)
+    assert res.receipt["screen"]["ranking"] == "cosine"
+    assert res.ids == [ids[j] for j in np.argsort(-cos, kind="stable")[:5]]
+
+
+def test_a_tight_group_of_copies_is_no_structure_evidence_a_group_of_distinct_pages_is():
+    """`ranking.structure_evidence`: a bare tight group whose members differ pairwise by a small
+    substitution (one page's editions, one template's pages) gives the lattice nothing to act on;
+    the same vectors with distinct texts do (a group the texts cannot explain)."""
+    Y, q, _ = _group_case()
+    cos = Y @ q
+    p = LatticeParams()
+    copies = [f"The {w} Museum in Oldport is open daily from ten to five, entry is free for children, and "
+              "guided tours start every hour from the main hall." for w in ("Lighthouse", "Maritime", "Railway", "Toy")]
+    distinct = [OTHER_TOPICS[i] for i in range(4)]
+    for group_texts, expected in ((copies, False), (distinct, True)):
+        texts = group_texts + OTHER + OTHER[:4]
+        memo = _TextMemo(texts, QUESTION)
+        res = screen(Y, cos, cos, texts=texts, query_text=QUESTION, memo=memo, **screen_kwargs(p))
+        assert all("tight_group" in res.flags[i] for i in range(4))
+        assert not res.decisive.any()
+        assert structure_evidence(res, memo, p) is expected
+    assert structure_evidence(res, None, p)  # without texts a tight group is evidence
+
+
+OTHER_TOPICS = [
+    "Sourdough needs a starter fed with flour and water for several days before the first loaf.",
+    "The league's final was decided on penalties after a goalless draw in heavy rain.",
+    "Spring frosts can damage apple blossom, so growers run fans through the night.",
+    "A cast-iron pan should be dried on the stove and rubbed with a little oil after washing.",
+]
