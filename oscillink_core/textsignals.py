@@ -281,6 +281,10 @@ def siblings(a: Sequence[str], b: Sequence[str], terms: Sequence[str], *, max_ch
     True
     >>> siblings(page, tokens("The 1926 Navy team played in Baltimore."), t)
     False
+    >>> t = content_terms("Who starred in McLeod's Daughters?")
+    >>> siblings(tokens("McLeod's Daughters starred Lisa Chappell."),
+    ...          tokens("Christian Daughters starred Lisa Chappell."), t)
+    True
     >>> t = content_terms("When was the band Loudspeakers formed?")
     >>> siblings(tokens("Loudspeakers (stylised LOUDspeakers) is a band formed in 2009."),
     ...          tokens("Irvine (stylised LOUDspeakers) is a band formed in 2009."), t)
@@ -294,8 +298,8 @@ def _siblings_of(a: Sequence[str], b: Sequence[str], change: tuple[set[str], set
     """`siblings` from the result of `_small_substitution` (``q``: the question's content words)."""
     if change is None:
         return False
-    ca = {t for t in change[0] if t not in STOP_WORDS}
-    cb = {t for t in change[1] if t not in STOP_WORDS}
+    ca = {t for t in change[0] if len(t) >= 2 and t not in STOP_WORDS}  # content words, as `content_terms`
+    cb = {t for t in change[1] if len(t) >= 2 and t not in STOP_WORDS}
     if ca and cb and ((ca <= q and not cb & q) or (cb <= q and not ca & q)):
         return True
     return _lean(a, b, *change, q, True) == "tie" and _lean(a, b, *change, q, False) != "tie"
