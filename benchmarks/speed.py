@@ -158,6 +158,10 @@ class _Writer:
         use_func = self.rng.random(n) < 0.42
         return [_FUNCTION_WORDS[f] if u else self.vocab[c] for c, f, u in zip(content, func, use_func, strict=True)]
 
+    def value(self) -> str:
+        """One content word (never a function word): the value an edited copy asserts."""
+        return self.vocab[int(self.rng.choice(len(self.vocab), p=self.p))]
+
     def passage(self, length: int, sentences: tuple[tuple[list[str], str, int], ...] = ()) -> dict:
         """``length`` words of filler sentences (8-18 words), with the given ``(words, end mark,
         position)`` sentences placed at sentence boundaries (position: 0 first, -1 last, 1 middle)."""
@@ -268,7 +272,7 @@ def make_texts_case(n: int, d: int = 384, seed: int = 0) -> tuple[np.ndarray, np
         else:
             # the question's words where a clause stood, with the value the copy asserts (a counterfactual
             # edit; a copy whose only change is the question's own words asserts nothing: a template sibling)
-            news = [[topic[0], "reach", topic[3], year, *w.words(1)], [topic[1], topic[2], "reach", year, *w.words(1)]]
+            news = [[topic[0], "reach", topic[3], year, w.value()], [topic[1], topic[2], "reach", year, w.value()]]
             copies = [_edited(orig, _free_stretch(rng, len(orig["words"]), pos, 4), new)
                       for new in news[:2 if kind.endswith("triple") else 1]]
         for c in copies:

@@ -124,3 +124,32 @@ def load_gpe(variant: str, rows: list[dict] | None = None) -> tuple[Dataset, dic
                              + "; query = the claim; relevant = its benign evidence; claims split in half "
                                "(seeded)")
     return ds, meta
+
+
+def host_breadth(rows: list[dict] | None = None, min_claims: int = 5) -> dict[str, float]:
+    """Share of each kind's passages ("benign", each attack) whose host serves at least
+    ``min_claims`` claims in the one-store corpus: how far "a source seen across the store" tells
+    planted from genuine (the attacker chooses hosts, so it is measured, not used)."""
+    rows = rows if rows is not None else load_rows()
+    claims: dict[tuple[str, str], set[str]] = {}
+    listed: list[tuple[str, str]] = []
+    for r in rows:
+        env = r["evidence_environment"]
+        groups = [("benign", env.get("benign") or []), ("benign", env.get("related_distractor") or [])]
+        groups += [(a, (env.get("poisoned") or {}).get(a) or []) for a in ATTACKS]
+        for kind, docs in groups:
+            for d in docs:
+                key = (kind, host(d.get("url")))
+                claims.setdefault(key, set()).add(r["claim_id"])
+                listed.append(key)
+    out: dict[str, float] = {}
+    for kind in ("benign", *ATTACKS):
+        keys = [k for k in listed if k[0] == kind]
+        out[kind] = sum(len(claims[k]) >= min_claims for k in keys) / max(len(keys), 1)
+    return out
+
+
+if __name__ == "__main__":  # .venv/bin/python benchmarks/quality/gpe_data.py: the host-breadth figures
+    for m in (2, 5):
+        print(f"passages whose host serves >= {m} claims:",
+              ", ".join(f"{k} {v:.2f}" for k, v in host_breadth(min_claims=m).items()))
