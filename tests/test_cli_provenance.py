@@ -130,3 +130,42 @@ def test_trusting_only_an_absent_source_changes_nothing_but_the_receipt(capsys, 
     assert {f for it in doc["items"] for f in it["flags"]} <= {"untrusted_no_alternative"} | {
         f for it in plain["receipt"]["bundle"] for f in it["flags"]}
     assert doc["receipt"]["state_sig"] != plain["receipt"]["state_sig"]
+
+
+# ------------------------------------------------------------------------------ trust by history
+@pytest.mark.slow
+def test_trusted_index_trusts_what_an_earlier_index_held(capsys, moon_index, tmp_path):
+    """The store before the attack (the same corpus without the forum's passages) is an index of
+    its own; ``--trusted-index`` trusts every source it holds, so the forum, new since then, yields.
+    The receipt records the earlier index's SHA-256 and re-runs with the recorded set."""
+    index, rows = moon_index
+    traps = {r["id"] for r in rows if r["trap"]}
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "moon.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if not r["trap"]), "utf-8")
+    earlier = tmp_path / "earlier"
+    assert main(["ingest", str(src / "moon.jsonl"), "--index", str(earlier), "-q"]) == 0
+    capsys.readouterr()
+    earlier_sha = json.loads((earlier / "ingest_receipt.json").read_text("utf-8"))["index"]["sha256"]
+
+    out_file = tmp_path / "receipt.json"
+    doc = query_json(capsys, index, "--trusted-index", earlier, "--receipt-out", out_file)
+    ids = [it["id"] for it in doc["items"]]
+    assert not traps & set(ids), ids
+    trust = doc["receipt"]["provenance"]["trust"]
+    assert trust["trusted_sources"] == sorted({TRUSTED, "moon.jsonl"})  # moon-09 is judged by its file
+    assert trust["from_indexes"] == [{"index_sha256": earlier_sha, "sources": 2}]
+    assert FORUM not in trust["trusted_sources"]
+    assert {s["id"] for s in doc["receipt"]["screen"]["screened"] if "untrusted_source" in s["flags"]} & traps
+    code, out, err = run(capsys, "verify", out_file, "--index", index)
+    assert code == 0 and "ok    reproduce" in out, out + err
+
+    # with --trusted-source too, the union is trusted
+    both = query_json(capsys, index, "--trusted-index", earlier, "--trusted-source", "notes.txt")
+    assert both["receipt"]["provenance"]["trust"]["trusted_sources"] == sorted({TRUSTED, "moon.jsonl", "notes.txt"})
+
+    # an earlier index that is not there is a clear error, nothing written
+    code, _, err = run(capsys, "query", index, QUESTION, "--trusted-index", tmp_path / "nope",
+                       "--receipt-out", tmp_path / "r2.json")
+    assert code != 0 and "nope" in err and "Traceback" not in err
+    assert not (tmp_path / "r2.json").exists()

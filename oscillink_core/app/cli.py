@@ -10,6 +10,8 @@
     With ``--trusted-source`` (repeatable) the context is filled from the trusted sources first:
     a passage's source is its record's ``source`` field (.jsonl / .csv), else the file it was
     ingested from (see `store.chunk_source`); the trusted set is recorded in ``provenance.trust``.
+    ``--trusted-index EARLIER`` (repeatable) trusts every source an earlier index of the corpus
+    holds (``provenance.trust.from_indexes`` records its SHA-256 and how many sources it gave).
 ``oscillink verify RECEIPT.json [--index DIR] [--key-env VAR]``
     Check the receipt against the JSON Schema, its HMAC and, with ``--index``, that re-running
     its query reproduces it. Accepts a bare receipt or what ``query --json`` prints (the receipt
@@ -246,8 +248,21 @@ def cmd_query(a: argparse.Namespace) -> int:
         raise CLIError("query: --trusted-source needs a non-empty source name", EXIT_USAGE)
     params = _read_params(a.params) if a.params else None
     store = open_index(a.index, key=key)
+    trusted_from = None
+    if a.trusted_index:
+        # the sources an earlier index held: checked like the queried index (hashes; the key's signature)
+        trusted = set(trusted or ())
+        trusted_from = []
+        for target in a.trusted_index:
+            earlier = open_index(target, key=key)
+            names = earlier.sources()
+            if not names:
+                raise CLIError(f"query: --trusted-index {target}: its passages carry no source to trust",
+                               EXIT_USAGE)
+            trusted |= names
+            trusted_from.append({"index_sha256": earlier.index_sha256, "sources": len(names)})
     out = run_query(store, a.question, k=a.k, fetch_k=a.fetch_k, params=params, sign_key=key,
-                    trusted_sources=trusted)
+                    trusted_sources=trusted, trusted_from=trusted_from)
     if a.receipt_out:
         _write_json_file(a.receipt_out, out.receipt)
     if a.json:
@@ -552,6 +567,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "is its .jsonl/.csv record's 'source' field, else the file it was ingested from, named as "
                         "ingest names it (the file name, or FOLDER/PATH for a file found in a folder argument); "
                         "names are compared exactly")
+    q.add_argument("--trusted-index", action="append", metavar="DIR",
+                   help="trust every source an earlier index holds (repeatable; with --trusted-source, the "
+                        "union): a source that appeared since then yields to the ones the store already had. "
+                        "The earlier index is checked like DIR (and must be signed under --key-env)")
     q.set_defaults(func=cmd_query)
 
     v = sub.add_parser("verify", help="check a receipt (schema, HMAC, reproduction)",

@@ -38,7 +38,7 @@ import re
 import secrets
 import signal
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,6 +303,12 @@ class IndexInfo:
     def has_traps(self) -> bool:
         return any("trap" in c.get("meta", {}) for c in self.chunks)
 
+    def sources(self) -> set[str]:
+        """Every source (`chunk_source`) the index's passages carry. An earlier index of the same
+        corpus holds the sources a store had before: ``oscillink query --trusted-index`` trusts
+        them, so a source that appeared since (and agrees only with itself) yields to them."""
+        return {s for s in (chunk_source(c) for c in self.chunks) if s is not None}
+
 
 @dataclass
 class IndexStore(IndexInfo):
@@ -479,14 +485,17 @@ def chunk_source(chunk: dict) -> str | None:
 
 def run_query(store: IndexStore, question: str, *, k: int = 5, fetch_k: int = 50, params: Any = None,
               query_vec: np.ndarray | None = None, sign_key: bytes | str | None = None,
-              backend: str | None = None, trusted_sources: Any = None) -> QueryOutcome:
+              backend: str | None = None, trusted_sources: Any = None,
+              trusted_from: Sequence[dict] | None = None) -> QueryOutcome:
     """Retrieve, rerank and build the provenance-carrying settle receipt.
 
     ``query_vec`` replaces embedding ``question`` (used by `reproduce` with the recorded vector).
     ``trusted_sources`` (a collection of source names; None: no trust policy) passes each fetched
     passage's `chunk_source` to the core; the receipt then records the set in
     ``provenance.trust.trusted_sources`` (sorted) and each item gains ``origin`` (its source),
-    ``flags`` and ``action``.
+    ``flags`` and ``action``. ``trusted_from`` (with ``trusted_sources``): where the trusted set
+    came from, recorded as ``provenance.trust.from_indexes`` (e.g. ``[{"index_sha256", "sources"}]``
+    of the indexes whose sources the CLI's ``--trusted-index`` trusts).
     """
     from oscillink_core import rerank, sign_receipt
 
@@ -536,6 +545,8 @@ def run_query(store: IndexStore, question: str, *, k: int = 5, fetch_k: int = 50
     }
     if trusted is not None:
         receipt["provenance"]["trust"] = {"trusted_sources": sorted(trusted), "source": SOURCE_RULE}
+        if trusted_from:
+            receipt["provenance"]["trust"]["from_indexes"] = [dict(x) for x in trusted_from]
     # the published flat names (same values as provenance.*), for the documented auditor check
     # ingest_receipt.index_sha256 == settle_receipt.meta.parent_ingest_sig
     receipt["meta"] = {"parent_ingest_sig": store.index_sha256,
@@ -576,6 +587,9 @@ def reproduce(receipt: dict, store: IndexStore) -> tuple[QueryOutcome, dict]:
     trust = prov.get("trust")
     if trust is not None and not (isinstance(trust, dict) and isinstance(trust.get("trusted_sources"), list)):
         raise ValueError("the receipt's provenance.trust has no list of trusted_sources")
+    origins = None if trust is None else trust.get("from_indexes")
+    if origins is not None and not (isinstance(origins, list) and all(isinstance(x, dict) for x in origins)):
+        raise ValueError("the receipt's provenance.trust.from_indexes is not a list of objects")
     # re-run on the backend that produced the receipt (the two agree to the CG tolerance, not
     # bit for bit); receipts from before the field existed came from the numpy backend
     solver = receipt.get("solver") if isinstance(receipt.get("solver"), dict) else {}
@@ -586,7 +600,8 @@ def reproduce(receipt: dict, store: IndexStore) -> tuple[QueryOutcome, dict]:
         raise ValueError(f"the receipt was produced by the {backend!r} backend, which is not available here "
                          f"(install 'oscillink-core[fast]' for numba)")
     out = run_query(store, question, k=k, fetch_k=fetch_k, params=receipt.get("params"), query_vec=vec,
-                    backend=backend, trusted_sources=None if trust is None else trust["trusted_sources"])
+                    backend=backend, trusted_sources=None if trust is None else trust["trusted_sources"],
+                    trusted_from=None if trust is None else trust.get("from_indexes"))
     from .embeddings import embed
 
     fresh = embed([question])[0]
