@@ -266,14 +266,16 @@ def siblings(a: Sequence[str], b: Sequence[str], terms: Sequence[str], *, max_ch
     edited copy? They differ by a small substitution, and the field that differs is the page's
     subject, which the question names, not the answer. True when either
 
-    * one side's changed content words are all question words and the other side's changed words
-      hold none (the question names one page's subject; the other page is about something else,
-      even where it still mentions the name elsewhere, as in "Irvine (stylised as LOUDspeakers)"), or
+    * one side's changed content words are all question words, at most one more than the other
+      side's, and the other side's changed words hold none (the question names one page's subject;
+      the other page is about something else, even where it still mentions the name elsewhere, as
+      in "Irvine (stylised as LOUDspeakers)"), or
     * no side leans by the shared rule (`edit_lean` with ``shared=True`` gives "tie") while a
       changed question word is held by one side only (``shared=False`` leans).
 
     A counterfactual copy changes the answer: its changed words hold the asserted value, which the
-    question does not hold, so it is not a sibling of its original.
+    question does not hold, or a phrase of the question's words where a shorter answer stood, so it
+    is not a sibling of its original.
 
     >>> t = content_terms("Where did the 1926 Navy team play?")
     >>> page = tokens("The 1926 Navy team played in Annapolis.")
@@ -300,7 +302,10 @@ def _siblings_of(a: Sequence[str], b: Sequence[str], change: tuple[set[str], set
         return False
     ca = {t for t in change[0] if len(t) >= 2 and t not in STOP_WORDS}  # content words, as `content_terms`
     cb = {t for t in change[1] if len(t) >= 2 and t not in STOP_WORDS}
-    if ca and cb and ((ca <= q and not cb & q) or (cb <= q and not ca & q)):
+    # a field swap is like for like (a name for a name, at most one word longer); a copy that puts a
+    # phrase of the question's words where a one-word answer stood is an edit toward the question
+    if ca and cb and ((ca <= q and not cb & q and len(ca) <= len(cb) + 1)
+                      or (cb <= q and not ca & q and len(cb) <= len(ca) + 1)):
         return True
     return _lean(a, b, *change, q, True) == "tie" and _lean(a, b, *change, q, False) != "tie"
 

@@ -475,6 +475,9 @@ def test_siblings_when_the_field_that_differs_is_the_subject_the_question_names(
     forged = MUSEUMS[0].replace("from ten to five", "from the Harbour Bridge Museum hours noon to two")
     assert not siblings(named, tokens(forged), terms)
     assert edit_lean(named, tokens(forged), terms) == "b"
+    # a phrase of the question's words where a one-word value stood is an edit, not a field swap
+    phrased = MUSEUMS[0].replace("children", "Harbour Bridge Museum Oldport")
+    assert not siblings(named, tokens(phrased), terms) and edit_lean(named, tokens(phrased), terms) == "b"
 
 
 @pytest.mark.slow
