@@ -255,8 +255,8 @@ def structure_evidence(res, memo: textsignals._TextMemo | None, params) -> bool:
 
     True when some candidate carries a flag of `EVIDENCE_FLAGS`, except a bare ``"tight_group"``
     of *copies*: with the texts at hand (``memo``, and the text twin rule on), a tight group whose
-    members pairwise differ by a small substitution (`textsignals.edit_lean` finds an edit, in
-    either direction) is one page in several editions or several pages of one template. The
+    members pairwise differ by a small substitution (the edit `textsignals.edit_lean` reads) is
+    one page in several editions or several pages of one template. The
     text rules have judged each of its pairs; without a decisive flag it is no more evidence than
     a near-duplicate pair (such groups of other questions' template pages made the lattice reorder
     a template corpus; docs/results.md, "Robustness").
