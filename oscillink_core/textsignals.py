@@ -300,8 +300,7 @@ def _siblings_of(a: Sequence[str], b: Sequence[str], change: tuple[set[str], set
     """`siblings` from the result of `_small_substitution` (``q``: the question's content words)."""
     if change is None:
         return False
-    ca = {t for t in change[0] if len(t) >= 2 and t not in STOP_WORDS}  # content words, as `content_terms`
-    cb = {t for t in change[1] if len(t) >= 2 and t not in STOP_WORDS}
+    ca, cb = set(_content_terms(change[0])), set(_content_terms(change[1]))  # the changed content words
     # a field swap is like for like (a name for a name, at most one word longer); a copy that puts a
     # phrase of the question's words where a one-word answer stood is an edit toward the question
     if ca and cb and ((ca <= q and not cb & q and len(ca) <= len(cb) + 1)
