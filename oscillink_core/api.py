@@ -90,10 +90,12 @@ def rerank(query: Any, candidates: Any, *, k: int, ids: Sequence[Any] | None = N
     screening signals ("query_echo", the text form of "twin_conflict"; see
     `oscillink_core.screening`); the receipt then binds both (``inputs.texts_sha256``,
     ``inputs.query_text_sha256`` and the state signature). ``sources`` (one per candidate: where
-    it came from, None where unknown) and ``trusted_sources`` (the sources you trust) fill the
-    context from trusted sources first under screening (flag ``"untrusted_source"``; see
-    `oscillink_core.provenance`); the receipt binds both. The function keeps no shared state:
-    concurrent calls from many threads are safe.
+    it came from, None where unknown) and ``trusted_sources`` (the sources you trust) let a
+    candidate from another known source lose its place when other such sources echo it and
+    trusted ones do not (flag ``"new_source_echo"``; see `oscillink_core.corroboration`; with
+    ``params={"provenance": "trusted_first"}`` every such candidate goes behind the trusted
+    ones, flag ``"untrusted_source"``, see `oscillink_core.provenance`); the receipt binds both.
+    The function keeps no shared state: concurrent calls from many threads are safe.
 
     Examples
     --------

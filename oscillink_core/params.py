@@ -26,6 +26,7 @@ PROFILE_FORMAT = "oscillink-core/profile"
 _GATINGS = ("uniform", "diffusion")
 _KNN = ("auto", "exact", "faiss")
 _SCREENS = ("off", "flag", "demote", "drop")
+_PROVENANCE = ("corroboration", "trusted_first")
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,16 @@ class LatticeParams:
         rule judges a question's groups; the embedding group rule decides for statement queries,
         such as claims, where the echo rule does not run).
 
+    Provenance (with ``sources`` and ``trusted_sources``; decisions under ``screen``)
+    ---------------------------------------------------------------------------------
+    provenance : "corroboration" (default, `oscillink_core.corroboration`): a candidate from a
+        source outside the trusted set loses its place only when other new sources echo it and
+        trusted ones do not (flag "new_source_echo"); "trusted_first"
+        (`oscillink_core.provenance`): every candidate of a known untrusted source goes behind
+        the trusted ones (flag "untrusted_source"), stricter and costlier on clean data.
+    provenance_threshold : the cosine at which two candidates agree ("corroboration").
+    provenance_min_echo : how many agreeing candidates from other new sources make an echo.
+
     Solver and graph construction
     -----------------------------
     rtol : relative residual tolerance ||M U - F||_F <= rtol ||F||_F.
@@ -183,6 +194,9 @@ class LatticeParams:
     screen_lone_echo_rest: float = 0.0
     screen_untexted_group_margin: float | None = 0.3
     screen_untexted_questions: bool = False
+    provenance: str = "corroboration"
+    provenance_threshold: float = 0.55
+    provenance_min_echo: int = 4
     rtol: float = 1e-5
     maxiter: int = 500
     knn: str = "auto"
@@ -247,6 +261,11 @@ class LatticeParams:
         if self.screen_untexted_group_margin is not None and num("screen_untexted_group_margin") < 0:
             raise ValueError(f"screen_untexted_group_margin must be >= 0 or None; "
                              f"got {self.screen_untexted_group_margin}")
+        if self.provenance not in _PROVENANCE:
+            raise ValueError(f"provenance must be one of {_PROVENANCE}; got {self.provenance!r}")
+        if not -1 <= num("provenance_threshold") <= 1:
+            raise ValueError(f"provenance_threshold must lie in [-1, 1]; got {self.provenance_threshold}")
+        check_scalar(self.provenance_min_echo, "provenance_min_echo", int, min_val=1)
         if self.gating not in _GATINGS:
             raise ValueError(f"gating must be one of {_GATINGS}; got {self.gating!r}")
         if self.knn not in _KNN:
@@ -258,7 +277,7 @@ class LatticeParams:
         for name in ("lamG", "lamC", "lamQ", "lamP", "edge_floor", "degree_reg", "gate_gamma",
                      "gate_beta", "coh_weight", "mmr_lambda", "rtol", "screen_group_threshold",
                      "screen_target_margin", "screen_echo_delta", "screen_twin_margin", "screen_edit_max",
-                     "screen_lone_echo_rest"):
+                     "screen_lone_echo_rest", "provenance_threshold"):
             object.__setattr__(self, name, float(getattr(self, name)))
         for name in ("dedup_threshold", "screen_twin_threshold", "screen_text_twin_threshold",
                      "screen_untexted_group_margin"):

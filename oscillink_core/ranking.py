@@ -30,7 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from . import provenance, textsignals
+from . import corroboration, provenance, textsignals
 from .screening import screen
 
 __all__ = ["row_cosine", "scores", "select", "near_duplicate_groups", "outside_support", "resolve_groups",
@@ -326,18 +326,25 @@ def local_scores(score: np.ndarray, cosine: np.ndarray, involved: np.ndarray) ->
 def apply_provenance(order: np.ndarray, score: np.ndarray, rep: np.ndarray, flags: list[list[str]],
                      actions: list[str], Yn: np.ndarray, k: int, params, sources, trusted_sources
                      ) -> tuple[np.ndarray, list[list[str]], list[str]]:
-    """Apply `provenance.judge` to a screened ranking (what `rank_and_screen` returns before it).
+    """Apply the provenance policy to a screened ranking (what `rank_and_screen` returns before it).
 
-    The pool is the ``screen_pool`` best-scored candidates that screening kept; the decisive
-    ``"untrusted_source"`` candidates are handled like screening's decisive ones under
-    ``params.screen`` ("flag": flags only; "demote": behind every other candidate; "drop":
-    removed). Nothing happens without ``sources`` and ``trusted_sources`` or under ``screen="off"``.
+    ``params.provenance`` picks the judge: `corroboration.judge` ("corroboration") or
+    `provenance.judge` ("trusted_first"). The pool is the ``screen_pool`` best-scored candidates
+    that screening kept; the decisive candidates (``"new_source_echo"``, ``"untrusted_source"``)
+    are handled like screening's decisive ones under ``params.screen`` ("flag": flags only;
+    "demote": behind every other candidate; "drop": removed). Nothing happens without ``sources``
+    and ``trusted_sources`` or under ``screen="off"``.
     Returns (order, flags, actions), new lists.
     """
     if params.screen == "off" or sources is None or trusted_sources is None:
         return order, flags, actions
     screened = np.array([a != "kept" for a in actions], dtype=bool)
-    res = provenance.judge(sources, trusted_sources, np.where(screened, -np.inf, score), pool=params.screen_pool)
+    pool_score = np.where(screened, -np.inf, score)
+    if params.provenance == "trusted_first":
+        res = provenance.judge(sources, trusted_sources, pool_score, pool=params.screen_pool)
+    else:
+        res = corroboration.judge(sources, trusted_sources, Yn, pool_score, pool=params.screen_pool,
+                                  threshold=params.provenance_threshold, min_echo=params.provenance_min_echo)
     flags = [f + g for f, g in zip(flags, res.flags, strict=True)]
     actions = list(actions)
     if params.screen == "flag" or not res.decisive.any():

@@ -1,5 +1,7 @@
 """``oscillink query --trusted-source``: ingest records with a ``source`` field, query with a trust
-policy, verify the receipt (it records the trusted set and re-runs with it), bad input.
+policy (``--trust-policy trusted_first`` where one untrusted forum is the attacker; the default
+``corroboration`` keeps a lone source's passages), verify the receipt (it records the trusted set
+and re-runs with it), bad input.
 
 The real packaged model over the demo corpus's Moon passages (three of them planted traps, which
 the corpus here attributes to an untrusted forum).
@@ -81,7 +83,7 @@ def test_untrusted_passage_is_pushed_out_of_the_context(capsys, moon_index, tmp_
 
     out_file = tmp_path / "receipt.json"
     doc = query_json(capsys, index, "--trusted-source", TRUSTED, "--trusted-source", "notes.txt",
-                     "--receipt-out", out_file)
+                     "--trust-policy", "trusted_first", "--receipt-out", out_file)
     ids = [it["id"] for it in doc["items"]]
     assert not traps & set(ids), ids
     for it in doc["items"]:
@@ -113,7 +115,8 @@ def test_untrusted_passage_is_pushed_out_of_the_context(capsys, moon_index, tmp_
 @pytest.mark.slow
 def test_text_output_names_sources_and_the_passages_kept_out(capsys, moon_index):
     index, rows = moon_index
-    code, out, err = run(capsys, "query", index, QUESTION, "-k", "4", "--fetch-k", "20", "--trusted-source", TRUSTED)
+    code, out, err = run(capsys, "query", index, QUESTION, "-k", "4", "--fetch-k", "20", "--trusted-source", TRUSTED,
+                         "--trust-policy", "trusted_first")
     assert code == 0, err
     assert f"from {TRUSTED}  [trusted_source]" in out
     line = next(x for x in out.splitlines() if x.startswith("trusted sources:"))
@@ -127,7 +130,7 @@ def test_trusting_only_an_absent_source_changes_nothing_but_the_receipt(capsys, 
     plain = query_json(capsys, index)
     doc = query_json(capsys, index, "--trusted-source", "nowhere.example")
     assert [it["id"] for it in doc["items"]] == [it["id"] for it in plain["items"]]
-    assert {f for it in doc["items"] for f in it["flags"]} <= {"untrusted_no_alternative"} | {
+    assert {f for it in doc["items"] for f in it["flags"]} <= {"new_source"} | {
         f for it in plain["receipt"]["bundle"] for f in it["flags"]}
     assert doc["receipt"]["state_sig"] != plain["receipt"]["state_sig"]
 
@@ -149,7 +152,8 @@ def test_trusted_index_trusts_what_an_earlier_index_held(capsys, moon_index, tmp
     earlier_sha = json.loads((earlier / "ingest_receipt.json").read_text("utf-8"))["index"]["sha256"]
 
     out_file = tmp_path / "receipt.json"
-    doc = query_json(capsys, index, "--trusted-index", earlier, "--receipt-out", out_file)
+    doc = query_json(capsys, index, "--trusted-index", earlier, "--trust-policy", "trusted_first",
+                     "--receipt-out", out_file)
     ids = [it["id"] for it in doc["items"]]
     assert not traps & set(ids), ids
     trust = doc["receipt"]["provenance"]["trust"]
@@ -169,3 +173,23 @@ def test_trusted_index_trusts_what_an_earlier_index_held(capsys, moon_index, tmp
                        "--receipt-out", tmp_path / "r2.json")
     assert code != 0 and "nope" in err and "Traceback" not in err
     assert not (tmp_path / "r2.json").exists()
+
+
+@pytest.mark.slow
+def test_default_policy_keeps_a_lone_sources_passages_and_says_so(capsys, moon_index, tmp_path):
+    """Under the default ``corroboration`` policy the forum's traps (one source, echoed by no other
+    new source) keep their places and are flagged ``new_source``; the receipt records the policy
+    and verifies; a bad policy is a usage error."""
+    index, rows = moon_index
+    traps = {r["id"] for r in rows if r["trap"]}
+    plain = query_json(capsys, index)
+    out_file = tmp_path / "receipt.json"
+    doc = query_json(capsys, index, "--trusted-source", TRUSTED, "--receipt-out", out_file)
+    assert [it["id"] for it in doc["items"]] == [it["id"] for it in plain["items"]]
+    in_context = [it for it in doc["items"] if it["id"] in traps]
+    assert in_context and all("new_source" in it["flags"] and it["origin"] == FORUM for it in in_context)
+    assert doc["receipt"]["params"]["provenance"] == "corroboration"
+    code, out, err = run(capsys, "verify", out_file, "--index", index)
+    assert code == 0 and "ok    reproduce" in out, out + err
+    code, _, err = run(capsys, "query", index, QUESTION, "--trusted-source", TRUSTED, "--trust-policy", "nobody")
+    assert code == 2 and "invalid choice: 'nobody'" in err

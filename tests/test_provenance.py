@@ -1,6 +1,7 @@
-"""Provenance (oscillink_core.provenance): `judge` on its own, then through `rerank`: an untrusted
-candidate yields to trusted ones under each screen action, the receipt binds the sources and the
-trusted set (and a call without them keeps the signature it had), bad input is a clear error."""
+"""Provenance (oscillink_core.provenance, the ``provenance="trusted_first"`` policy): `judge` on its
+own, then through `rerank`: an untrusted candidate yields to trusted ones under each screen
+action, the receipt binds the sources and the trusted set (and a call without them keeps the
+signature it had), bad input is a clear error."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from oscillink_core import Oscillink, rerank, sign_receipt, validate_receipt, ve
 from oscillink_core.provenance import PROVENANCE_DECISIVE, judge
 
 D = 32
+STRICT = {"provenance": "trusted_first"}  # the policy under test (the default is "corroboration")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -81,14 +83,14 @@ def test_untrusted_candidate_is_pushed_out_of_the_top_k():
     src = sources_for(len(Y))
     plain = rerank(q, Y, k=3)
     assert 0 in plain.indices, "precondition: the untrusted candidate is in the plain top 3"
-    res = rerank(q, Y, k=3, sources=src, trusted_sources={"wiki"})
+    res = rerank(q, Y, k=3, sources=src, trusted_sources={"wiki"}, params=STRICT)
     assert 0 not in res.indices
     assert all(it.flags == ("trusted_source",) and it.action == "kept" for it in res.items)
     (out,) = [s for s in res.screened if s["index"] == 0]
     assert out["flags"] == ["untrusted_source"] and out["action"] == "demoted"
     assert res.receipt["screen"]["screened"] == [{k: v for k, v in out.items() if k != "index"}]
     # demoted, not removed: with every candidate returned it comes after the others
-    every = rerank(q, Y, k=len(Y), sources=src, trusted_sources={"wiki"})
+    every = rerank(q, Y, k=len(Y), sources=src, trusted_sources={"wiki"}, params=STRICT)
     assert every.indices[-1] == 0 and every.items[-1].action == "demoted"
 
 
@@ -96,13 +98,13 @@ def test_screen_actions_flag_drop_and_off():
     Y, q = candidates()
     src = sources_for(len(Y))
     plain = rerank(q, Y, k=3)
-    flagged = rerank(q, Y, k=3, sources=src, trusted_sources=["wiki"], params={"screen": "flag"})
+    flagged = rerank(q, Y, k=3, sources=src, trusted_sources=["wiki"], params={**STRICT, "screen": "flag"})
     assert flagged.indices == plain.indices
     assert flagged.items[flagged.indices.index(0)].flags == ("untrusted_source",)
-    dropped = rerank(q, Y, k=len(Y), sources=src, trusted_sources=["wiki"], params={"screen": "drop"})
+    dropped = rerank(q, Y, k=len(Y), sources=src, trusted_sources=["wiki"], params={**STRICT, "screen": "drop"})
     assert 0 not in dropped.indices and len(dropped) == len(Y) - 1
     assert [s["action"] for s in dropped.screened if s["index"] == 0] == ["dropped"]
-    off = rerank(q, Y, k=3, sources=src, trusted_sources=["wiki"], params={"screen": "off"})
+    off = rerank(q, Y, k=3, sources=src, trusted_sources=["wiki"], params={**STRICT, "screen": "off"})
     assert off.indices == rerank(q, Y, k=3, params={"screen": "off"}).indices
     assert all(not it.flags for it in off.items)
 
@@ -111,7 +113,7 @@ def test_no_trusted_candidate_leaves_the_ranking_alone():
     Y, q = candidates()
     src = ["blog"] + ["news"] * 4 + [None] * (len(Y) - 5)
     plain = rerank(q, Y, k=3)
-    res = rerank(q, Y, k=3, sources=src, trusted_sources={"wiki"})
+    res = rerank(q, Y, k=3, sources=src, trusted_sources={"wiki"}, params=STRICT)
     assert res.indices == plain.indices and not res.screened
     assert res.items[res.indices.index(0)].flags == ("untrusted_no_alternative",)
 
@@ -119,7 +121,7 @@ def test_no_trusted_candidate_leaves_the_ranking_alone():
 def test_unknown_sources_are_never_flagged():
     Y, q = candidates()
     src = [None] + ["wiki"] * 4 + [None] * (len(Y) - 5)
-    res = rerank(q, Y, k=3, sources=src, trusted_sources={"wiki"})
+    res = rerank(q, Y, k=3, sources=src, trusted_sources={"wiki"}, params=STRICT)
     assert res.indices == rerank(q, Y, k=3).indices
     assert res.items[res.indices.index(0)].flags == ()
 
@@ -174,7 +176,7 @@ def test_without_sources_the_signature_is_unchanged():
 
 def test_state_round_trip_keeps_the_sources(tmp_path):
     Y, q = candidates()
-    lat = Oscillink(Y, sources=sources_for(len(Y)), trusted_sources={"wiki"})
+    lat = Oscillink(Y, sources=sources_for(len(Y)), trusted_sources={"wiki"}, params=STRICT)
     lat.set_query(q)
     lat.settle()
     path = tmp_path / "lattice.npz"

@@ -39,9 +39,10 @@ class OscillinkCompressor(BaseDocumentCompressor):
 
     With ``trusted_sources``, each document's source is ``doc.metadata[source_key]`` (the file
     path or URL LangChain loaders store under ``"source"``; None when missing): when the
-    screening pool holds a document from a trusted source, documents whose known source is not
-    trusted are flagged ``"untrusted_source"`` and go behind the others (see
-    `oscillink_core.provenance`); documents without a source are left as they are.
+    screening pool holds a document from a trusted source, a document of another known source that
+    other such sources echo and trusted ones do not is flagged ``"new_source_echo"`` and goes
+    behind the others (``params={"provenance": "trusted_first"}``: every document of another
+    known source, flag ``"untrusted_source"``); documents without a source are left as they are.
 
     Setup:
         .. code-block:: bash

@@ -47,9 +47,10 @@ class OscillinkRetriever(BaseRetriever):
     The receipt's ``bundle`` gives each returned document's screening ``flags`` and ``action``.
 
     With ``trusted_sources``, each candidate's source is ``doc.metadata[source_key]`` (None when
-    missing): when the screening pool holds a candidate from a trusted source, candidates whose
-    known source is not trusted are flagged ``"untrusted_source"`` and go behind the others (see
-    `oscillink_core.provenance`).
+    missing): when the screening pool holds a candidate from a trusted source, a candidate of
+    another known source that other such sources echo and trusted ones do not is flagged
+    ``"new_source_echo"`` and goes behind the others (``params={"provenance": "trusted_first"}``:
+    every candidate of another known source, flag ``"untrusted_source"``).
 
     Setup:
         .. code-block:: bash

@@ -25,10 +25,11 @@ through either adapter and through `oscillink_core.rerank` itself:
   position). Stale values of these keys on the incoming item are replaced, never kept.
 * **Sources** (`metadata_source`, `check_trusted_sources`): with ``trusted_sources`` set, each
   item's source is read from its metadata under one key (``None`` when the key is missing or
-  empty, ``str()`` of a value that is not a str) and both go to the core, which fills the context
-  from trusted sources first under screening (flag ``"untrusted_source"``; see
-  `oscillink_core.provenance`). Without ``trusted_sources`` no sources are passed, so the
-  ranking and the receipt (``state_sig`` included) are those of a call without them.
+  empty, ``str()`` of a value that is not a str) and both go to the core, which judges them
+  under the ``provenance`` policy of the params (default ``"corroboration"``, flag
+  ``"new_source_echo"``; ``"trusted_first"``, flag ``"untrusted_source"``). Without
+  ``trusted_sources`` no sources are passed, so the ranking and the receipt (``state_sig``
+  included) are those of a call without them.
 """
 
 from __future__ import annotations

@@ -7,9 +7,11 @@
     Retrieve ``fetch_k`` candidates, rerank them with oscillink and print the bundle (with
     ``--compare``, the plain cosine top-k beside it). The settle receipt carries a provenance
     block (``parent_ingest_sig`` = the index's SHA-256, ``candidate_set_hash``, the question).
-    With ``--trusted-source`` (repeatable) the context is filled from the trusted sources first:
-    a passage's source is its record's ``source`` field (.jsonl / .csv), else the file it was
-    ingested from (see `store.chunk_source`); the trusted set is recorded in ``provenance.trust``.
+    With ``--trusted-source`` (repeatable) a passage from a source outside the trusted set loses its
+    place when other new sources echo it and trusted ones do not (``--trust-policy trusted_first``:
+    the context is filled from the trusted sources first); a passage's source is its record's
+    ``source`` field (.jsonl / .csv), else the file it was ingested from (see
+    `store.chunk_source`); the trusted set is recorded in ``provenance.trust``.
     ``--trusted-index EARLIER`` (repeatable) trusts every source an earlier index of the corpus
     holds (``provenance.trust.from_indexes`` records its SHA-256 and how many sources it gave).
 ``oscillink verify RECEIPT.json [--index DIR] [--key-env VAR]``
@@ -175,7 +177,7 @@ def _trust_note(item: dict) -> str:
     if "origin" not in item:
         return ""
     flags = [f for f in item.get("flags", []) if f in ("trusted_source", "untrusted_source",
-                                                      "untrusted_no_alternative")]
+                                                      "untrusted_no_alternative", "new_source", "new_source_echo")]
     return f"  from {item['origin'] or '(unknown source)'}" + (f"  [{', '.join(flags)}]" if flags else "")
 
 
@@ -221,7 +223,7 @@ def _print_query(out, store, compare: bool) -> None:
     p = out.receipt["provenance"]
     if "trust" in p:
         behind = [s["id"] for s in out.receipt.get("screen", {}).get("screened", [])
-                  if "untrusted_source" in s.get("flags", [])]
+                  if {"untrusted_source", "new_source_echo"} & set(s.get("flags", []))]
         _print(f"trusted sources: {', '.join(p['trust']['trusted_sources']) or '(none)'}; "
                + (f"{len(behind)} passage(s) from other sources kept out: {', '.join(behind)}" if behind
                   else "no passage kept out for its source"))
@@ -247,6 +249,12 @@ def cmd_query(a: argparse.Namespace) -> int:
     if trusted is not None and not all(name.strip() for name in trusted):
         raise CLIError("query: --trusted-source needs a non-empty source name", EXIT_USAGE)
     params = _read_params(a.params) if a.params else None
+    if a.trust_policy is not None:
+        import dataclasses
+
+        from oscillink_core import LatticeParams
+
+        params = dataclasses.replace(params or LatticeParams(), provenance=a.trust_policy)
     store = open_index(a.index, key=key)
     trusted_from = None
     if a.trusted_index:
@@ -562,8 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "the index must then carry an ingest receipt signed with it")
     q.add_argument("--receipt-out", metavar="FILE", help="write the settle receipt to FILE")
     q.add_argument("--trusted-source", action="append", metavar="NAME",
-                   help="a source you trust (repeat for several): when the top candidates hold a passage from a "
-                        "trusted source, passages from other known sources go behind the rest. A passage's source "
+                   help="a source you trust (repeat for several): a passage from another known source that only "
+                        "other such sources echo goes behind the rest (see --trust-policy). A passage's source "
                         "is its .jsonl/.csv record's 'source' field, else the file it was ingested from, named as "
                         "ingest names it (the file name, or FOLDER/PATH for a file found in a folder argument); "
                         "names are compared exactly")
@@ -571,6 +579,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trust every source an earlier index holds (repeatable; with --trusted-source, the "
                         "union): a source that appeared since then yields to the ones the store already had. "
                         "The earlier index is checked like DIR (and must be signed under --key-env)")
+    q.add_argument("--trust-policy", choices=("corroboration", "trusted_first"), default=None,
+                   help="how sources outside the trusted set are judged: 'corroboration' (default) keeps a passage "
+                        "from a new source unless other new sources echo it and trusted ones do not; "
+                        "'trusted_first' puts every passage of another known source behind the trusted ones")
     q.set_defaults(func=cmd_query)
 
     v = sub.add_parser("verify", help="check a receipt (schema, HMAC, reproduction)",

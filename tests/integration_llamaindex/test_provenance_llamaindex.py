@@ -1,7 +1,8 @@
 """Trusted sources through LlamaIndex: a real VectorStoreIndex (hashing embedding, fast) whose nodes
 carry their source in ``node.metadata["source"]``, queried through a query engine and through a
 retriever plus `OscillinkPostprocessor`: an untrusted node that would be in the top n is pushed
-out while a trusted one exists. Slow: the same with the packaged MiniLM model."""
+out while a trusted one exists (the ``trusted_first`` policy; the default ``corroboration`` keeps a
+lone source's node, flagged ``new_source``). Slow: the same with the packaged MiniLM model."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 from .conftest import corpus_nodes
 
 QUERY = "Which animals are cats?"
+STRICT = {"provenance": "trusted_first"}  # one untrusted site is the attacker here
 PLANTED = TextNode(id_="planted", text="Animals that are cats include dogs, wolves and foxes.",
                    metadata={"topic": "cats", "source": "forum.example"}, excluded_embed_metadata_keys=["source"])
 TRUSTED = "encyclopedia.example"
@@ -49,7 +51,7 @@ async def test_query_engine_pushes_the_untrusted_node_out(index, hash_embed, li_
     plain = index.as_query_engine(similarity_top_k=12, llm=MockLLM(),
                                   node_postprocessors=[OscillinkPostprocessor.from_index(index, top_n=3)])
     assert "planted" in ids(plain.query(QUERY).source_nodes), "precondition: the planted node is in the plain top 3"
-    pp = OscillinkPostprocessor.from_index(index, top_n=3, trusted_sources=[TRUSTED])
+    pp = OscillinkPostprocessor.from_index(index, top_n=3, trusted_sources=[TRUSTED], params=STRICT)
     engine = index.as_query_engine(similarity_top_k=12, llm=MockLLM(), node_postprocessors=[pp])
     response = engine.query(QUERY)
     aresponse = await engine.aquery(QUERY)
@@ -73,11 +75,23 @@ def test_retriever_and_postprocessor(index, hash_embed, li_settings):
     bundle = QueryBundle(QUERY, embedding=hash_embed.get_query_embedding(QUERY))
     plain = OscillinkPostprocessor(top_n=3).postprocess_nodes(cands, query_bundle=bundle)
     assert "planted" in ids(plain)
-    pp = OscillinkPostprocessor(top_n=3, trusted_sources={TRUSTED})
+    pp = OscillinkPostprocessor(top_n=3, trusted_sources={TRUSTED}, params=STRICT)
     out = pp.postprocess_nodes(cands, query_bundle=bundle)
     assert "planted" not in ids(out) and len(out) == 3
     assert cands[ids(cands).index("planted")].node.metadata == PLANTED.metadata  # the caller's nodes untouched
     assert receipt_of(out)["state_sig"] != receipt_of(plain)["state_sig"]
+
+
+def test_default_policy_keeps_a_lone_untrusted_node(index, hash_embed, li_settings):
+    li_settings(embed_model=hash_embed)
+    cands = index.as_retriever(similarity_top_k=12).retrieve(QUERY)
+    bundle = QueryBundle(QUERY, embedding=hash_embed.get_query_embedding(QUERY))
+    plain = OscillinkPostprocessor(top_n=3).postprocess_nodes(cands, query_bundle=bundle)
+    out = OscillinkPostprocessor(top_n=3, trusted_sources=[TRUSTED]).postprocess_nodes(cands, query_bundle=bundle)
+    assert ids(out) == ids(plain) and "planted" in ids(out)
+    rec = receipt_of(out)
+    assert {b["id"]: b for b in rec["bundle"]}["planted"]["flags"] == ["new_source"]
+    assert rec["params"]["provenance"] == "corroboration"
 
 
 def test_source_key_and_unknown_sources(index, hash_embed, li_settings):
@@ -137,7 +151,7 @@ def test_real_model_query_engine(minilm, li_settings):
     plain = index.as_query_engine(similarity_top_k=12, llm=MockLLM(),
                                   node_postprocessors=[OscillinkPostprocessor.from_index(index, top_n=4)])
     assert "planted" in ids(plain.query(QUERY).source_nodes), "precondition: the planted node is in the plain top 4"
-    pp = OscillinkPostprocessor.from_index(index, top_n=4, trusted_sources=[TRUSTED])
+    pp = OscillinkPostprocessor.from_index(index, top_n=4, trusted_sources=[TRUSTED], params=STRICT)
     resp = index.as_query_engine(similarity_top_k=12, llm=MockLLM(), node_postprocessors=[pp]).query(QUERY)
     assert "planted" not in ids(resp.source_nodes) and len(resp.source_nodes) == 4
     assert all(n.node.metadata["source"] == TRUSTED for n in resp.source_nodes)

@@ -23,6 +23,7 @@ TEXTS = ["Paris is the capital of France.", "The Louvre museum in Paris holds th
          "The capital of France, Paris, lies on the Seine river."]
 SOURCES = ["wikipedia.org", "wikipedia.org", "forum.example", None, "wikipedia.org", None, "britannica.com"]
 TRUSTED = ["wikipedia.org", "britannica.com"]
+STRICT = {"provenance": "trusted_first"}
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +55,9 @@ def test_untrusted_candidate_is_pushed_out(srv):
     assert plain.status_code == 200, plain.text
     assert 2 in [it["id"] for it in plain.json()["items"]], "precondition: the planted text is in the plain top 3"
 
-    r = post(srv, {"query": QUERY, "candidates": TEXTS, "k": 3, "sources": SOURCES, "trusted_sources": TRUSTED})
+    # one untrusted forum is the attacker here: the strict policy (the default keeps a lone source, below)
+    r = post(srv, {"query": QUERY, "candidates": TEXTS, "k": 3, "sources": SOURCES, "trusted_sources": TRUSTED,
+                   "params": STRICT})
     assert r.status_code == 200, r.text
     body = r.json()
     ids = [it["id"] for it in body["items"]]
@@ -73,13 +76,27 @@ def test_untrusted_candidate_is_pushed_out(srv):
     # {id, text} candidates, a signed receipt: the binding survives the signature check
     cands = [{"id": f"c{i}", "text": t} for i, t in enumerate(TEXTS)]
     r = post(srv, {"query": QUERY, "candidates": cands, "k": 3, "sources": SOURCES, "trusted_sources": TRUSTED,
-                   "sign": True})
+                   "sign": True, "params": STRICT})
     assert r.status_code == 200, r.text
     assert "c2" not in [it["id"] for it in r.json()["items"]]
     signed = r.json()["receipt"]
     assert verify_receipt(signed, "svc-key")
     signed["inputs"]["trusted_sources_count"] = 3
     assert not verify_receipt(signed, "svc-key")
+
+
+def test_default_policy_keeps_a_lone_untrusted_source(srv):
+    """The default ``corroboration`` policy moves a candidate only when other untrusted sources echo
+    it: the forum's one text keeps its place, flagged new_source; a bad policy is a 422."""
+    plain = post(srv, {"query": QUERY, "candidates": TEXTS, "k": 3}).json()
+    r = post(srv, {"query": QUERY, "candidates": TEXTS, "k": 3, "sources": SOURCES, "trusted_sources": TRUSTED})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [it["id"] for it in body["items"]] == [it["id"] for it in plain["items"]]
+    (forum,) = [it for it in body["items"] if it["id"] == 2]
+    assert "new_source" in forum["flags"] and body["receipt"]["params"]["provenance"] == "corroboration"
+    bad = post(srv, {"query": QUERY, "candidates": TEXTS, "k": 3, "params": {"provenance": "nobody"}})
+    assert bad.status_code == 422 and bad.json()["detail"].startswith("params.provenance"), bad.text
 
 
 def test_without_the_fields_the_receipt_is_unchanged(srv):
@@ -96,7 +113,7 @@ def test_index_query_with_trusted_sources(srv):
     assert plain.status_code == 200, plain.text
     assert traps & {it["id"] for it in plain.json()["items"]}, "precondition: a planted passage in the plain top 4"
 
-    r = post(srv, {"query": MOON, "k": 4, "fetch_k": 20, "trusted_sources": ["textbook.example"]})
+    r = post(srv, {"query": MOON, "k": 4, "fetch_k": 20, "trusted_sources": ["textbook.example"], "params": STRICT})
     assert r.status_code == 200, r.text
     body = r.json()
     assert not traps & {it["id"] for it in body["items"]}
@@ -106,9 +123,11 @@ def test_index_query_with_trusted_sources(srv):
     kept_out = {s["id"] for s in body["receipt"]["screen"]["screened"] if "untrusted_source" in s["flags"]}
     assert traps & {it["id"] for it in plain.json()["items"]} <= kept_out
     # the same as the CLI's query path with the same trusted set
+    from oscillink_core import LatticeParams
     from oscillink_core.app.store import IndexStore, run_query
 
-    out = run_query(IndexStore.open(srv.args[1]), MOON, k=4, fetch_k=20, trusted_sources=["textbook.example"])
+    out = run_query(IndexStore.open(srv.args[1]), MOON, k=4, fetch_k=20, trusted_sources=["textbook.example"],
+                    params=LatticeParams(**STRICT))
     assert [it["id"] for it in out.items] == [it["id"] for it in body["items"]]
 
 

@@ -31,6 +31,15 @@ class Params(BaseModel):
     dedup_threshold: float | None = Field(None, ge=-1, le=1)
     edge_floor: float | None = Field(None, ge=0, lt=1)
     degree_reg: float | None = Field(None, ge=0, le=1e6)
+    provenance: Literal["corroboration", "trusted_first"] | None = Field(
+        None, description="with sources and trusted_sources: 'corroboration' (default) moves a candidate of an "
+                          "untrusted source only when other untrusted sources echo it and trusted ones do not "
+                          "(flag new_source_echo); 'trusted_first' puts every candidate of a known untrusted "
+                          "source behind the trusted ones (flag untrusted_source)")
+    provenance_threshold: float | None = Field(None, ge=-1, le=1, description="cosine at which two candidates agree")
+    provenance_min_echo: int | None = Field(None, ge=1, le=1000,
+                                            description="agreeing candidates from other untrusted sources that "
+                                                        "make an echo")
     deterministic_k: bool | None = Field(None, description="accepted for compatibility; the kNN graph is exact")
     neighbor_seed: int | None = Field(None, description="accepted for compatibility; ignored")
 
@@ -125,8 +134,9 @@ class RerankRequest(BaseModel):
     trusted_sources: list[SourceName] | None = Field(
         None, max_length=10000,
         description="the sources you trust (compared exactly): when the screening pool holds a candidate from "
-                    "one, candidates whose known source is not trusted are flagged untrusted_source and go "
-                    "behind the others; the receipt binds both lists")
+                    "one, a candidate of another known source that only other such sources echo is flagged "
+                    "new_source_echo and goes behind the others (params.provenance='trusted_first': every "
+                    "candidate of another known source, flag untrusted_source); the receipt binds both lists")
 
 
 class RerankItem(BaseModel):

@@ -113,9 +113,10 @@ class OscillinkPostprocessor(BaseNodePostprocessor):
     ``flags`` and ``action``, and ``screen.screened`` the candidates kept out.
 
     With ``trusted_sources``, each node's source is ``node.metadata[source_key]`` (None when
-    missing): when the screening pool holds a node from a trusted source, nodes whose known source
-    is not trusted are flagged ``"untrusted_source"`` and go behind the others (see
-    `oscillink_core.provenance`); nodes without a source are left as they are.
+    missing): when the screening pool holds a node from a trusted source, a node of another known
+    source that other such sources echo and trusted ones do not is flagged ``"new_source_echo"``
+    and goes behind the others (``params={"provenance": "trusted_first"}``: every node of another
+    known source, flag ``"untrusted_source"``); nodes without a source are left as they are.
 
     Serialisation: ``to_dict``/``from_dict`` keep ``top_n``, ``params``, ``receipt_key``,
     ``scores_in_llm_metadata``, ``trusted_sources`` and ``source_key``. The signing key,
