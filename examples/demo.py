@@ -315,7 +315,7 @@ ADAPTIVE_FAMILY = "adv_drop_word"
 ADAPTIVE_QUESTION = 0
 ADAPTIVE_AROUND = 60
 _EVIDENCE = {"query_echo": "the wording", "twin_conflict": "the wording", "query_targeted": "the embeddings",
-             "untrusted_source": "the source"}
+             "untrusted_source": "the source", "new_source_echo": "the sources (echoed only by new ones)"}
 
 
 def _quality():
@@ -333,10 +333,11 @@ def _clip(text: str, n: int) -> str:
 
 
 def _decisive() -> tuple[str, ...]:
+    from oscillink_core.corroboration import CORROBORATION_DECISIVE
     from oscillink_core.provenance import PROVENANCE_DECISIVE
     from oscillink_core.screening import DECISIVE_FLAGS
 
-    return tuple(DECISIVE_FLAGS) + tuple(PROVENANCE_DECISIVE)
+    return tuple(DECISIVE_FLAGS) + tuple(CORROBORATION_DECISIVE) + tuple(PROVENANCE_DECISIVE)
 
 
 def _show_variant(name: str, ctx: list[str], label: dict[str, str], line, res=None) -> dict:
@@ -426,12 +427,12 @@ def gpe_step(k: int, fetch_k: int) -> dict:
           f"{count['background']} benign pages of {len(background)} other claims of the category (background: "
           f"{', '.join(rows[i]['claim_id'] for i in background)})")
     print(f"first stage: cosine top {fetch_k}; context: {k} passages; query = the claim (a statement)")
-    from oscillink_core.provenance import PROVENANCE_DECISIVE
+    from oscillink_core.corroboration import CORROBORATION_DECISIVE
     from oscillink_core.screening import DECISIVE_FLAGS
 
-    print(f"flags: {', '.join(DECISIVE_FLAGS)} (screening) and {', '.join(PROVENANCE_DECISIVE)} (provenance) are "
-          "decisive: under the default screen action 'demote' they move a passage behind the others, out of a short "
-          "context; every other flag is information")
+    print(f"flags: {', '.join(DECISIVE_FLAGS)} (screening) and {', '.join(CORROBORATION_DECISIVE)} (provenance, "
+          "the default policy 'corroboration') are decisive: under the default screen action 'demote' they "
+          "move a passage behind the others, out of a short context; every other flag is information")
     print(f"declared trusted sources: the {len(trusted)} hosts of the benign evidence of the {len(train)} TRAIN "
           f"claims (what the store held before the attack; none taken from this claim). Of this claim's "
           f"{len(own_benign)} benign pages, {sum(sources[ids.index(d)] in trusted for d in own_benign)} come from a "
@@ -467,9 +468,12 @@ def gpe_step(k: int, fetch_k: int) -> dict:
     screen_pl = sum(c["planted"] for f, c in shown["oscillink"]["decided"].items())
     print(f"without sources: a screening flag decided on {screen_pl} planted passage(s)"
           + (" (the echo rule runs for questions only, and this query is a claim)" if not screen_pl else ""))
-    prov = shown["oscillink + sources"]["decided"].get("untrusted_source", {"planted": 0, "other": 0})
-    print(f"with sources: untrusted_source (the host is not among the declared ones while the pool holds trusted "
-          f"ones) kept out {prov['planted']} planted passage(s) and {prov['other']} other passage(s)")
+    prov = shown["oscillink + sources"]["decided"].get("new_source_echo", {"planted": 0, "other": 0})
+    from oscillink_core import LatticeParams
+
+    print(f"with sources: new_source_echo (a host not among the declared ones, agreed with by at least "
+          f"{LatticeParams().provenance_min_echo} other such hosts and by fewer trusted ones) kept out "
+          f"{prov['planted']} planted passage(s) and {prov['other']} other passage(s)")
     lost = [d for d in own_benign if d in c_ids and d not in res_s.ids and d in shown["cosine"]["ctx"]
             and sources[ids.index(d)] not in trusted]
     if lost:
