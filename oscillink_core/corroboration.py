@@ -3,11 +3,11 @@
 `oscillink_core.provenance` puts every candidate of a known, untrusted source behind the trusted
 ones ("trusted first"). That is safe against plants, but a store always holds genuine pages from
 sources it has not declared yet, and those pages then lose their place to weaker trusted ones.
-This module asks a narrower question, one a planting campaign cannot avoid without giving up the
-attack: *who agrees with this passage?* A campaign has to say its falsehood many times to fill
-the context, from sources the store has not relied on before (publishing on a trusted source is
-the expensive part); a genuine passage from a new source is usually agreed with by trusted pages,
-or by few pages at all.
+This module asks a narrower question: *who agrees with this passage?* A campaign that fills the
+context says its falsehood many times, from sources the store has not relied on before
+(publishing on a trusted source is the expensive part); a genuine passage from a new source is
+often agreed with by trusted pages, or by few pages at all. A small campaign is not a crowd and
+passes (measured: `benchmarks/quality/provenance_select.py`).
 
 Contract: each candidate may carry a *source* (``None`` when unknown); the caller declares the
 *trusted sources*; a known source outside that set is *new*. Among the ``pool`` best-scored
