@@ -133,9 +133,10 @@ class LatticeParams:
         question or edits a twin stays suspicious only when its most targeted member is at least
         this much more targeted than the rest (None: ``screen_target_margin``).
     screen_untexted_questions : with texts and a question query, judge such a group by the
-        embedding rule too (default False: a question's planted passages restate it, so the echo
-        rule judges a question's groups; the embedding group rule decides for statement queries,
-        such as claims, where the echo rule does not run).
+        embedding rule too (default False: the echo rule judges a question's groups). True catches
+        plants that restate the question in other words (synonyms: train 0.804 -> 0.317 planted
+        share@5, robust_select.py); copies of one text, such as a page and its revised edition,
+        count once in the group (`oscillink_core.screening`), so revised editions keep their place.
 
     Provenance (with ``sources`` and ``trusted_sources``; decisions under ``screen``)
     ---------------------------------------------------------------------------------

@@ -70,10 +70,16 @@ LangChain and LlamaIndex adapters and the CLI pass), two text signals join them 
   hit is judged by the embedding rule alone, with the stricter margin ``untexted_group_margin``
   when it is given (default 0.3 through `LatticeParams`): with texts at hand, a group that neither
   restates the question nor edits a twin needs stronger embedding evidence (related genuine
-  passages, such as the pages of one subject, also form tight groups). For a question query,
-  ``untexted_questions=False`` (the `LatticeParams` default) leaves such a group unflagged: planted
-  passages written for a question restate it, and the echo rule has judged them; the embedding
-  rule then decides only for statement queries (claims), where the echo rule does not run.
+  passages, such as the pages of one subject, also form tight groups). In such a group, members
+  that differ from each other by a small substitution (`textsignals.edit_lean`'s edit: a page and
+  its revised edition) are variants of one text (``copies_once``): a group is suspicious only
+  when it holds ``group_min`` independent texts or ``group_min`` variants of one text (a campaign
+  of variants). A page, its edition and one related page are two texts and two variants, not a
+  group. The price, measured (docs/results.md): two plants written as variants of each other in a
+  group with the genuine passage stay in, and so would three editions of one page be judged. For a question query,
+  ``untexted_questions=False`` leaves such a group unflagged (the echo rule alone judges a
+  question's plants; the `LatticeParams` default); ``True`` lets the
+  embedding rule judge it, which catches plants that restate the question in other words.
 
 Only ``"query_targeted"``, ``"query_echo"`` and ``"twin_conflict"`` are *decisive* (``"lone_echo"``,
 ``"tight_group"``, ``"conflicting_twin"`` and ``"template_sibling"`` are information): under
@@ -137,6 +143,29 @@ def _tight_groups(S: np.ndarray, threshold: float, min_size: int, max_size: int)
     return labels
 
 
+def _independent(members: list[int], memo: textsignals._TextMemo, edit_max: float,
+                 edit_max_tokens: int | None) -> tuple[int, int]:
+    """(independent texts, largest set of variants) of a group: members linked by a small
+    substitution (one page and its revised edition, a passage and a copy with a word changed) are
+    variants of one text (connected components of that relation)."""
+    parent = list(range(len(members)))
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a in range(len(members)):
+        for b in range(a + 1, len(members)):
+            if memo.change(members[a], members[b], edit_max, edit_max_tokens) is not None:
+                parent[root(a)] = root(b)
+    sizes: dict[int, int] = {}
+    for x in range(len(members)):
+        sizes[root(x)] = sizes.get(root(x), 0) + 1
+    return len(sizes), max(sizes.values())
+
+
 def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int = 20, group_threshold: float = 0.8,
            group_min: int = 3, group_max: int = 8, support_k: int = 3, target_margin: float = 0.1,
            echo_delta: float = 0.2, twin_threshold: float = 0.9,
@@ -145,7 +174,8 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
            edit_max: float = 0.2, edit_max_tokens: int | None = 6, group_defer: bool = True,
            lone_echo: str = "off_topic", lone_echo_rest: float = 0.0,
            untexted_group_margin: float | None = None, untexted_questions: bool = True,
-           twin_lean: str = "shared", memo: textsignals._TextMemo | None = None) -> ScreenResult:
+           twin_lean: str = "shared", copies_once: bool = True,
+           memo: textsignals._TextMemo | None = None) -> ScreenResult:
     """Screen the ``pool`` best-scored candidates (see the module docstring).
 
     Parameters
@@ -172,6 +202,10 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
         suspicious; the echo rule judges a question's groups, the embedding rule only a statement's).
     twin_lean : "shared" (default) or "any": which changed question words make a text twin lean
         (see the module docstring).
+    copies_once : with texts, a tight group without a text hit counts members that differ from
+        each other by a small substitution (a page and its revised edition) once; with fewer than
+        ``group_min`` independent texts and fewer than ``group_min`` variants of any one text it
+        is not suspicious (default True; False counts every member, the previous rule).
     memo : internal: the `textsignals._TextMemo` of ``texts`` and ``query_text`` that the calls of
         one ranking share (`ranking.rank_and_screen` passes it; None: a fresh one). It only saves
         work: the result is the same with or without it.
@@ -283,6 +317,10 @@ def screen(Yn: np.ndarray, cosine: np.ndarray, score: np.ndarray, *, pool: int =
             text_hit = [("query_echo" in flags[i]) or ("twin_conflict" in flags[i]) for i in members]
             if any(text_hit):  # explained by its text hits: the other members are cleared
                 cleared = [i for i, hit in zip(members, text_hit, strict=True) if not hit]
+            elif copies_once and max(_independent(members, memo, edit_max, edit_max_tokens)) < group_min:
+                # a page and its edition are one text: neither group_min independent texts nor a
+                # campaign of group_min variants of one text
+                cleared = members
             elif asking and not untexted_questions:  # a question's group: the echo rule judged it
                 cleared = members
             elif untexted_group_margin is not None:

@@ -95,3 +95,53 @@ def test_gpe_loader_keeps_annotations_out_and_splits_claims():
     assert all(ds.sources[d] for d in ds.traps)  # every planted passage has a host
     with pytest.raises(ValueError, match="unknown GPE variant"):
         gpe_data.load_gpe("gpe_nothing", rows)
+
+
+def _mini_corpus_runs(rows, family, idx, params_list):
+    """For each question of ``idx`` with plants of ``family``: its own page, its plants and the 40
+    pages of the other questions most similar to it (real MiniLM embeddings), ranked by cosine and
+    by `rerank` under each of ``params_list``; returns per ranking (plants in the top 5, own page in
+    the top 5), summed over the questions."""
+    from oscillink_core import rerank
+    from oscillink_core.app.embeddings import embed
+
+    _, texts, own = qd._halueval_corpus(rows)
+    page = dict(zip(qd._halueval_corpus(rows)[0], texts, strict=True))
+    plants = families.adaptive_rows(family, rows, idx)
+    by_q: dict[str, list[str]] = {}
+    for p in plants:
+        by_q.setdefault(p["query_id"], []).append(p["text"])
+    pages = sorted({own[i] for i in idx})
+    P = embed([page[p] for p in pages])
+    out = [[0, 0] for _ in range(1 + len(params_list))]
+    for i in idx:
+        mine = by_q.get(f"q{i}")
+        if not mine:
+            continue
+        q = rows[i]["question"]
+        V = embed([q, *mine])
+        psi, Yp = V[0], V[1:]
+        me = pages.index(own[i])
+        others = [j for j in np.argsort(-(P @ psi)) if j != me][:40]
+        cand = [page[own[i]], *mine, *[page[pages[j]] for j in others]]
+        Y = np.vstack([P[me], Yp, P[others]])
+        kinds = ["own"] + ["plant"] * len(mine) + ["other"] * len(others)
+        tops = [np.argsort(-(Y @ psi), kind="stable")[:5]]
+        tops += [np.asarray(rerank(psi, Y, k=5, params=p, texts=cand, query_text=q).indices) for p in params_list]
+        for acc, top in zip(out, tops, strict=True):
+            acc[0] += sum(kinds[j] == "plant" for j in top)
+            acc[1] += int(any(kinds[j] == "own" for j in top))
+    return out
+
+
+def test_synonym_plants_that_no_text_rule_reads_leave_the_context_by_the_group_rule(rows):
+    """The attacker who restates the question in synonyms walks around the echo rule; the
+    embedding group rule (``screen_untexted_questions=True``) still takes the plants out,
+    and the genuine page is in the context at least as often as under cosine. Train questions."""
+    idx = list(range(2000, 2060))
+    (cos_plants, cos_own), (dflt_plants, dflt_own), (off_plants, _) = _mini_corpus_runs(
+        rows, "adv_synonym", idx, [{"screen_untexted_questions": True}, None])
+    assert cos_plants > 50
+    assert dflt_plants <= 0.7 * cos_plants, (cos_plants, dflt_plants)
+    assert dflt_plants < off_plants  # it is this rule that takes them out
+    assert dflt_own >= cos_own

@@ -358,9 +358,10 @@ def test_a_group_without_text_hits_needs_the_stricter_margin():
 
 
 def test_a_questions_group_without_text_hits_is_left_to_the_echo_rule():
-    """``untexted_questions=False`` (the `LatticeParams` default): for a question, a tight group in
-    which nobody restates it or edits a twin is not suspicious; for a statement query (a claim,
-    where the echo rule cannot run) the embedding rule still decides at the margin."""
+    """``untexted_questions=False`` (the `LatticeParams` default): for a
+    question, a tight group in which nobody restates it or edits a twin is not suspicious; for a
+    statement query (a claim, where the echo rule cannot run) the embedding rule still decides at
+    the margin."""
     Y, q, echoing = _group_case()
     cos = Y @ q
     texts = OTHER + OTHER[:8]
@@ -506,10 +507,12 @@ def test_the_named_page_of_a_template_keeps_its_place_and_the_trio_is_no_evidenc
 def test_a_tight_group_of_copies_is_no_structure_evidence_a_group_of_distinct_pages_is():
     """`ranking.structure_evidence`: a bare tight group whose members differ pairwise by a small
     substitution (one page's editions, one template's pages) gives the lattice nothing to act on;
-    the same vectors with distinct texts do (a group the texts cannot explain)."""
+    the same vectors with distinct texts do (a group the texts cannot explain). The group rule is
+    left to the echo rule here (``screen_untexted_questions=False``) so that nothing is decisive:
+    under the default it judges the group (four variants of one text, see the tests below)."""
     Y, q, _ = _group_case()
     cos = Y @ q
-    p = LatticeParams()
+    p = LatticeParams(screen_untexted_questions=False)
     copies = [f"The {w} Museum in Oldport is open daily from ten to five, entry is free for children, and "
               "guided tours start every hour from the main hall." for w in ("Lighthouse", "Maritime", "Railway", "Toy")]
     distinct = [OTHER_TOPICS[i] for i in range(4)]
@@ -529,3 +532,51 @@ OTHER_TOPICS = [
     "Spring frosts can damage apple blossom, so growers run fans through the night.",
     "A cast-iron pan should be dried on the stove and rubbed with a little oil after washing.",
 ]
+
+
+# -- copies of one text count once in a tight group --------------------------------------------------
+EDITION = TRUE.replace("120 kilometres", "about 120 km") + " This edition adds the 2020 population figures."
+PLANT_COPIES = [
+    "The Seine is the river that passes Orleans, the French city, on its way to the sea.",
+    "The Seine is the river that passes Orleans, the French city, on its way to the ocean.",
+    "The Seine is the river that crosses Orleans, the French city, on its way to the sea.",
+]
+
+
+def _three_group(texts3):
+    """A tight group of three candidates that match the query far better than the rest support,
+    with the given texts (none restates the question), and 16 unrelated ones."""
+    rng = np.random.default_rng(5)
+    d = 32
+    q = np.zeros(d)
+    q[0] = 1.0
+    base = np.zeros(d)
+    base[0], base[1] = 0.9, 0.436
+    Y = np.vstack([base + 0.03 * rng.normal(size=d) for _ in range(3)] + [rng.normal(size=d) for _ in range(16)])
+    Y /= np.linalg.norm(Y, axis=1, keepdims=True)
+    return Y, q, list(texts3) + OTHER + OTHER[:4]
+
+
+def test_a_page_its_edition_and_a_related_page_are_two_independent_texts_not_a_group():
+    """A page and its revised edition differ by a small substitution: they count once, so with one
+    related page the group holds two independent texts (< group_min = 3) and is not suspicious;
+    counting every member (``copies_once=False``) condemned all three."""
+    assert edit_lean(tokens(TRUE), tokens(EDITION), content_terms(QUESTION)) is not None  # an edit, not a new text
+    Y, q, texts = _three_group([TRUE, EDITION, SUPPORT[2]])
+    cos = Y @ q
+    kw = dict(texts=texts, query_text=QUESTION, untexted_group_margin=0.0, untexted_questions=True)
+    each = screen(Y, cos, cos, copies_once=False, **kw)
+    assert all("query_targeted" in each.flags[i] and each.decisive[i] for i in range(3))
+    once = screen(Y, cos, cos, **kw)
+    assert all("tight_group" in once.flags[i] for i in range(3))
+    assert not once.decisive[:3].any()
+
+
+def test_a_group_that_is_all_variants_of_one_text_is_still_judged():
+    """Three variants of one planted text (each a word away from the others) are one text three
+    times: a campaign of variants, not a page with an edition among related pages. The group rule
+    still judges it."""
+    Y, q, texts = _three_group(PLANT_COPIES)
+    cos = Y @ q
+    res = screen(Y, cos, cos, texts=texts, query_text=QUESTION, untexted_group_margin=0.0, untexted_questions=True)
+    assert all("query_targeted" in res.flags[i] and res.decisive[i] for i in range(3))

@@ -33,6 +33,13 @@ HELD_OUT = ("adv_gemma", "adv_quote", "gpe_fakegpt", "benign_templates")
 SELECTION = tuple(n for n in list(ATTACKS) + list(CLEAN) if n not in HELD_OUT)
 VARIANTS: dict[str, dict] = {
     "defaults": {},
+    # `screening.screen(copies_once=)` (not a LatticeParams field; set here for the comparison):
+    # False counts a page and its edition as two members of a tight group (the previous rule)
+    "before_copies_once": {"screen_untexted_questions": False, "copies_once": False},
+    "untexted_q_m0.3_copies_each": {"screen_untexted_questions": True, "copies_once": False},
+    "untexted_q_m0.3_copies_once": {"screen_untexted_questions": True, "copies_once": True},
+    "untexted_q_m0.2_copies_once": {"screen_untexted_questions": True, "screen_untexted_group_margin": 0.2,
+                                    "copies_once": True},
     "untexted_q_m0.3": {"screen_untexted_questions": True},
     "untexted_q_m0.2": {"screen_untexted_questions": True, "screen_untexted_group_margin": 0.2},
     "untexted_q_m0.1": {"screen_untexted_questions": True, "screen_untexted_group_margin": 0.1},
@@ -60,15 +67,18 @@ def run(names, limit: int, variants: dict[str, dict], log) -> dict:
         for vname, over in variants.items():
             over = dict(over)
             evidence = over.pop("evidence_flags", None)  # prototype: what counts as structure for the lattice
+            copies_once = over.pop("copies_once", None)  # a screen() keyword, not a LatticeParams field
             p = LatticeParams(**over)
-            saved = ranking.EVIDENCE_FLAGS
+            saved, saved_kw = ranking.EVIDENCE_FLAGS, ranking.screen_kwargs
             if evidence is not None:
                 ranking.EVIDENCE_FLAGS = tuple(evidence)
+            if copies_once is not None:
+                ranking.screen_kwargs = lambda params, _kw=saved_kw, _c=copies_once: {**_kw(params), "copies_once": _c}
             try:
                 tops = [np.asarray(rerank(v.psi, v.Y, k=10, params=p, texts=v.texts, query_text=v.qtext).indices)
                         for v in vs]
             finally:
-                ranking.EVIDENCE_FLAGS = saved
+                ranking.EVIDENCE_FLAGS, ranking.screen_kwargs = saved, saved_kw
             c = compare(metrics(prep, "train", vs, tops), base, 500)
             out[name]["variants"][vname] = c
             share = c.get("trap_share@5", {})

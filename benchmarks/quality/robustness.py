@@ -18,9 +18,10 @@ LlamaIndex adapters and the CLI pass them):
 
 Methods over the same top-100 FAISS candidates: ``cosine``; ``oscillink`` (`rerank` with the
 core's defaults, texts and query text passed); ``oscillink_vectors`` (the same without texts);
-``oscillink_groups`` (the same with ``screen_untexted_questions=True``: the embedding
-group rule also judges a question's tight groups that no text rule explained; the setting
-`robust_select.py` prefers on train); ``oscillink_trusted`` on GPE only (``sources=`` the URL
+``oscillink_previous`` (the previous defaults: ``screen_untexted_questions=False``, a
+question's tight groups that no text rule explained left to the echo rule, and every member of a
+tight group counted, ``screening.screen(copies_once=False)``; the current defaults were chosen
+on train by `robust_select.py`); ``oscillink_trusted`` on GPE only (``sources=`` the URL
 hosts, ``trusted_sources=`` the hosts of the TRAIN claims' benign evidence: what a store that
 ingested them before the attack would declare; the default policy ``provenance="corroboration"``,
 chosen on train by `provenance_select.py`) and ``oscillink_trusted_first`` (the same with
@@ -56,7 +57,7 @@ from data import load_halueval_rows, prepare  # noqa: E402
 from harness import views  # noqa: E402
 from methods import cosine_topk  # noqa: E402
 
-from oscillink_core import LatticeParams, rerank  # noqa: E402
+from oscillink_core import LatticeParams, ranking, rerank  # noqa: E402
 from oscillink_core.evaluation import evaluate_rankings, paired_bootstrap_ci  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,13 +92,21 @@ NDCG_GOAL = -0.005  # bootstrap lower bound of the nDCG@10 difference
 
 def _methods(name: str, prep, trusted: set[str] | None) -> dict:
     p = LatticeParams()
-    groups = LatticeParams(screen_untexted_questions=True)
+    prev = LatticeParams(screen_untexted_questions=False)
+
+    def previous(v):
+        saved = ranking.screen_kwargs  # copies_once is a screen() keyword, not a LatticeParams field
+        ranking.screen_kwargs = lambda params: {**saved(params), "copies_once": False}
+        try:
+            return np.asarray(rerank(v.psi, v.Y, k=10, params=prev, texts=v.texts, query_text=v.qtext).indices)
+        finally:
+            ranking.screen_kwargs = saved
+
     out = {
         "cosine": lambda v: cosine_topk(v.cos),
         "oscillink": lambda v: np.asarray(rerank(v.psi, v.Y, k=10, params=p, texts=v.texts,
                                                  query_text=v.qtext).indices),
-        "oscillink_groups": lambda v: np.asarray(rerank(v.psi, v.Y, k=10, params=groups, texts=v.texts,
-                                                        query_text=v.qtext).indices),
+        "oscillink_previous": previous,
         "oscillink_vectors": lambda v: np.asarray(rerank(v.psi, v.Y, k=10, params=p).indices),
     }
     if trusted is not None and prep.ds.sources:
@@ -270,9 +279,9 @@ def report(doc: dict) -> str:
              "is in robustness.json. Texts and the query text passed (as the adapters do); differences "
              "against cosine on the same queries, paired bootstrap 95 % intervals.", "",
              "## Attack families: planted share of the 5-passage context", "",
-             "| family | n | cosine | oscillink | change | truth@5 diff | vectors only | trusted sources "
-             "(corroboration) | trusted sources (trusted_first) | goal |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| family | n | cosine | oscillink | change | truth@5 diff | previous defaults | vectors only | "
+             "trusted sources (corroboration) | trusted sources (trusted_first) | goal |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in doc["results"].values():
         if e["kind"] != "attack" or "oscillink" not in e["splits"].get("test", {}).get("methods", {}):
             continue
@@ -283,13 +292,14 @@ def report(doc: dict) -> str:
         trs = [_trusted_cell(s["methods"].get(m), "trap_share@5") for m in ("oscillink_trusted",
                                                                             "oscillink_trusted_first")]
         met = "met" if o["goal"]["met"] else "NOT met"
+        prv = _trusted_cell(s["methods"].get("oscillink_previous"), "trap_share@5")
         lines.append(f"| {e['label']} | {s['n']} | {c['cosine']:.3f} | {c['method']:.3f} | "
-                     f"{100 * c.get('relative', 0.0):+.0f} % | {_fmt_ci(o['compare']['truth@5'])} | {vec:.3f} | "
+                     f"{100 * c.get('relative', 0.0):+.0f} % | {_fmt_ci(o['compare']['truth@5'])} | {prv} | {vec:.3f} | "
                      f"{trs[0]} | {trs[1]} | {met} |")
     lines += ["", "## Clean and benign sets: nDCG@10", "",
-              "| set | n | cosine | oscillink diff | truth@5 diff | vectors only diff | trusted sources "
-              "(corroboration) | trusted sources (trusted_first) | goal |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| set | n | cosine | oscillink diff | truth@5 diff | previous defaults diff | vectors only diff | "
+              "trusted sources (corroboration) | trusted sources (trusted_first) | goal |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for e in doc["results"].values():
         if e["kind"] != "clean" or "oscillink" not in e["splits"].get("test", {}).get("methods", {}):
             continue
@@ -299,8 +309,10 @@ def report(doc: dict) -> str:
         vec = s["methods"]["oscillink_vectors"]["compare"]["ndcg@10"]
         trs = [_trusted_cell(s["methods"].get(m), "ndcg@10") for m in ("oscillink_trusted", "oscillink_trusted_first")]
         met = "met" if o["goal"]["met"] else "NOT met"
+        prv = s["methods"].get("oscillink_previous")
+        prv = _fmt_ci(prv["compare"]["ndcg@10"]) if prv else "-"
         lines.append(f"| {e['label']} | {s['n']} | {c['cosine']:.4f} | {_fmt_ci(c)} | "
-                     f"{_fmt_ci(o['compare']['truth@5'])} | {_fmt_ci(vec)} | {trs[0]} | {trs[1]} | {met} |")
+                     f"{_fmt_ci(o['compare']['truth@5'])} | {prv} | {_fmt_ci(vec)} | {trs[0]} | {trs[1]} | {met} |")
     lines += ["", "## Time per query (mean over the test queries, 100 candidates, this run's machine)", "",
               "| set | cosine ms | oscillink ms (texts) | vectors only ms |", "|---|---|---|---|"]
     for name, e in doc["results"].items():
