@@ -294,8 +294,8 @@ def report(doc: dict) -> str:
         met = "met" if o["goal"]["met"] else "NOT met"
         prv = _trusted_cell(s["methods"].get("oscillink_previous"), "trap_share@5")
         lines.append(f"| {e['label']} | {s['n']} | {c['cosine']:.3f} | {c['method']:.3f} | "
-                     f"{100 * c.get('relative', 0.0):+.0f} % | {_fmt_ci(o['compare']['truth@5'])} | {prv} | {vec:.3f} | "
-                     f"{trs[0]} | {trs[1]} | {met} |")
+                     f"{100 * c.get('relative', 0.0):+.0f} % | {_fmt_ci(o['compare']['truth@5'])} | {prv} | "
+                     f"{vec:.3f} | {trs[0]} | {trs[1]} | {met} |")
     lines += ["", "## Clean and benign sets: nDCG@10", "",
               "| set | n | cosine | oscillink diff | truth@5 diff | previous defaults diff | vectors only diff | "
               "trusted sources (corroboration) | trusted sources (trusted_first) | goal |",
