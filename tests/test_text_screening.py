@@ -189,21 +189,27 @@ def test_langchain_and_llamaindex_pass_texts(corpus, monkeypatch):
     assert {"twin", "plant0", "plant1", "plant2"} & {n.node.node_id for n in li_plain}
 
 
-def _group_case():
-    """Four near-copies that match the query far better than the rest of the candidates support:
-    three planted passages that restate the question and a true passage (the last of the four)."""
-    rng = np.random.default_rng(3)
+def _group_vectors(size: int, seed: int):
+    """``size`` near-copies that match the query far better than the rest of the candidates
+    support, then 16 unrelated vectors (unit rows, d = 32), and the query."""
+    rng = np.random.default_rng(seed)
     d = 32
     q = np.zeros(d)
     q[0] = 1.0
     base = np.zeros(d)
     base[0], base[1] = 0.9, 0.436
-    group = [base + 0.03 * rng.normal(size=d) for _ in range(4)]
+    group = [base + 0.03 * rng.normal(size=d) for _ in range(size)]
     others = [rng.normal(size=d) for _ in range(16)]
     Y = np.vstack(group + others)
     Y /= np.linalg.norm(Y, axis=1, keepdims=True)
-    texts = PLANTED + [TRUE] + OTHER + OTHER[:4]
-    return Y, q, texts
+    return Y, q
+
+
+def _group_case():
+    """Four near-copies that match the query far better than the rest of the candidates support:
+    three planted passages that restate the question and a true passage (the last of the four)."""
+    Y, q = _group_vectors(4, 3)
+    return Y, q, PLANTED + [TRUE] + OTHER + OTHER[:4]
 
 
 @pytest.mark.parametrize("defer", [True, False])
@@ -544,16 +550,9 @@ PLANT_COPIES = [
 
 
 def _three_group(texts3):
-    """A tight group of three candidates that match the query far better than the rest support,
-    with the given texts (none restates the question), and 16 unrelated ones."""
-    rng = np.random.default_rng(5)
-    d = 32
-    q = np.zeros(d)
-    q[0] = 1.0
-    base = np.zeros(d)
-    base[0], base[1] = 0.9, 0.436
-    Y = np.vstack([base + 0.03 * rng.normal(size=d) for _ in range(3)] + [rng.normal(size=d) for _ in range(16)])
-    Y /= np.linalg.norm(Y, axis=1, keepdims=True)
+    """A tight group of three candidates with the given texts (none restates the question) and 16
+    unrelated ones (`_group_vectors`)."""
+    Y, q = _group_vectors(3, 5)
     return Y, q, list(texts3) + OTHER + OTHER[:4]
 
 
