@@ -78,7 +78,7 @@ LangChain and LlamaIndex adapters and the CLI pass), two text signals join them 
   group. The price, measured (docs/results.md): two plants written as variants of each other in a
   group with the genuine passage stay in, and so would three editions of one page be judged. For a question query,
   ``untexted_questions=False`` leaves such a group unflagged (the echo rule alone judges a
-  question's plants; the `LatticeParams` default); ``True`` lets the
+  question's plants); ``True`` (the `LatticeParams` default) lets the
   embedding rule judge it, which catches plants that restate the question in other words.
 
 Only ``"query_targeted"``, ``"query_echo"`` and ``"twin_conflict"`` are *decisive* (``"lone_echo"``,

@@ -86,15 +86,24 @@ _ASKING = frozenset("""who whom whose what which when where why how is are was w
 will would should has have had""".split())
 
 
+_EMBEDDED = frozenset("who whom whose what which".split())
+
+
 def is_question(text: str) -> bool:
-    """A question: ends with "?" or starts with an interrogative or auxiliary word.
+    """A question: ends with "?", starts with an interrogative or auxiliary word, or, without a
+    closing full stop, asks in mid-sentence ("Dune was written by who", "the capital of what
+    country"): a claim ends with a full stop, and its "who" or "which" opens a relative clause.
 
     >>> is_question("Who wrote Dune"), is_question("ALDH1 expression predicts poor outcome.")
+    (True, False)
+    >>> is_question("Dune was written by who"), is_question("The author who wrote Dune was born in 1920.")
     (True, False)
     """
     t = text.strip()
     first = tokens(t[:40])
-    return t.endswith("?") or bool(first) and first[0] in _ASKING
+    if t.endswith("?") or bool(first) and first[0] in _ASKING:
+        return True
+    return not t.endswith((".", "!", '"', "'")) and not _EMBEDDED.isdisjoint(tokens(t))
 
 
 def _shortest_cover(terms: set[str], toks: Sequence[str]) -> tuple[int, int] | None:

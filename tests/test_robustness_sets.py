@@ -136,11 +136,11 @@ def _mini_corpus_runs(rows, family, idx, params_list):
 
 def test_synonym_plants_that_no_text_rule_reads_leave_the_context_by_the_group_rule(rows):
     """The attacker who restates the question in synonyms walks around the echo rule; the
-    embedding group rule (``screen_untexted_questions=True``) still takes the plants out,
-    and the genuine page is in the context at least as often as under cosine. Train questions."""
+    embedding group rule (``screen_untexted_questions=True``, the default) still takes the plants
+    out, and the genuine page is in the context at least as often as under cosine. Train questions."""
     idx = list(range(2000, 2060))
     (cos_plants, cos_own), (dflt_plants, dflt_own), (off_plants, _) = _mini_corpus_runs(
-        rows, "adv_synonym", idx, [{"screen_untexted_questions": True}, None])
+        rows, "adv_synonym", idx, [None, {"screen_untexted_questions": False}])
     assert cos_plants > 50
     assert dflt_plants <= 0.7 * cos_plants, (cos_plants, dflt_plants)
     assert dflt_plants < off_plants  # it is this rule that takes them out
