@@ -10,8 +10,8 @@ Two measurements behind the text-screening defaults (`docs/text_screening.md`):
   passage in the top 5 and the planted share of the top 5, for cosine, the defaults without
   texts, the defaults with texts, and the defaults with texts and one choice changed (the rule
   before the lone-echo and untexted-group choices, each of those choices undone alone (a
-  question's groups without a text hit judged by the embedding rule, at margin 0.3, 0.2 or the
-  rule's 0.1), no group
+  question's groups without a text hit left to the text flags, the group margin 0.2 or the
+  rule's 0.1 instead of 0.3), no group
   defer, the twin lean on any changed question word ``screen_twin_lean="any"``, the cosine
   order ``coh_weight=-1``, the whole lattice where a near-duplicate pair is the only structure
   ``coh_scope="evidence"``, the lattice on every query ``coh_scope="always"``), how many queries
@@ -58,11 +58,10 @@ VARIANTS = {  # name -> (params, with texts)
     "texts, every lone echo decides": ({"screen_lone_echo": "decisive"}, True),
     "texts, no lone echo decides": ({"screen_lone_echo": "info"}, True),
     "texts, lone echo rest 0.2": ({"screen_lone_echo_rest": 0.2}, True),
-    "texts, a question's untexted groups judged too (margin 0.3)": ({"screen_untexted_questions": True}, True),
-    "texts, one group margin (0.1), questions too":
-        ({"screen_untexted_group_margin": None, "screen_untexted_questions": True}, True),
-    "texts, group margin 0.2, questions too":
-        ({"screen_untexted_group_margin": 0.2, "screen_untexted_questions": True}, True),
+    "texts, a question's untexted groups left to the text flags (issue 17's rule)":
+        ({"screen_untexted_questions": False}, True),
+    "texts, one group margin (0.1)": ({"screen_untexted_group_margin": None}, True),
+    "texts, group margin 0.2": ({"screen_untexted_group_margin": 0.2}, True),
     "texts, no group defer": ({"screen_group_defer": False}, True),
     "texts, twin lean on any question word": ({"screen_twin_lean": "any"}, True),
     "texts, coh_weight -1": ({"coh_weight": -1.0}, True),
