@@ -59,7 +59,8 @@ LangChain and LlamaIndex adapters and the CLI pass), two text signals join them 
   (the copy edited toward the question repeats them; ``twin_lean="any"`` counts every changed
   question word, and then of two genuine pages from one template, such as a team's 1926 and 1976
   seasons, the one the question names is flagged); the other side gets ``"conflicting_twin"``
-  (information only), and both get it when neither leans.
+  (information only), and both get it when neither leans. A copy that only re-inflects the other
+  (is -> was, a -> the) and adds text, as a revised edition with a note does, is no conflict.
 * ``"template_sibling"`` (information only; texts, ``twin_lean="shared"``): two near-copies that
   are pages of one template, the field that differs being the subject the question names
   (`textsignals.siblings`): neither is an edit of the other, and the pair is no link of a tight

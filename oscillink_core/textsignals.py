@@ -20,7 +20,11 @@ toward the question. These pure functions read the texts (plain Python, no token
   count: a counterfactual copy repeats words its original already has, while two genuine pages
   written from one template (a team's 1926 and 1976 seasons) differ by a question word that the
   page about something else lacks, and the page that holds it is the answer, not an edit.
-  Returns None when the two are not such an edit, and "tie" when neither side leans.
+  A copy that only re-inflects its original (is -> was, a -> the) and adds text does not
+  disagree with it (a revised edition with a note appended): the edit needs each side to change
+  something beyond inflection, as a pure addition already does not count. An attacker who wants
+  the copy to assert another answer has to remove the original's answer, which is a change of
+  content. Returns None when the two are not such an edit, and "tie" when neither side leans.
 
 Tokens are lower-case runs of letters and digits; content words are tokens of two or more
 characters outside a small English stop list.
@@ -34,7 +38,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 __all__ = ["tokens", "content_terms", "is_question", "restates", "asks", "beyond_restatement",
-           "speaks_of_something_else", "edit_lean", "siblings", "STOP_WORDS"]
+           "speaks_of_something_else", "edit_lean", "siblings", "STOP_WORDS", "INFLECTION_WORDS"]
 
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 # On ASCII text _TOKEN's class [^\W_] is exactly [A-Za-z0-9] (str.isalnum of the 128 ASCII characters), and
@@ -50,6 +54,11 @@ only or other our ours ourselves out over own same she should so some such than 
 themselves then there these they this those through to too under until up upon very was we were what when
 where which while who whom whose why will with would you your yours yourself
 """.split())
+
+
+# Inflection: the words a revised edition changes without changing what it says (tense, articles).
+# A change limited to these is no disagreement about the answer (`edit_lean`).
+INFLECTION_WORDS = frozenset("a an the is was are were am be been being has have had do does did".split())
 
 
 def tokens(text: str) -> list[str]:
@@ -230,6 +239,11 @@ def edit_lean(a: Sequence[str], b: Sequence[str], terms: Sequence[str], *, max_c
     >>> b = tokens("The 1976 Navy team played its home games in Annapolis, Maryland.")
     >>> edit_lean(a, b, t), edit_lean(a, b, t, shared=False)
     ('tie', 'a')
+    >>> t = content_terms("Which team won the second division title?")
+    >>> a = tokens("The team was promoted and won the second division title in 1990.")
+    >>> b = tokens("The team is promoted and won the second division title in 1990. Second edition.")
+    >>> edit_lean(a, b, t) is None  # an edition: re-inflected, a note added
+    True
     """
     return _lean_of(a, b, _small_substitution(a, b, max_change, max_tokens), set(terms), shared)
 
@@ -237,7 +251,9 @@ def edit_lean(a: Sequence[str], b: Sequence[str], terms: Sequence[str], *, max_c
 def _lean_of(a: Sequence[str], b: Sequence[str], change: tuple[set[str], set[str]] | None, q: set[str],
              shared: bool) -> str | None:
     """`edit_lean` from the result of `_small_substitution` (``q``: the question's content words)."""
-    return None if change is None else _lean(a, b, *change, q, shared)
+    if change is None or not change[0] - INFLECTION_WORDS or not change[1] - INFLECTION_WORDS:
+        return None  # identical up to inflection on one side: that side states nothing else
+    return _lean(a, b, *change, q, shared)
 
 
 def _small_substitution(a: Sequence[str], b: Sequence[str], max_change: float, max_tokens: int | None

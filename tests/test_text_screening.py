@@ -62,6 +62,20 @@ def test_edit_lean_points_at_the_copy_edited_toward_the_question():
     assert edit_lean(tokens(TRUE), tokens(TRUE), terms) is None
 
 
+def test_a_re_inflected_edition_with_a_note_is_no_conflict_but_a_changed_answer_is():
+    """A revised edition changes a tense and appends a note; when the note happens to hold a
+    question word ("Second edition" for a question about a second single), the lean would name the
+    edition the edited copy. Re-inflection is no disagreement: no twin flag. A copy that replaces
+    the answer and appends the same note still disagrees, and leans."""
+    question = "When was the second single from the album released?"
+    page = "The album was recorded in Nashville. Its second single is a ballad released in May 2013."
+    terms = content_terms(question)
+    edition = page.replace(" is a ballad", " was a ballad") + " Second edition; the text above was reviewed."
+    assert edit_lean(tokens(page), tokens(edition), terms) is None
+    assert edit_lean(tokens(page), tokens(page.replace(" is ", " was ")), terms) is None
+    counterfactual = page.replace("May 2013", "June 2015") + " Second edition; the single was released later."
+    assert edit_lean(tokens(page), tokens(counterfactual), terms) == "b"
+
 
 def test_edit_lean_ignores_two_passages_that_share_a_paragraph():
     """Two genuine passages that share one paragraph and differ in a second one are not an edit,
