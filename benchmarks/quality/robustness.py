@@ -52,6 +52,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(__file__))
 
+import families  # noqa: E402
 import numpy as np  # noqa: E402
 from data import load_halueval_rows, prepare  # noqa: E402
 from harness import views  # noqa: E402
@@ -189,6 +190,10 @@ def main() -> None:
         return
     if args.quick:
         args.limit, args.train_limit, args.n_boot = 150, 150, 500
+    if "adv_gemma" in args.sets and not families.GEMMA_CACHE.exists():
+        ap.error(f"adv_gemma reads the Gemma-written plants from {families.GEMMA_CACHE}, which does not exist: "
+                 "write them first (`.venv/bin/python benchmarks/quality/families.py --gemma`, about 20 min) "
+                 "or leave the set out (--sets)")
     t0 = time.perf_counter()
 
     def log(msg: str) -> None:
